@@ -1,0 +1,164 @@
+//! The pure core of switchyard: every change is a [`Command`], wrapped in a [`Proposal`] that
+//! the leader stamps with its time, applied by [`apply`] to a [`State`].
+//!
+//! `apply(state, proposal, ctx) -> (Outcome, events)` is deterministic: it reads no clock,
+//! does no IO and draws no random numbers. The time it sees is the leader-stamped time of the
+//! proposal (never allowed to go backwards, see [`State::now_ms`]); the revision it stamps on
+//! everything it changes is the log index of the entry ([`Ctx::index`]). Replaying the same log
+//! therefore gives the same state and the same events on every node.
+//!
+//! Timed behaviour goes through [`timers::Timers`]: apply schedules a timer at a due time, and
+//! the server's leader-side scheduler proposes [`Command::Tick`] when a timer falls due; the tick
+//! fires every due timer as part of an ordinary, replicated command.
+//!
+//! Apps live one per module ([`bank`]); this file dispatches with a plain `match`.
+
+pub mod bank;
+pub mod error;
+pub mod idempotency;
+pub mod timers;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::CommandError;
+
+/// What apply knows about the log entry it is applying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    /// Log index of the entry; becomes the revision of every change it makes.
+    pub index: u64,
+}
+
+/// A command as it travels through the replicated log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Leader-stamped wall-clock time, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// Client-chosen key that makes a retry return the first response instead of applying twice.
+    pub idempotency_key: Option<String>,
+    /// What to do.
+    pub command: Command,
+}
+
+impl Proposal {
+    /// A proposal without an idempotency key.
+    pub fn new(time_ms: i64, command: Command) -> Self {
+        Self {
+            time_ms,
+            idempotency_key: None,
+            command,
+        }
+    }
+}
+
+/// Every change to the state, one variant per app or core mechanism.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Advance time: fire every timer whose due time is at or before the stamped time.
+    Tick,
+    /// A bank command.
+    Bank(bank::BankCommand),
+}
+
+/// What a command answers: a reply, or a refusal that changed nothing.
+pub type Outcome = Result<Reply, CommandError>;
+
+/// Successful replies, one variant per command family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Tick: how many timers fired.
+    Ticked { fired: u32 },
+    /// Bank replies.
+    Bank(bank::BankReply),
+}
+
+/// A change notification, emitted by apply; the revision is the log index of the entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Hierarchical topic, e.g. `bank/accounts/alice`.
+    pub topic: String,
+    /// The event body as sent to watchers.
+    pub body: serde_json::Value,
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Latest leader-stamped time seen; the time apply uses is never earlier than this.
+    pub now_ms: i64,
+    /// Pending timers, fired by `Command::Tick`.
+    pub timers: timers::Timers,
+    /// Recent idempotency records.
+    pub idempotency: idempotency::Records,
+    /// The bank app.
+    pub bank: bank::Bank,
+}
+
+/// Timers the core can schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Timer {
+    /// Forget an idempotency record once its window is over.
+    ExpireIdempotencyKey(String),
+}
+
+/// Apply one proposal. Pure: the same state, proposal and ctx always give the same result.
+///
+/// A refused command (an `Err` outcome) leaves the state unchanged except for `now_ms`.
+pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<Event>) {
+    state.now_ms = state.now_ms.max(proposal.time_ms);
+    let now = state.now_ms;
+
+    if let Some(key) = &proposal.idempotency_key {
+        match state.idempotency.lookup(key, &proposal.command) {
+            idempotency::Lookup::Replay(outcome) => return (outcome, Vec::new()),
+            idempotency::Lookup::Mismatch => {
+                return (
+                    Err(CommandError::Conflict {
+                        message: format!(
+                            "Idempotency-Key {key:?} was already used for a different request; \
+                             use a new key for a new request"
+                        ),
+                    }),
+                    Vec::new(),
+                );
+            }
+            idempotency::Lookup::New => {}
+        }
+    }
+
+    let mut events = Vec::new();
+    let outcome = match &proposal.command {
+        Command::Tick => {
+            let due = state.timers.take_due(now);
+            let fired = due.len() as u32;
+            for timer in due {
+                fire(state, timer);
+            }
+            Ok(Reply::Ticked { fired })
+        }
+        Command::Bank(cmd) => state
+            .bank
+            .apply(cmd, ctx, &mut events)
+            .map(Reply::Bank),
+    };
+
+    if let Some(key) = &proposal.idempotency_key {
+        let expires = now.saturating_add(idempotency::WINDOW_MS);
+        state
+            .idempotency
+            .insert(key.clone(), proposal.command.clone(), outcome.clone(), expires);
+        state
+            .timers
+            .schedule(expires, Timer::ExpireIdempotencyKey(key.clone()));
+    }
+    (outcome, events)
+}
+
+fn fire(state: &mut State, timer: Timer) {
+    match timer {
+        Timer::ExpireIdempotencyKey(key) => state.idempotency.expire(&key, state.now_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,51 @@
+//! Timers in the replicated state: scheduled by apply, fired by `Command::Tick`.
+//!
+//! The state only records what is due when; the leader-side scheduler in the server reads
+//! [`Timers::next_due`] and proposes a tick at that time. Because firing happens inside apply,
+//! a timer fires exactly once whichever leader proposes the tick, and survives restarts and
+//! leader changes with the rest of the state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timer;
+
+/// Pending timers ordered by due time, then by scheduling order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timers {
+    /// (due time in ms, sequence number) -> timer; the sequence keeps equal due times apart.
+    pending: BTreeMap<(i64, u64), Timer>,
+    /// Next sequence number.
+    next_seq: u64,
+}
+
+impl Timers {
+    /// Schedule `timer` to fire at `due_ms`.
+    pub fn schedule(&mut self, due_ms: i64, timer: Timer) {
+        self.pending.insert((due_ms, self.next_seq), timer);
+        self.next_seq += 1;
+    }
+
+    /// The earliest due time, if any timer is pending.
+    pub fn next_due(&self) -> Option<i64> {
+        self.pending.keys().next().map(|(due, _)| *due)
+    }
+
+    /// Remove and return every timer due at or before `now_ms`, in due order.
+    pub fn take_due(&mut self, now_ms: i64) -> Vec<Timer> {
+        let later = self.pending.split_off(&(now_ms.saturating_add(1), 0));
+        let due = std::mem::replace(&mut self.pending, later);
+        due.into_values().collect()
+    }
+
+    /// How many timers are pending.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
