@@ -51,6 +51,16 @@ impl Proposal {
     }
 }
 
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} at {}", self.command, self.time_ms)?;
+        if let Some(k) = &self.idempotency_key {
+            write!(f, " key {k:?}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Every change to the state, one variant per app or core mechanism.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {

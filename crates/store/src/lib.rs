@@ -1,1 +1,50 @@
+//! Durable storage for switchyard, behind openraft's storage traits.
+//!
+//! - [`LogStore`]: the Raft log, vote and committed pointer in `raft-log.redb`. Appends are
+//!   handed to one writer thread that commits everything waiting in one fsynced redb
+//!   transaction (group commit), then tells openraft the entries are durable. An entry is never
+//!   acknowledged to a client before that fsync.
+//! - [`StateMachine`]: the [`switchyard_core::State`] in memory, applied through
+//!   [`switchyard_core::apply`], plus the [`History`] of recent events for watchers. Snapshots
+//!   (state + history) are written to `state.redb` with fsync; on restart openraft installs the
+//!   last snapshot and re-applies the durable log after it.
+//!
+//! [`TypeConfig`] ties the core's proposal and outcome types to openraft.
 
+pub mod history;
+pub mod log_store;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+
+pub use history::{History, ReadAfter, StoredEvent};
+pub use log_store::LogStore;
+pub use state_machine::{StateMachine, StateView};
+
+/// Addresses of a cluster member, stored in the membership config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// Client API address (host:port).
+    pub api: String,
+    /// Peer RPC address (host:port).
+    pub peer: String,
+}
+
+/// What an applied entry answers: the core's outcome, or `None` for blank and membership
+/// entries.
+pub type Applied = Option<switchyard_core::Outcome>;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of switchyard.
+    pub TypeConfig:
+        D = switchyard_core::Proposal,
+        R = Applied,
+        Node = NodeAddr,
+);
+
+/// The Raft handle type used by the server.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
