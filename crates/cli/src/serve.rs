@@ -1,0 +1,196 @@
+//! `switchyard serve`: flags, environment and the TOML file merged and validated into the
+//! server's checked config, then the server runs until SIGTERM or Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use switchyard_server::{Config, Listeners};
+
+/// Settings of `switchyard serve`. Each is a flag, a `SWITCHYARD_*` environment variable and
+/// a key of the TOML file given with `--config` (flag beats environment beats file).
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys in snake_case, e.g. `data_dir`).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./data]
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client API address [default: 127.0.0.1:7700]
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Peer RPC address [default: 127.0.0.1:7701]
+    #[arg(long, env = "SWITCHYARD_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// This node's id [default: 1]
+    #[arg(long, env = "SWITCHYARD_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Client API address announced to the cluster [default: the bound --listen address]
+    #[arg(long, env = "SWITCHYARD_ADVERTISE_API")]
+    pub advertise_api: Option<String>,
+    /// Peer address announced to the cluster [default: the bound --peer-listen address]
+    #[arg(long, env = "SWITCHYARD_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// Events kept for watchers to resume from [default: 20000]
+    #[arg(long, env = "SWITCHYARD_HISTORY_EVENTS")]
+    pub history_events: Option<usize>,
+    /// A watcher this many events behind is cut off with a resumable error [default: 10000]
+    #[arg(long, env = "SWITCHYARD_WATCH_MAX_LAG")]
+    pub watch_max_lag: Option<usize>,
+    /// Seconds between bookmarks on an idle watch [default: 10]
+    #[arg(long, env = "SWITCHYARD_WATCH_BOOKMARK_INTERVAL")]
+    pub watch_bookmark_interval: Option<f64>,
+    /// Seconds a watcher may leave a message untaken before it is cut off [default: 10]
+    #[arg(long, env = "SWITCHYARD_WATCH_SEND_TIMEOUT")]
+    pub watch_send_timeout: Option<f64>,
+    /// Applied entries between snapshots [default: 10000]
+    #[arg(long, env = "SWITCHYARD_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Seconds a write waits for commit before answering 504 [default: 10]
+    #[arg(long, env = "SWITCHYARD_WRITE_TIMEOUT")]
+    pub write_timeout: Option<f64>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file: the same settings, all optional; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    peer_listen: Option<String>,
+    node_id: Option<u64>,
+    advertise_api: Option<String>,
+    advertise_peer: Option<String>,
+    history_events: Option<usize>,
+    watch_max_lag: Option<usize>,
+    watch_bookmark_interval: Option<f64>,
+    watch_send_timeout: Option<f64>,
+    snapshot_logs: Option<u64>,
+    write_timeout: Option<f64>,
+    max_body_bytes: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// The merged, checked settings.
+pub struct Settings {
+    pub config: Config,
+    pub listen: String,
+    pub peer_listen: String,
+    pub json_logs: bool,
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
+        bail!("{name}: must be a number of seconds above 0 and at most 86400; got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+impl ServeArgs {
+    /// Merge flag/env > file > default and validate.
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let f = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let mut c = Config::new(data_dir);
+        if let Some(v) = self.node_id.or(f.node_id) {
+            c.node_id = v;
+        }
+        c.advertise_api = self.advertise_api.or(f.advertise_api);
+        c.advertise_peer = self.advertise_peer.or(f.advertise_peer);
+        if let Some(v) = self.history_events.or(f.history_events) {
+            c.history_events = v;
+        }
+        if let Some(v) = self.watch_max_lag.or(f.watch_max_lag) {
+            c.watch_max_lag = v;
+        }
+        if let Some(v) = self.watch_bookmark_interval.or(f.watch_bookmark_interval) {
+            c.watch_bookmark_interval = seconds("watch_bookmark_interval", v)?;
+        }
+        if let Some(v) = self.watch_send_timeout.or(f.watch_send_timeout) {
+            c.watch_send_timeout = seconds("watch_send_timeout", v)?;
+        }
+        if let Some(v) = self.snapshot_logs.or(f.snapshot_logs) {
+            c.snapshot_logs = v;
+        }
+        if let Some(v) = self.write_timeout.or(f.write_timeout) {
+            c.write_timeout = seconds("write_timeout", v)?;
+        }
+        if let Some(v) = self.max_body_bytes.or(f.max_body_bytes) {
+            c.max_body_bytes = v;
+        }
+        let config = c.validate().map_err(anyhow::Error::msg)?;
+        let json_logs = match self.log_format.or(f.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("log_format: must be text or json; got {other:?}"),
+        };
+        Ok(Settings {
+            config,
+            listen: self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:7700".into()),
+            peer_listen: self
+                .peer_listen
+                .or(f.peer_listen)
+                .unwrap_or_else(|| "127.0.0.1:7701".into()),
+            json_logs,
+        })
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Run the server until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let s = args.settings()?;
+    init_logging(s.json_logs);
+    let listeners = Listeners::bind(&s.listen, &s.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
+    let server = switchyard_server::start(s.config, listeners).await?;
+    eprintln!(
+        "switchyard node {} serving the API on http://{} (peer RPC on {})",
+        server.node.id, server.api_addr, server.peer_addr
+    );
+    terminated().await;
+    server.stop().await;
+    Ok(())
+}

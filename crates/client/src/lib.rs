@@ -1,0 +1,163 @@
+//! Typed client of the switchyard `/v1` API.
+//!
+//! [`Client`] wraps the REST routes; [`Client::watch`] opens a [`Watch`], a stream of events
+//! that reconnects by itself after a dropped connection and resumes from the last revision it
+//! delivered completely, so the caller sees every event once, in order.
+
+mod watch;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use switchyard_types::{Account, AccountList, Cluster, ErrorBody, ErrorInfo, Health, Status, Transfer};
+
+pub use watch::{Watch, WatchItem};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error body.
+    #[error("{status}: {} ({})", .error.message, .error.code)]
+    Api { status: StatusCode, error: ErrorInfo },
+    /// The request did not get an answer.
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server's answer was not what the API documents.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    /// A watch could not resume: its revision is older than the server's history.
+    #[error("watch resume point is compacted; re-read state and watch from revision {compact_revision} or later")]
+    Compacted { compact_revision: u64 },
+    /// A watch ended for another reason.
+    #[error("watch: {0}")]
+    Watch(String),
+}
+
+impl Error {
+    /// The API error code (`not_found`, `conflict`, ...), if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one switchyard server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the server at `base`, e.g. `http://127.0.0.1:7700`.
+    pub fn new(base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self { base, http }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Send a request and decode the JSON answer; error bodies become [`Error::Api`].
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, Error> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+        } else {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => Err(Error::Api { status, error: b.error }),
+                Err(_) => Err(Error::Decode(format!("{status}: {}", String::from_utf8_lossy(&bytes)))),
+            }
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.request(Method::GET, path, None::<&()>, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value, key: Option<&str>) -> Result<T, Error> {
+        self.request(Method::POST, path, Some(&body), key).await
+    }
+
+    pub async fn health(&self) -> Result<Health, Error> {
+        self.get("/v1/health").await
+    }
+
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.get("/v1/status").await
+    }
+
+    pub async fn cluster(&self) -> Result<Cluster, Error> {
+        self.get("/v1/cluster").await
+    }
+
+    /// Open an account with balance 0.
+    pub async fn open_account(&self, id: &str, key: Option<&str>) -> Result<Account, Error> {
+        self.post("/v1/bank/accounts", json!({"id": id}), key).await
+    }
+
+    pub async fn credit(&self, id: &str, amount: u64, key: Option<&str>) -> Result<Account, Error> {
+        self.post(&format!("/v1/bank/accounts/{id}/credit"), json!({"amount": amount}), key)
+            .await
+    }
+
+    pub async fn debit(&self, id: &str, amount: u64, key: Option<&str>) -> Result<Account, Error> {
+        self.post(&format!("/v1/bank/accounts/{id}/debit"), json!({"amount": amount}), key)
+            .await
+    }
+
+    pub async fn transfer(&self, from: &str, to: &str, amount: u64, key: Option<&str>) -> Result<Transfer, Error> {
+        self.post(
+            "/v1/bank/transfers",
+            json!({"from": from, "to": to, "amount": amount}),
+            key,
+        )
+        .await
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Account, Error> {
+        self.get(&format!("/v1/bank/accounts/{id}")).await
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<Account>, Error> {
+        Ok(self.get::<AccountList>("/v1/bank/accounts").await?.accounts)
+    }
+
+    /// Watch events whose topic starts with `prefix`, after revision `from`, or from the
+    /// server's current revision when `from` is `None` (read first, so that a reconnect always
+    /// has a revision to resume from).
+    pub async fn watch(&self, prefix: &str, from: Option<u64>) -> Result<Watch, Error> {
+        let from = match from {
+            Some(r) => r,
+            None => self.status().await?.revision,
+        };
+        Watch::connect(&self.base, prefix, from).await
+    }
+}

@@ -1,0 +1,171 @@
+//! A resuming watch stream over `/v1/watch`.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use switchyard_types::{WatchEvent, WatchMessage};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use crate::Error;
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a watch yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchItem {
+    Event(WatchEvent),
+    /// Every matching event up to this revision has been delivered.
+    Bookmark(u64),
+}
+
+/// How long the watch keeps trying to reconnect before giving up.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+
+/// A watch that reconnects and resumes by itself.
+pub struct Watch {
+    base: String,
+    prefix: String,
+    socket: Option<Socket>,
+    /// Every event up to this revision has been delivered.
+    complete: u64,
+    /// The revision being delivered and how many of its events were delivered.
+    partial: Option<(u64, usize)>,
+    /// After a reconnect: events of `partial`'s revision still to skip.
+    skip: usize,
+    /// How many times the watch reconnected.
+    pub reconnects: u64,
+}
+
+fn url(base: &str, prefix: &str, from: Option<u64>) -> Result<String, Error> {
+    let mut u = reqwest::Url::parse(&format!("{base}/v1/watch")).map_err(|e| Error::Watch(e.to_string()))?;
+    let scheme = if u.scheme() == "https" { "wss" } else { "ws" };
+    u.set_scheme(scheme).map_err(|_| Error::Watch("bad scheme".into()))?;
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("prefix", prefix);
+        if let Some(r) = from {
+            q.append_pair("from_revision", &r.to_string());
+        }
+    }
+    Ok(u.to_string())
+}
+
+impl Watch {
+    pub(crate) async fn connect(base: &str, prefix: &str, from: u64) -> Result<Self, Error> {
+        let (socket, _) = connect_async(url(base, prefix, Some(from))?)
+            .await
+            .map_err(|e| Error::Watch(e.to_string()))?;
+        Ok(Self {
+            base: base.to_string(),
+            prefix: prefix.to_string(),
+            socket: Some(socket),
+            complete: from,
+            partial: None,
+            skip: 0,
+            reconnects: 0,
+        })
+    }
+
+    /// Every event up to this revision has been delivered.
+    pub fn revision(&self) -> u64 {
+        self.complete
+    }
+
+    /// Ask the server for a bookmark now.
+    pub async fn request_progress(&mut self) -> Result<(), Error> {
+        if let Some(s) = self.socket.as_mut() {
+            s.send(Message::Text(r#"{"type":"progress"}"#.into()))
+                .await
+                .map_err(|e| Error::Watch(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Drop the connection now (the next call to [`Watch::next`] reconnects and resumes).
+    pub fn disconnect(&mut self) {
+        self.socket = None;
+    }
+
+    async fn reconnect(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let from = self.complete;
+            match connect_async(url(&self.base, &self.prefix, Some(from))?).await {
+                Ok((s, _)) => {
+                    self.socket = Some(s);
+                    self.skip = self.partial.map_or(0, |(_, n)| n);
+                    self.reconnects += 1;
+                    tracing::debug!(from, "watch reconnected");
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() > RECONNECT_FOR => return Err(Error::Watch(e.to_string())),
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch reconnect failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// The next event or bookmark. Reconnects on a dropped connection or a `lagging` close;
+    /// returns [`Error::Compacted`] when the server no longer has the history to resume.
+    pub async fn next(&mut self) -> Result<WatchItem, Error> {
+        loop {
+            if self.socket.is_none() {
+                self.reconnect().await?;
+            }
+            let socket = self.socket.as_mut().expect("connected above");
+            let msg = match socket.next().await {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    self.socket = None;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            let parsed: WatchMessage =
+                serde_json::from_str(msg.as_str()).map_err(|e| Error::Decode(format!("{e}: {msg}")))?;
+            match parsed {
+                WatchMessage::Event { revision, topic, event } => {
+                    match self.partial {
+                        Some((r, n)) if r == revision => {
+                            if self.skip > 0 {
+                                self.skip -= 1;
+                                continue;
+                            }
+                            self.partial = Some((r, n + 1));
+                        }
+                        Some((r, _)) => {
+                            self.complete = self.complete.max(r);
+                            self.partial = Some((revision, 1));
+                            self.skip = 0;
+                        }
+                        None => self.partial = Some((revision, 1)),
+                    }
+                    return Ok(WatchItem::Event(WatchEvent { revision, topic, event }));
+                }
+                WatchMessage::Bookmark { revision } => {
+                    self.complete = self.complete.max(revision);
+                    self.partial = None;
+                    self.skip = 0;
+                    return Ok(WatchItem::Bookmark(revision));
+                }
+                WatchMessage::Error { error } => {
+                    self.socket = None;
+                    match error.code.as_str() {
+                        "lagging" => continue,
+                        "compacted" => {
+                            return Err(Error::Compacted {
+                                compact_revision: error.compact_revision.unwrap_or(0),
+                            });
+                        }
+                        _ => return Err(Error::Watch(format!("{}: {}", error.code, error.message))),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
+
+mod bank;
+mod node;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub node: Arc<Node>,
+    /// Cancelled on shutdown; long-lived sessions (watches) end with it.
+    pub shutdown: CancellationToken,
+    pub prometheus: PrometheusHandle,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The whole client API router.
+pub fn router(state: Shared) -> Router {
+    let max_body = state.node.config.max_body_bytes;
+    Router::new()
+        .merge(node::routes())
+        .merge(bank::routes())
+        .merge(watch::routes())
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the routes") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", resp.status().as_u16().to_string()),
+    ];
+    metrics::counter!("switchyard_http_requests_total", &labels).increment(1);
+    metrics::histogram!("switchyard_http_request_seconds", &labels).record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// A JSON request body whose errors are JSON `invalid` answers naming the field.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let ok = ct
+                .to_str()
+                .map(|s| s.trim_start().to_ascii_lowercase().starts_with("application/json"))
+                .unwrap_or(false);
+            if !ok {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "invalid",
+                    "Content-Type must be application/json",
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "invalid", e.body_text()))?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+/// Parse JSON, naming the path of the first bad field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_string() } else { path };
+        ApiError::invalid(&field, e.inner())
+    })
+}
+
+/// The optional `Idempotency-Key` header, checked.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let max = switchyard_core::idempotency::MAX_KEY_LEN;
+        match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Self(Some(s.to_string())))
+            }
+            _ => Err(ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {max} visible ASCII characters"),
+            )),
+        }
+    }
+}

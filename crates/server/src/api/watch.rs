@@ -1,0 +1,252 @@
+//! `GET /v1/watch`: the revisioned event stream over WebSocket.
+//!
+//! A session pulls from the shared event history (no per-subscriber queue), so a subscriber
+//! costs one cursor and one batch in flight. Guarantees: events arrive in revision order, none
+//! twice, all events of one revision together; a resume from R gets every matching event after
+//! R or a `compacted` error; a bookmark at N means every matching event up to N was sent.
+//! A subscriber that stops taking messages for `watch_send_timeout`, or that falls more than
+//! `watch_max_lag` events behind after it had caught up, is closed with a `lagging` error
+//! carrying the revision to resume from.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use switchyard_store::{ReadAfter, StateView};
+use switchyard_types::{WatchError, WatchMessage, WatchRequest};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/v1/watch", get(watch))
+}
+
+/// Most events read from history per step.
+const BATCH: usize = 256;
+
+/// The settings a session needs.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub max_lag: usize,
+    pub bookmark_interval: Duration,
+    pub send_timeout: Duration,
+}
+
+async fn watch(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let mut prefix = String::new();
+    let mut from = None;
+    for (k, v) in &q {
+        match k.as_str() {
+            "prefix" => prefix = v.clone(),
+            "from_revision" => {
+                from = Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid("from_revision", format!("must be a non-negative integer; got {v:?}"))
+                })?)
+            }
+            "token" => {}
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown query parameter; allowed: prefix, from_revision",
+                ));
+            }
+        }
+    }
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("/v1/watch needs a WebSocket upgrade: {e}"),
+        )
+    })?;
+    let cfg = &s.node.config;
+    let session = SessionConfig {
+        max_lag: cfg.watch_max_lag,
+        bookmark_interval: cfg.watch_bookmark_interval,
+        send_timeout: cfg.watch_send_timeout,
+    };
+    let view = s.node.view.clone();
+    let shutdown = s.shutdown.clone();
+    Ok(ws.on_upgrade(move |socket| async move {
+        let (sink, stream) = socket.split();
+        run_session(sink, stream, view, prefix, from, session, shutdown).await;
+    }))
+}
+
+enum End {
+    /// Send this error, then close.
+    Error(WatchError),
+    /// The peer went away or the server is stopping.
+    Gone,
+}
+
+fn text(s: impl Into<String>) -> Message {
+    Message::Text(s.into().into())
+}
+
+async fn send<Si>(sink: &mut Si, msg: Message, timeout: Duration, cursor: u64) -> Result<(), End>
+where
+    Si: Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(timeout, sink.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::Error(lagging(
+            cursor,
+            format!("the subscriber took no message for {timeout:?}"),
+        ))),
+    }
+}
+
+fn lagging(cursor: u64, why: String) -> WatchError {
+    WatchError {
+        code: "lagging".into(),
+        message: format!("{why}; resume with from_revision={cursor}"),
+        compact_revision: None,
+        resume_from: Some(cursor),
+    }
+}
+
+/// Serve one subscriber until it leaves, falls behind, or the server stops.
+pub async fn run_session<Si, St, E>(
+    mut sink: Si,
+    mut stream: St,
+    view: StateView,
+    prefix: String,
+    from: Option<u64>,
+    cfg: SessionConfig,
+    shutdown: CancellationToken,
+) where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    metrics::gauge!("switchyard_watch_sessions").increment(1.0);
+    let end = session_loop(&mut sink, &mut stream, &view, &prefix, from, &cfg, &shutdown).await;
+    metrics::gauge!("switchyard_watch_sessions").decrement(1.0);
+    if let End::Error(error) = end {
+        metrics::counter!("switchyard_watch_closed_total", "code" => error.code.clone()).increment(1);
+        let msg = serde_json::to_string(&WatchMessage::Error { error }).expect("serialisable");
+        let _ = tokio::time::timeout(cfg.send_timeout, sink.send(text(msg))).await;
+        let close = Message::Close(Some(CloseFrame {
+            code: close_code::POLICY,
+            reason: "watch ended".into(),
+        }));
+        let _ = tokio::time::timeout(cfg.send_timeout, sink.send(close)).await;
+    } else if shutdown.is_cancelled() {
+        let close = Message::Close(Some(CloseFrame {
+            code: close_code::AWAY,
+            reason: "server shutting down".into(),
+        }));
+        let _ = tokio::time::timeout(cfg.send_timeout, sink.send(close)).await;
+    }
+}
+
+async fn session_loop<Si, St, E>(
+    sink: &mut Si,
+    stream: &mut St,
+    view: &StateView,
+    prefix: &str,
+    from: Option<u64>,
+    cfg: &SessionConfig,
+    shutdown: &CancellationToken,
+) -> End
+where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let mut revisions = view.subscribe();
+    let mut cursor = from.unwrap_or_else(|| view.revision());
+    let mut caught_up = false;
+    let mut want_bookmark = false;
+    let mut sent_since_tick = false;
+    let mut ticker = tokio::time::interval(cfg.bookmark_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        // Catch up with everything applied so far.
+        loop {
+            if caught_up && view.events_after(cursor) > cfg.max_lag {
+                return End::Error(lagging(
+                    cursor,
+                    format!("the subscriber fell more than {} events behind", cfg.max_lag),
+                ));
+            }
+            match view.read_events(cursor, prefix, BATCH) {
+                ReadAfter::Compacted { compact_revision } => {
+                    return End::Error(WatchError {
+                        code: "compacted".into(),
+                        message: format!(
+                            "revision {cursor} is older than retained history (oldest resumable: \
+                             {compact_revision}); re-read state, then watch from its revision"
+                        ),
+                        compact_revision: Some(compact_revision),
+                        resume_from: None,
+                    });
+                }
+                ReadAfter::Events { events, scanned_to } => {
+                    for e in &events {
+                        if let Err(end) = send(sink, text(&*e.message), cfg.send_timeout, cursor).await {
+                            return end;
+                        }
+                        sent_since_tick = true;
+                    }
+                    let progressed = scanned_to > cursor;
+                    cursor = scanned_to;
+                    if !progressed && events.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        caught_up = true;
+        if want_bookmark {
+            let msg = serde_json::to_string(&WatchMessage::Bookmark { revision: cursor }).expect("serialisable");
+            if let Err(end) = send(sink, text(msg), cfg.send_timeout, cursor).await {
+                return end;
+            }
+            want_bookmark = false;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Gone,
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<WatchRequest>(t.as_str()) {
+                    Ok(WatchRequest::Progress) => want_bookmark = true,
+                    Err(e) => {
+                        return End::Error(WatchError {
+                            code: "invalid".into(),
+                            message: format!("unknown client message ({e}); allowed: {{\"type\": \"progress\"}}"),
+                            compact_revision: None,
+                            resume_from: Some(cursor),
+                        });
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return End::Gone,
+                Some(Ok(_)) => {}
+            },
+            changed = revisions.changed() => {
+                if changed.is_err() {
+                    return End::Gone;
+                }
+            }
+            _ = ticker.tick() => {
+                if !sent_since_tick {
+                    want_bookmark = true;
+                }
+                sent_since_tick = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The checked server configuration. The binary parses flags, environment and the TOML file
+//! into a raw form and validates it once into [`Config`]; everything after start-up takes this.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id in the cluster (default 1).
+    pub node_id: u64,
+    /// Where the Raft log (`raft-log.redb`) and snapshots (`state.redb`) live.
+    pub data_dir: PathBuf,
+    /// Client API address other nodes and clients should use (host:port); defaults to the
+    /// bound API address.
+    pub advertise_api: Option<String>,
+    /// Peer RPC address other nodes should use; defaults to the bound peer address.
+    pub advertise_peer: Option<String>,
+    /// How many recent events are kept for watchers to resume from.
+    pub history_events: usize,
+    /// A watcher this many events behind the head is cut off with a resumable `lagging` error.
+    pub watch_max_lag: usize,
+    /// How often an idle watcher gets a bookmark.
+    pub watch_bookmark_interval: Duration,
+    /// A watcher whose socket does not take a message within this time is cut off (`lagging`).
+    pub watch_send_timeout: Duration,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    pub snapshot_logs: u64,
+    /// How long a write waits to be committed before answering 504.
+    pub write_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for a node whose data lives in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_id: 1,
+            data_dir: data_dir.into(),
+            advertise_api: None,
+            advertise_peer: None,
+            history_events: 20_000,
+            watch_max_lag: 10_000,
+            watch_bookmark_interval: Duration::from_secs(10),
+            watch_send_timeout: Duration::from_secs(10),
+            snapshot_logs: 10_000,
+            write_timeout: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+        }
+    }
+
+    /// Check the values that can be wrong; the message names the setting and what is allowed.
+    pub fn validate(self) -> Result<Self, String> {
+        if self.node_id == 0 {
+            return Err("node_id: must be a positive integer".into());
+        }
+        if self.history_events == 0 {
+            return Err("history_events: must be at least 1".into());
+        }
+        if self.watch_max_lag == 0 {
+            return Err("watch_max_lag: must be at least 1".into());
+        }
+        if self.watch_bookmark_interval.is_zero() {
+            return Err("watch_bookmark_interval: must be more than 0 seconds".into());
+        }
+        if self.snapshot_logs < 100 {
+            return Err("snapshot_logs: must be at least 100".into());
+        }
+        if self.write_timeout.is_zero() {
+            return Err("write_timeout: must be more than 0 seconds".into());
+        }
+        Ok(self)
+    }
+}

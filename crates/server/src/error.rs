@@ -1,0 +1,94 @@
+//! The HTTP error type: it owns the mapping from every failure to a status code and the JSON
+//! error body `{"error": {"code", "message", "details"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use switchyard_core::CommandError;
+use switchyard_types::{ErrorBody, ErrorInfo};
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 400 `invalid`, naming the field.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", format!("{field}: {message}"))
+            .with_details(json!({"field": field}))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 503 `unavailable`: no leader, no quorum, or shutting down.
+    pub fn unavailable(message: impl Into<String>, leader: Option<Value>) -> Self {
+        let e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        match leader {
+            Some(l) => e.with_details(json!({"leader": l})),
+            None => e,
+        }
+    }
+
+    /// 500: the details go to the log, not to the client.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let message = e.to_string();
+        match e {
+            CommandError::Invalid { field, .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid", message).with_details(json!({"field": field}))
+            }
+            CommandError::NotFound { .. } => Self::not_found(message),
+            CommandError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::InsufficientFunds {
+                account,
+                balance,
+                amount,
+            } => Self::new(StatusCode::CONFLICT, "insufficient_funds", message)
+                .with_details(json!({"account": account, "balance": balance, "amount": amount})),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}

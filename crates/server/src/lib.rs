@@ -1,0 +1,145 @@
+//! The switchyard server: one node's start-up, serving and shutdown.
+//!
+//! [`start`] is the linear start-up script: open the stores, start Raft (a one-member cluster
+//! on an empty data directory), start the leader-side [`scheduler`], serve the client API
+//! ([`api::router`]) and peer RPC ([`network::peer_router`]) on their listeners. [`Server::stop`]
+//! is the teardown: stop accepting, end watch sessions, stop the scheduler, shut Raft down,
+//! close the stores.
+//!
+//! Data flow of a write: HTTP handler → [`node::Node::write`] stamps the leader's time →
+//! openraft appends to the log (group-committed, fsynced by the log writer) → commit → the
+//! state machine applies it through `switchyard_core::apply` → the reply goes back to the
+//! handler, and the events go into the history that every watch session reads.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod scheduler;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchyard_store::NodeAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use node::{Node, StartError};
+
+/// The two listeners of a node.
+pub struct Listeners {
+    /// Client API (`/v1/...`).
+    pub api: TcpListener,
+    /// Peer RPC (Raft messages).
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    /// Bind both addresses.
+    pub async fn bind(api: &str, peer: &str) -> std::io::Result<Self> {
+        Ok(Self {
+            api: TcpListener::bind(api).await?,
+            peer: TcpListener::bind(peer).await?,
+        })
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub node: Arc<Node>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How long shutdown waits for open connections before closing them.
+const DRAIN: Duration = Duration::from_secs(5);
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// Start a node on the given listeners.
+pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+    let api_addr = listeners.api.local_addr().map_err(|e| StartError::Raft(e.to_string()))?;
+    let peer_addr = listeners.peer.local_addr().map_err(|e| StartError::Raft(e.to_string()))?;
+    let addr = NodeAddr {
+        api: config.advertise_api.clone().unwrap_or_else(|| api_addr.to_string()),
+        peer: config.advertise_peer.clone().unwrap_or_else(|| peer_addr.to_string()),
+    };
+    tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "starting node");
+    let node = Arc::new(Node::start(config, addr).await?);
+    let shutdown = CancellationToken::new();
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
+
+    let peer_app = network::peer_router(node.raft.clone());
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listeners.peer, peer_app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "peer listener failed");
+        }
+    }));
+
+    let state = Arc::new(api::AppState {
+        node: node.clone(),
+        shutdown: shutdown.clone(),
+        prometheus: prometheus(),
+    });
+    let app = api::router(state);
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listeners.api, app).with_graceful_shutdown(stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API listener failed");
+        }
+    }));
+    tracing::info!(api = %api_addr, peer = %peer_addr, "serving");
+    Ok(Server {
+        api_addr,
+        peer_addr,
+        node,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Server {
+    /// Base URL of the client API, e.g. `http://127.0.0.1:7700`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// A token that stops the server when cancelled (stop still has to be awaited).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Graceful shutdown: stop accepting, end sessions, let requests in flight finish (up to a
+    /// deadline), stop Raft, close the stores.
+    pub async fn stop(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(DRAIN, all).await.is_err() {
+            tracing::warn!("connections still open after {DRAIN:?}; closing them");
+        }
+        self.node.shutdown().await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,199 @@
+//! Peer RPC: openraft's messages as JSON over HTTP on the peer listener.
+//!
+//! [`PeerNetwork`] is the client side (one reqwest client shared by every link);
+//! [`peer_router`] serves the other side by handing each message to the local Raft node.
+
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::OptionalSend;
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_store::{NodeAddr, Raft, TypeConfig};
+
+type C = TypeConfig;
+
+/// Creates links to peers.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    client: reqwest::Client,
+}
+
+impl PeerNetwork {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client always builds"),
+        }
+    }
+}
+
+impl Default for PeerNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RaftNetworkFactory<C> for PeerNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, _target: u64, node: &NodeAddr) -> Self::Network {
+        PeerLink {
+            base: format!("http://{}/raft", node.peer),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// A link to one peer.
+pub struct PeerLink {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl PeerLink {
+    async fn call<Req, Resp>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<C>>
+    where
+        Req: Serialize,
+        Result<Resp, RaftError<C>>: DeserializeOwned,
+    {
+        let url = format!("{}/{path}", self.base);
+        let resp = self
+            .client
+            .post(&url)
+            .json(req)
+            .timeout(option.soft_ttl())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(RPCError::Network(NetworkError::from_string(format!(
+                "HTTP {status} from {url}: {text}"
+            ))));
+        }
+        let res: Result<Resp, RaftError<C>> = resp.json().await.map_err(|e| NetworkError::new(&e))?;
+        res.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<C> for PeerLink {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.call("append", &req, &option).await
+    }
+
+    async fn vote(&mut self, req: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call("vote", &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Self::SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        tokio::pin!(cancel);
+        tokio::select! {
+            closed = &mut cancel => Err(StreamingError::Closed(closed)),
+            res = self.call("snapshot", &req, &option) => Ok(res?),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.call("transfer-leader", &req, &option).await
+    }
+}
+
+/// Routes of the peer listener.
+pub fn peer_router(raft: Arc<Raft>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/transfer-leader", post(transfer_leader))
+        .with_state(raft)
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad peer message: {e}")).into_response())
+}
+
+fn reply<T: Serialize>(v: &T) -> Response {
+    axum::Json(v).into_response()
+}
+
+async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(req) => reply(&raft.append_entries(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(req) => reply(&raft.vote(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    let (vote, meta, data): (VoteOf<C>, _, Vec<u8>) = match parse(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> {
+        meta,
+        snapshot: Cursor::new(data),
+    };
+    let res: Result<SnapshotResponse<C>, RaftError<C>> =
+        raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal);
+    reply(&res)
+}
+
+async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(req) => {
+            let res: Result<TransferLeaderResponse<C>, RaftError<C>> =
+                raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
+            reply(&res)
+        }
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,58 @@
+//! The leader-side scheduler: turns timers in the replicated state into `Tick` commands.
+//!
+//! Only the leader proposes. It reads the earliest due time from state, sleeps until then (or
+//! until state or leadership changes), and proposes a tick stamped with its clock. Firing
+//! happens in apply, so a timer fires exactly once whichever leader's tick reaches the log
+//! first, and a new leader takes over every pending timer from state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use switchyard_core::{Command, Reply};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::{Node, now_ms};
+
+/// Longest sleep when nothing is due; state and leadership changes wake it earlier.
+const IDLE: Duration = Duration::from_secs(60);
+/// Pause after a failed or empty tick, so a clock behind the state's time cannot spin.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Run until `shutdown` is cancelled.
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut raft_metrics = node.raft.metrics();
+    let mut revisions = node.view.subscribe();
+    loop {
+        let is_leader = raft_metrics.borrow_watched().state == ServerState::Leader;
+        let next_due = if is_leader {
+            node.view.read(|s| s.timers.next_due())
+        } else {
+            None
+        };
+        let now = now_ms();
+        if let Some(due) = next_due.filter(|d| *d <= now) {
+            match node.write(Command::Tick, None).await {
+                Ok((Reply::Ticked { fired }, _)) if fired > 0 => {
+                    metrics::counter!("switchyard_timers_fired_total").increment(fired as u64);
+                    continue;
+                }
+                Ok(_) => tracing::debug!(due, "tick fired nothing"),
+                Err(e) => tracing::warn!(error = %e.message, "could not propose a tick"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(BACKOFF) => {}
+            }
+            continue;
+        }
+        let sleep = next_due.map_or(IDLE, |due| Duration::from_millis((due - now).max(0) as u64));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = revisions.changed() => {}
+            r = raft_metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
