@@ -13,7 +13,12 @@ use crate::serve::{ServeArgs, serve};
 #[command(name = "switchyard", version, about, long_about = None)]
 pub struct Args {
     /// Server to talk to (client commands).
-    #[arg(long, global = true, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:7700")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_SERVER",
+        default_value = "http://127.0.0.1:7700"
+    )]
     pub server: String,
     #[command(subcommand)]
     pub command: Cmd,
@@ -86,25 +91,52 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Serve(s) => serve(s).await?,
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
-        Cmd::Watch { prefix, from, bookmarks } => {
+        Cmd::Watch {
+            prefix,
+            from,
+            bookmarks,
+        } => {
             let mut w = client.watch(&prefix, from).await.with_context(ctx)?;
             loop {
                 match w.next().await.with_context(ctx)? {
                     WatchItem::Event(e) => println!("{}", serde_json::to_string(&e)?),
-                    WatchItem::Bookmark(r) if bookmarks => println!("{}", serde_json::json!({"bookmark": r})),
+                    WatchItem::Bookmark(r) if bookmarks => {
+                        println!("{}", serde_json::json!({"bookmark": r}))
+                    }
                     WatchItem::Bookmark(_) => {}
                 }
             }
         }
         Cmd::Bank(b) => match b {
-            BankCmd::Open { id } => print(&client.open_account(&id, None).await.with_context(ctx)?)?,
-            BankCmd::Credit { id, amount, idempotency_key } => {
-                print(&client.credit(&id, amount, idempotency_key.as_deref()).await.with_context(ctx)?)?
+            BankCmd::Open { id } => {
+                print(&client.open_account(&id, None).await.with_context(ctx)?)?
             }
-            BankCmd::Debit { id, amount, idempotency_key } => {
-                print(&client.debit(&id, amount, idempotency_key.as_deref()).await.with_context(ctx)?)?
-            }
-            BankCmd::Transfer { from, to, amount, idempotency_key } => print(
+            BankCmd::Credit {
+                id,
+                amount,
+                idempotency_key,
+            } => print(
+                &client
+                    .credit(&id, amount, idempotency_key.as_deref())
+                    .await
+                    .with_context(ctx)?,
+            )?,
+            BankCmd::Debit {
+                id,
+                amount,
+                idempotency_key,
+            } => print(
+                &client
+                    .debit(&id, amount, idempotency_key.as_deref())
+                    .await
+                    .with_context(ctx)?,
+            )?,
+            BankCmd::Transfer {
+                from,
+                to,
+                amount,
+                idempotency_key,
+            } => print(
                 &client
                     .transfer(&from, &to, amount, idempotency_key.as_deref())
                     .await

@@ -96,7 +96,8 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
@@ -107,7 +108,10 @@ impl ServeArgs {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
-        let data_dir = self.data_dir.or(f.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = self
+            .data_dir
+            .or(f.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
         let mut c = Config::new(data_dir);
         if let Some(v) = self.node_id.or(f.node_id) {
             c.node_id = v;
@@ -143,7 +147,10 @@ impl ServeArgs {
         };
         Ok(Settings {
             config,
-            listen: self.listen.or(f.listen).unwrap_or_else(|| "127.0.0.1:7700".into()),
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| "127.0.0.1:7700".into()),
             peer_listen: self
                 .peer_listen
                 .or(f.peer_listen)
@@ -156,7 +163,9 @@ impl ServeArgs {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -12,7 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use switchyard_types::{Account, AccountList, Cluster, ErrorBody, ErrorInfo, Health, Status, Transfer};
+use switchyard_types::{
+    Account, AccountList, Cluster, ErrorBody, ErrorInfo, Health, Status, Transfer,
+};
 
 pub use watch::{Watch, WatchItem};
 
@@ -21,7 +23,10 @@ pub use watch::{Watch, WatchItem};
 pub enum Error {
     /// The server answered with an error body.
     #[error("{status}: {} ({})", .error.message, .error.code)]
-    Api { status: StatusCode, error: ErrorInfo },
+    Api {
+        status: StatusCode,
+        error: ErrorInfo,
+    },
     /// The request did not get an answer.
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
@@ -29,7 +34,9 @@ pub enum Error {
     #[error("unexpected answer: {0}")]
     Decode(String),
     /// A watch could not resume: its revision is older than the server's history.
-    #[error("watch resume point is compacted; re-read state and watch from revision {compact_revision} or later")]
+    #[error(
+        "watch resume point is compacted; re-read state and watch from revision {compact_revision} or later"
+    )]
     Compacted { compact_revision: u64 },
     /// A watch ended for another reason.
     #[error("watch: {0}")]
@@ -89,11 +96,18 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
         } else {
             match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => Err(Error::Api { status, error: b.error }),
-                Err(_) => Err(Error::Decode(format!("{status}: {}", String::from_utf8_lossy(&bytes)))),
+                Ok(b) => Err(Error::Api {
+                    status,
+                    error: b.error,
+                }),
+                Err(_) => Err(Error::Decode(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ))),
             }
         }
     }
@@ -102,7 +116,12 @@ impl Client {
         self.request(Method::GET, path, None::<&()>, None).await
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value, key: Option<&str>) -> Result<T, Error> {
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        key: Option<&str>,
+    ) -> Result<T, Error> {
         self.request(Method::POST, path, Some(&body), key).await
     }
 
@@ -124,16 +143,30 @@ impl Client {
     }
 
     pub async fn credit(&self, id: &str, amount: u64, key: Option<&str>) -> Result<Account, Error> {
-        self.post(&format!("/v1/bank/accounts/{id}/credit"), json!({"amount": amount}), key)
-            .await
+        self.post(
+            &format!("/v1/bank/accounts/{id}/credit"),
+            json!({"amount": amount}),
+            key,
+        )
+        .await
     }
 
     pub async fn debit(&self, id: &str, amount: u64, key: Option<&str>) -> Result<Account, Error> {
-        self.post(&format!("/v1/bank/accounts/{id}/debit"), json!({"amount": amount}), key)
-            .await
+        self.post(
+            &format!("/v1/bank/accounts/{id}/debit"),
+            json!({"amount": amount}),
+            key,
+        )
+        .await
     }
 
-    pub async fn transfer(&self, from: &str, to: &str, amount: u64, key: Option<&str>) -> Result<Transfer, Error> {
+    pub async fn transfer(
+        &self,
+        from: &str,
+        to: &str,
+        amount: u64,
+        key: Option<&str>,
+    ) -> Result<Transfer, Error> {
         self.post(
             "/v1/bank/transfers",
             json!({"from": from, "to": to, "amount": amount}),

@@ -38,9 +38,11 @@ pub struct Watch {
 }
 
 fn url(base: &str, prefix: &str, from: Option<u64>) -> Result<String, Error> {
-    let mut u = reqwest::Url::parse(&format!("{base}/v1/watch")).map_err(|e| Error::Watch(e.to_string()))?;
+    let mut u = reqwest::Url::parse(&format!("{base}/v1/watch"))
+        .map_err(|e| Error::Watch(e.to_string()))?;
     let scheme = if u.scheme() == "https" { "wss" } else { "ws" };
-    u.set_scheme(scheme).map_err(|_| Error::Watch("bad scheme".into()))?;
+    u.set_scheme(scheme)
+        .map_err(|_| Error::Watch("bad scheme".into()))?;
     {
         let mut q = u.query_pairs_mut();
         q.append_pair("prefix", prefix);
@@ -100,7 +102,9 @@ impl Watch {
                     tracing::debug!(from, "watch reconnected");
                     return Ok(());
                 }
-                Err(e) if started.elapsed() > RECONNECT_FOR => return Err(Error::Watch(e.to_string())),
+                Err(e) if started.elapsed() > RECONNECT_FOR => {
+                    return Err(Error::Watch(e.to_string()));
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "watch reconnect failed; retrying");
                     tokio::time::sleep(wait).await;
@@ -126,10 +130,14 @@ impl Watch {
                 }
                 Some(Ok(_)) => continue,
             };
-            let parsed: WatchMessage =
-                serde_json::from_str(msg.as_str()).map_err(|e| Error::Decode(format!("{e}: {msg}")))?;
+            let parsed: WatchMessage = serde_json::from_str(msg.as_str())
+                .map_err(|e| Error::Decode(format!("{e}: {msg}")))?;
             match parsed {
-                WatchMessage::Event { revision, topic, event } => {
+                WatchMessage::Event {
+                    revision,
+                    topic,
+                    event,
+                } => {
                     match self.partial {
                         Some((r, n)) if r == revision => {
                             if self.skip > 0 {
@@ -145,7 +153,11 @@ impl Watch {
                         }
                         None => self.partial = Some((revision, 1)),
                     }
-                    return Ok(WatchItem::Event(WatchEvent { revision, topic, event }));
+                    return Ok(WatchItem::Event(WatchEvent {
+                        revision,
+                        topic,
+                        event,
+                    }));
                 }
                 WatchMessage::Bookmark { revision } => {
                     self.complete = self.complete.max(revision);
@@ -162,7 +174,9 @@ impl Watch {
                                 compact_revision: error.compact_revision.unwrap_or(0),
                             });
                         }
-                        _ => return Err(Error::Watch(format!("{}: {}", error.code, error.message))),
+                        _ => {
+                            return Err(Error::Watch(format!("{}: {}", error.code, error.message)));
+                        }
                     }
                 }
             }

@@ -16,17 +16,33 @@ pub const MAX_ID_LEN: usize = 128;
 /// Bank commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BankCommand {
-    Open { id: String },
-    Credit { id: String, amount: u64 },
-    Debit { id: String, amount: u64 },
-    Transfer { from: String, to: String, amount: u64 },
+    Open {
+        id: String,
+    },
+    Credit {
+        id: String,
+        amount: u64,
+    },
+    Debit {
+        id: String,
+        amount: u64,
+    },
+    Transfer {
+        from: String,
+        to: String,
+        amount: u64,
+    },
 }
 
 /// Bank replies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BankReply {
     Account(Account),
-    Transfer { from: Account, to: Account, revision: u64 },
+    Transfer {
+        from: Account,
+        to: Account,
+        revision: u64,
+    },
 }
 
 /// One account as stored.
@@ -147,7 +163,10 @@ impl Bank {
                 let Some(balance) = acc.balance.checked_add(*amount) else {
                     return Err(CommandError::Invalid {
                         field: "amount".into(),
-                        message: format!("would overflow the balance of {id:?} (at most {})", u64::MAX),
+                        message: format!(
+                            "would overflow the balance of {id:?} (at most {})",
+                            u64::MAX
+                        ),
                     });
                 };
                 acc.balance = balance;
@@ -196,7 +215,12 @@ impl Bank {
                 dst.balance += *amount;
                 dst.revision = rev;
                 let to_view = view(to, dst);
-                events.push(transfer_event("transfer_out", &from_view, &to_view, *amount));
+                events.push(transfer_event(
+                    "transfer_out",
+                    &from_view,
+                    &to_view,
+                    *amount,
+                ));
                 events.push(transfer_event("transfer_in", &to_view, &from_view, *amount));
                 Ok(BankReply::Transfer {
                     from: from_view,
@@ -208,9 +232,11 @@ impl Bank {
     }
 
     fn account_mut(&mut self, id: &str) -> Result<&mut Stored, CommandError> {
-        self.accounts.get_mut(id).ok_or_else(|| CommandError::NotFound {
-            message: format!("account {id:?} does not exist"),
-        })
+        self.accounts
+            .get_mut(id)
+            .ok_or_else(|| CommandError::NotFound {
+                message: format!("account {id:?} does not exist"),
+            })
     }
 }
 

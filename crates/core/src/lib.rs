@@ -146,17 +146,17 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             }
             Ok(Reply::Ticked { fired })
         }
-        Command::Bank(cmd) => state
-            .bank
-            .apply(cmd, ctx, &mut events)
-            .map(Reply::Bank),
+        Command::Bank(cmd) => state.bank.apply(cmd, ctx, &mut events).map(Reply::Bank),
     };
 
     if let Some(key) = &proposal.idempotency_key {
         let expires = now.saturating_add(idempotency::WINDOW_MS);
-        state
-            .idempotency
-            .insert(key.clone(), proposal.command.clone(), outcome.clone(), expires);
+        state.idempotency.insert(
+            key.clone(),
+            proposal.command.clone(),
+            outcome.clone(),
+            expires,
+        );
         state
             .timers
             .schedule(expires, Timer::ExpireIdempotencyKey(key.clone()));

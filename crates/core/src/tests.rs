@@ -109,9 +109,16 @@ fn idempotency_key_replays_first_outcome_and_expires_by_timer() {
     };
     let (first, ev1) = apply(&mut s, &keyed(credit("a", 5)), Ctx { index: 2 });
     let (again, ev2) = apply(&mut s, &keyed(credit("a", 5)), Ctx { index: 3 });
-    assert_eq!(first, again, "a retry answers what the first request answered");
+    assert_eq!(
+        first, again,
+        "a retry answers what the first request answered"
+    );
     assert_eq!((ev1.len(), ev2.len()), (1, 0), "the retry emits nothing");
-    assert_eq!(s.bank.get("a").unwrap().balance, 5, "the retry applied nothing");
+    assert_eq!(
+        s.bank.get("a").unwrap().balance,
+        5,
+        "the retry applied nothing"
+    );
 
     let (other, _) = apply(&mut s, &keyed(credit("a", 6)), Ctx { index: 4 });
     assert!(matches!(other, Err(CommandError::Conflict { .. })));

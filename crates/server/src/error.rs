@@ -33,8 +33,12 @@ impl ApiError {
 
     /// 400 `invalid`, naming the field.
     pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid", format!("{field}: {message}"))
-            .with_details(json!({"field": field}))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{field}: {message}"),
+        )
+        .with_details(json!({"field": field}))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -66,7 +70,8 @@ impl From<CommandError> for ApiError {
         let message = e.to_string();
         match e {
             CommandError::Invalid { field, .. } => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid", message).with_details(json!({"field": field}))
+                Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+                    .with_details(json!({"field": field}))
             }
             CommandError::NotFound { .. } => Self::not_found(message),
             CommandError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),

@@ -74,11 +74,23 @@ fn prometheus() -> PrometheusHandle {
 
 /// Start a node on the given listeners.
 pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
-    let api_addr = listeners.api.local_addr().map_err(|e| StartError::Raft(e.to_string()))?;
-    let peer_addr = listeners.peer.local_addr().map_err(|e| StartError::Raft(e.to_string()))?;
+    let api_addr = listeners
+        .api
+        .local_addr()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let peer_addr = listeners
+        .peer
+        .local_addr()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     let addr = NodeAddr {
-        api: config.advertise_api.clone().unwrap_or_else(|| api_addr.to_string()),
-        peer: config.advertise_peer.clone().unwrap_or_else(|| peer_addr.to_string()),
+        api: config
+            .advertise_api
+            .clone()
+            .unwrap_or_else(|| api_addr.to_string()),
+        peer: config
+            .advertise_peer
+            .clone()
+            .unwrap_or_else(|| peer_addr.to_string()),
     };
     tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "starting node");
     let node = Arc::new(Node::start(config, addr).await?);
@@ -90,7 +102,8 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Server, Start
     let peer_app = network::peer_router(node.raft.clone());
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listeners.peer, peer_app).with_graceful_shutdown(stop.cancelled_owned());
+        let serve =
+            axum::serve(listeners.peer, peer_app).with_graceful_shutdown(stop.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "peer listener failed");
         }

@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -69,7 +71,12 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    async fn call<Req, Resp>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<C>>
+    async fn call<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>>
     where
         Req: Serialize,
         Result<Resp, RaftError<C>>: DeserializeOwned,
@@ -96,7 +103,8 @@ impl PeerLink {
                 "HTTP {status} from {url}: {text}"
             ))));
         }
-        let res: Result<Resp, RaftError<C>> = resp.json().await.map_err(|e| NetworkError::new(&e))?;
+        let res: Result<Resp, RaftError<C>> =
+            resp.json().await.map_err(|e| NetworkError::new(&e))?;
         res.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }
@@ -112,7 +120,11 @@ impl RaftNetworkV2<C> for PeerLink {
         self.call("append", &req, &option).await
     }
 
-    async fn vote(&mut self, req: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+    async fn vote(
+        &mut self,
+        req: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
         self.call("vote", &req, &option).await
     }
 
@@ -182,16 +194,20 @@ async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
         meta,
         snapshot: Cursor::new(data),
     };
-    let res: Result<SnapshotResponse<C>, RaftError<C>> =
-        raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal);
+    let res: Result<SnapshotResponse<C>, RaftError<C>> = raft
+        .install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(RaftError::Fatal);
     reply(&res)
 }
 
 async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => {
-            let res: Result<TransferLeaderResponse<C>, RaftError<C>> =
-                raft.handle_transfer_leader(req).await.map_err(RaftError::Fatal);
+            let res: Result<TransferLeaderResponse<C>, RaftError<C>> = raft
+                .handle_transfer_leader(req)
+                .await
+                .map_err(RaftError::Fatal);
             reply(&res)
         }
         Err(r) => r,

@@ -21,9 +21,15 @@ use crate::network::PeerNetwork;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open {what}: {source} (is another switchyard using the same data directory?)")]
-    Store { what: &'static str, source: std::io::Error },
+    Store {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -58,12 +64,12 @@ impl Node {
                 source,
             }
         })?;
-        let sm = StateMachine::open(&dir.join("state.redb"), config.history_events).map_err(|source| {
-            StartError::Store {
+        let sm = StateMachine::open(&dir.join("state.redb"), config.history_events).map_err(
+            |source| StartError::Store {
                 what: "state.redb",
                 source,
-            }
-        })?;
+            },
+        )?;
         let raft_config = openraft::Config {
             cluster_name: "switchyard".into(),
             heartbeat_interval: 150,
@@ -89,7 +95,10 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
-            tracing::info!(node_id = config.node_id, "empty data directory: initialising a one-member cluster");
+            tracing::info!(
+                node_id = config.node_id,
+                "empty data directory: initialising a one-member cluster"
+            );
             let members = BTreeMap::from([(config.node_id, addr)]);
             raft.initialize(members)
                 .await
@@ -117,14 +126,19 @@ impl Node {
 
     /// Propose a command stamped with this node's time, wait until it is committed (fsynced)
     /// and applied, and return its reply and the revision (log index) it was applied at.
-    pub async fn write(&self, command: Command, idempotency_key: Option<String>) -> Result<(Reply, u64), ApiError> {
+    pub async fn write(
+        &self,
+        command: Command,
+        idempotency_key: Option<String>,
+    ) -> Result<(Reply, u64), ApiError> {
         let proposal = Proposal {
             time_ms: now_ms(),
             idempotency_key,
             command,
         };
         let started = std::time::Instant::now();
-        let res = tokio::time::timeout(self.config.write_timeout, self.raft.client_write(proposal)).await;
+        let res =
+            tokio::time::timeout(self.config.write_timeout, self.raft.client_write(proposal)).await;
         metrics::histogram!("switchyard_write_seconds").record(started.elapsed().as_secs_f64());
         match res {
             Err(_) => Err(ApiError::new(
@@ -139,7 +153,9 @@ impl Node {
             Ok(Ok(resp)) => match resp.data {
                 Some(Ok(reply)) => Ok((reply, resp.log_id.index())),
                 Some(Err(refused)) => Err(refused.into()),
-                None => Err(ApiError::internal("a command entry answered without an outcome")),
+                None => Err(ApiError::internal(
+                    "a command entry answered without an outcome",
+                )),
             },
             Ok(Err(e)) => Err(self.raft_error(&e)),
         }
@@ -154,21 +170,26 @@ impl Node {
             .map_err(|e| self.raft_error(&e))
     }
 
-    fn raft_error<E: std::fmt::Display + std::fmt::Debug>(&self, e: &RaftError<TypeConfig, E>) -> ApiError
+    fn raft_error<E: std::fmt::Display + std::fmt::Debug>(
+        &self,
+        e: &RaftError<TypeConfig, E>,
+    ) -> ApiError
     where
         E: openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
     {
         if let Some(f) = e.forward_to_leader() {
-            let leader = f.leader_id.map(|id| {
-                json!({"node_id": id, "api": f.leader_node.as_ref().map(|n| n.api.clone())})
-            });
+            let leader = f.leader_id.map(
+                |id| json!({"node_id": id, "api": f.leader_node.as_ref().map(|n| n.api.clone())}),
+            );
             return ApiError::unavailable(
                 "this node is not the leader; send the request to the leader",
                 leader,
             );
         }
         match e {
-            RaftError::Fatal(f) => ApiError::unavailable(format!("raft has stopped on this node: {f}"), None),
+            RaftError::Fatal(f) => {
+                ApiError::unavailable(format!("raft has stopped on this node: {f}"), None)
+            }
             other => ApiError::internal(other),
         }
     }
@@ -226,7 +247,9 @@ impl Node {
             .wait(Some(timeout))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
-            .map_err(|e| ApiError::unavailable(format!("no leader within {timeout:?}: {e}"), None))?;
+            .map_err(|e| {
+                ApiError::unavailable(format!("no leader within {timeout:?}: {e}"), None)
+            })?;
         Ok(m.current_leader.unwrap_or_default())
     }
 }

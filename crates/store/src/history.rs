@@ -180,7 +180,9 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(matches!(
             h.read_after(1, "", 10, 3),
-            ReadAfter::Compacted { compact_revision: 2 }
+            ReadAfter::Compacted {
+                compact_revision: 2
+            }
         ));
         assert_eq!(revs(&h.read_after(2, "", 10, 3)), vec![3, 3]);
     }

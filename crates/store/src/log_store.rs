@@ -227,7 +227,8 @@ fn write_batch<C: RaftTypeConfig>(db: &Database, batch: &[Op<C>]) -> io::Result<
                     meta.insert(KEY_VOTE, vote.as_slice()).map_err(io_err)?;
                 }
                 Op::Committed { log_id } => {
-                    meta.insert(KEY_COMMITTED, log_id.as_slice()).map_err(io_err)?;
+                    meta.insert(KEY_COMMITTED, log_id.as_slice())
+                        .map_err(io_err)?;
                 }
             }
         }
@@ -246,7 +247,12 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        Ok(self.mem().log.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .mem()
+            .log
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {

@@ -186,14 +186,21 @@ impl StateView {
 
     /// How many events of any topic come after `revision`.
     pub fn events_after(&self, revision: u64) -> usize {
-        self.shared.inner.read().unwrap().history.count_after(revision)
+        self.shared
+            .inner
+            .read()
+            .unwrap()
+            .history
+            .count_after(revision)
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error> {
         let (meta, data) = {
             let inner = self.shared.inner.read().unwrap();
             let meta = Meta {
@@ -248,7 +255,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Self::SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let blob: Blob = postcard::from_bytes(&data).map_err(io_err)?;
         self.save(Record {

@@ -20,7 +20,9 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for B
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_store_passes_openraft_suite() {
-    Suite::test_all(Builder).await.expect("storage conformance suite");
+    Suite::test_all(Builder)
+        .await
+        .expect("storage conformance suite");
 }
 
 #[tokio::test]
@@ -34,13 +36,20 @@ async fn log_survives_reopen() {
     let path = dir.path().join("raft-log.redb");
     let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
     let entries: Vec<_> = (1..=5)
-        .map(|i| <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(log_id::<TypeConfig>(1, 1, i)))
+        .map(|i| {
+            <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(
+                log_id::<TypeConfig>(1, 1, i),
+            )
+        })
         .collect();
     let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
     let cb = openraft::storage::IOFlushed::<TypeConfig>::signal(tx);
     store.append(entries, cb).await.unwrap();
     rx.await.unwrap().unwrap();
-    store.truncate_after(Some(log_id::<TypeConfig>(1, 1, 4))).await.unwrap();
+    store
+        .truncate_after(Some(log_id::<TypeConfig>(1, 1, 4)))
+        .await
+        .unwrap();
     store.purge(log_id::<TypeConfig>(1, 1, 1)).await.unwrap();
     store.close();
 
@@ -49,5 +58,8 @@ async fn log_survives_reopen() {
     let idx: Vec<u64> = got.iter().map(|e| e.log_id.index()).collect();
     assert_eq!(idx, vec![2, 3, 4]);
     let state = reopened.get_log_state().await.unwrap();
-    assert_eq!(state.last_purged_log_id, Some(log_id::<TypeConfig>(1, 1, 1)));
+    assert_eq!(
+        state.last_purged_log_id,
+        Some(log_id::<TypeConfig>(1, 1, 1))
+    );
 }

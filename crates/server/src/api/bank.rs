@@ -46,14 +46,18 @@ async fn run(s: &Shared, cmd: BankCommand, key: Option<String>) -> Result<BankRe
     cmd.validate()?;
     match s.node.write(Command::Bank(cmd), key).await? {
         (Reply::Bank(r), _) => Ok(r),
-        (other, _) => Err(ApiError::internal(format!("bank command answered {other:?}"))),
+        (other, _) => Err(ApiError::internal(format!(
+            "bank command answered {other:?}"
+        ))),
     }
 }
 
 fn account(r: BankReply) -> Result<Json<Account>, ApiError> {
     match r {
         BankReply::Account(a) => Ok(Json(a)),
-        other => Err(ApiError::internal(format!("expected an account, got {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "expected an account, got {other:?}"
+        ))),
     }
 }
 
@@ -72,7 +76,17 @@ async fn credit(
     IdempotencyKey(key): IdempotencyKey,
     Body(b): Body<AmountBody>,
 ) -> Result<Json<Account>, ApiError> {
-    account(run(&s, BankCommand::Credit { id, amount: b.amount }, key).await?)
+    account(
+        run(
+            &s,
+            BankCommand::Credit {
+                id,
+                amount: b.amount,
+            },
+            key,
+        )
+        .await?,
+    )
 }
 
 async fn debit(
@@ -81,7 +95,17 @@ async fn debit(
     IdempotencyKey(key): IdempotencyKey,
     Body(b): Body<AmountBody>,
 ) -> Result<Json<Account>, ApiError> {
-    account(run(&s, BankCommand::Debit { id, amount: b.amount }, key).await?)
+    account(
+        run(
+            &s,
+            BankCommand::Debit {
+                id,
+                amount: b.amount,
+            },
+            key,
+        )
+        .await?,
+    )
 }
 
 async fn transfer(
@@ -96,7 +120,9 @@ async fn transfer(
     };
     match run(&s, cmd, key).await? {
         BankReply::Transfer { from, to, revision } => Ok(Json(Transfer { from, to, revision })),
-        other => Err(ApiError::internal(format!("expected a transfer, got {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "expected a transfer, got {other:?}"
+        ))),
     }
 }
 
@@ -106,7 +132,10 @@ async fn list(State(s): State<Shared>) -> Result<Json<AccountList>, ApiError> {
     Ok(Json(AccountList { accounts }))
 }
 
-async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
+async fn get_one(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
     validate_id("id", &id)?;
     s.node.linearizable().await?;
     s.node

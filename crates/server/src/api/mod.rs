@@ -38,7 +38,9 @@ pub fn router(state: Shared) -> Router {
         .merge(node::routes())
         .merge(bank::routes())
         .merge(watch::routes())
-        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json for the routes") })
+        .fallback(|| async {
+            ApiError::not_found("no such route; see /openapi.json for the routes")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -66,7 +68,8 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         ("status", resp.status().as_u16().to_string()),
     ];
     metrics::counter!("switchyard_http_requests_total", &labels).increment(1);
-    metrics::histogram!("switchyard_http_request_seconds", &labels).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("switchyard_http_request_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -80,7 +83,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
             let ok = ct
                 .to_str()
-                .map(|s| s.trim_start().to_ascii_lowercase().starts_with("application/json"))
+                .map(|s| {
+                    s.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("application/json")
+                })
                 .unwrap_or(false);
             if !ok {
                 return Err(ApiError::new(
@@ -102,8 +109,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
-        ApiError::invalid(&field, e.inner())
+        let inner = e.inner().to_string();
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => "body".to_string(),
+            (p, Some(name)) => format!("{p}.{name}"),
+            (p, None) => p.to_string(),
+        };
+        ApiError::invalid(&field, inner)
     })
 }
 

@@ -20,7 +20,9 @@ pub fn routes() -> Router<Shared> {
 }
 
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 async fn status(State(s): State<Shared>) -> Json<Status> {

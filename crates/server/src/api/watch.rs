@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
@@ -52,7 +52,10 @@ async fn watch(
             "prefix" => prefix = v.clone(),
             "from_revision" => {
                 from = Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::invalid("from_revision", format!("must be a non-negative integer; got {v:?}"))
+                    ApiError::invalid(
+                        "from_revision",
+                        format!("must be a non-negative integer; got {v:?}"),
+                    )
                 })?)
             }
             "token" => {}
@@ -133,10 +136,20 @@ pub async fn run_session<Si, St, E>(
     St: Stream<Item = Result<Message, E>> + Unpin,
 {
     metrics::gauge!("switchyard_watch_sessions").increment(1.0);
-    let end = session_loop(&mut sink, &mut stream, &view, &prefix, from, &cfg, &shutdown).await;
+    let end = session_loop(
+        &mut sink,
+        &mut stream,
+        &view,
+        &prefix,
+        from,
+        &cfg,
+        &shutdown,
+    )
+    .await;
     metrics::gauge!("switchyard_watch_sessions").decrement(1.0);
     if let End::Error(error) = end {
-        metrics::counter!("switchyard_watch_closed_total", "code" => error.code.clone()).increment(1);
+        metrics::counter!("switchyard_watch_closed_total", "code" => error.code.clone())
+            .increment(1);
         let msg = serde_json::to_string(&WatchMessage::Error { error }).expect("serialisable");
         let _ = tokio::time::timeout(cfg.send_timeout, sink.send(text(msg))).await;
         let close = Message::Close(Some(CloseFrame {
@@ -180,7 +193,10 @@ where
             if caught_up && view.events_after(cursor) > cfg.max_lag {
                 return End::Error(lagging(
                     cursor,
-                    format!("the subscriber fell more than {} events behind", cfg.max_lag),
+                    format!(
+                        "the subscriber fell more than {} events behind",
+                        cfg.max_lag
+                    ),
                 ));
             }
             match view.read_events(cursor, prefix, BATCH) {
@@ -197,7 +213,9 @@ where
                 }
                 ReadAfter::Events { events, scanned_to } => {
                     for e in &events {
-                        if let Err(end) = send(sink, text(&*e.message), cfg.send_timeout, cursor).await {
+                        if let Err(end) =
+                            send(sink, text(&*e.message), cfg.send_timeout, cursor).await
+                        {
                             return end;
                         }
                         sent_since_tick = true;
@@ -212,7 +230,8 @@ where
         }
         caught_up = true;
         if want_bookmark {
-            let msg = serde_json::to_string(&WatchMessage::Bookmark { revision: cursor }).expect("serialisable");
+            let msg = serde_json::to_string(&WatchMessage::Bookmark { revision: cursor })
+                .expect("serialisable");
             if let Err(end) = send(sink, text(msg), cfg.send_timeout, cursor).await {
                 return end;
             }
@@ -247,6 +266,130 @@ where
                 }
                 sent_since_tick = false;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures::channel::mpsc;
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::log_id;
+    use switchyard_core::bank::BankCommand;
+    use switchyard_core::{Command, Proposal};
+    use switchyard_store::{StateMachine, TypeConfig};
+
+    use super::*;
+
+    async fn machine_with_events(dir: &std::path::Path, n: u64) -> StateMachine {
+        let mut sm = StateMachine::open(&dir.join("state.redb"), 10_000).unwrap();
+        let mut entries = vec![Command::Bank(BankCommand::Open { id: "a".into() })];
+        entries.extend((1..n).map(|_| {
+            Command::Bank(BankCommand::Credit {
+                id: "a".into(),
+                amount: 1,
+            })
+        }));
+        let stream = futures::stream::iter(entries.into_iter().enumerate().map(|(i, c)| {
+            let entry = openraft::alias::EntryOf::<TypeConfig> {
+                log_id: log_id::<TypeConfig>(1, 1, i as u64 + 1),
+                payload: openraft::EntryPayload::Normal(Proposal::new(0, c)),
+            };
+            Ok((entry, None))
+        }));
+        sm.apply(stream).await.unwrap();
+        sm
+    }
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            max_lag: 5,
+            bookmark_interval: Duration::from_secs(3600),
+            send_timeout: Duration::from_millis(200),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_is_cut_off_with_a_resumable_error() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let sm = machine_with_events(dir.path(), 50).await;
+        // A sink with room for 4 messages that nobody reads: the session must not buffer more.
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Message>(4);
+        let (_in_tx, in_rx) = mpsc::channel::<Result<Message, Infallible>>(1);
+        let session = run_session(
+            sink_tx,
+            in_rx,
+            sm.view(),
+            String::new(),
+            Some(0),
+            cfg(),
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session ends by itself");
+        let mut got = Vec::new();
+        while let Ok(m) = sink_rx.try_recv() {
+            got.push(m);
+        }
+        // Only what fit in the buffer was handed over (capacity + 1 per sender), then the
+        // session ended instead of holding the other events.
+        assert!(got.len() <= 5, "bounded: got {} of 50 messages", got.len());
+        assert!(
+            got.iter()
+                .all(|m| m.to_text().unwrap().contains(r#""type":"event""#))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_far_behind_after_catching_up_gets_lagging_with_resume_point() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut sm = machine_with_events(dir.path(), 3).await;
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Message>(1000);
+        let (_in_tx, in_rx) = mpsc::channel::<Result<Message, Infallible>>(1);
+        let view = sm.view();
+        let task = tokio::spawn(run_session(
+            sink_tx,
+            in_rx,
+            view.clone(),
+            String::new(),
+            Some(0),
+            cfg(),
+            CancellationToken::new(),
+        ));
+        // Caught up: three events delivered.
+        for _ in 0..3 {
+            sink_rx.next().await.unwrap();
+        }
+        // Ten more events land at once, more than max_lag = 5 beyond the subscriber's cursor.
+        let stream = futures::stream::iter((4..14u64).map(|i| {
+            let entry = openraft::alias::EntryOf::<TypeConfig> {
+                log_id: log_id::<TypeConfig>(1, 1, i),
+                payload: openraft::EntryPayload::Normal(Proposal::new(
+                    0,
+                    Command::Bank(BankCommand::Credit {
+                        id: "a".into(),
+                        amount: 1,
+                    }),
+                )),
+            };
+            Ok((entry, None))
+        }));
+        sm.apply(stream).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let first = sink_rx.next().await.unwrap();
+        let m: WatchMessage = serde_json::from_str(first.to_text().unwrap()).unwrap();
+        match m {
+            WatchMessage::Error { error } => {
+                assert_eq!(error.code, "lagging");
+                assert_eq!(error.resume_from, Some(3));
+            }
+            other => panic!("expected lagging, got {other:?}"),
         }
     }
 }

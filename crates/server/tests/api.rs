@@ -1,0 +1,219 @@
+//! The /v1 conventions over real HTTP: status codes, error bodies naming the field, and
+//! refused requests changing nothing.
+
+mod common;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchyard_client::Client;
+use tempfile::TempDir;
+
+async fn call(method: reqwest::Method, url: &str, body: Option<&str>) -> (StatusCode, Value) {
+    let mut r = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_4xx_naming_the_field_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let client = Client::new(&base);
+    client.open_account("alice", None).await.unwrap();
+    client.credit("alice", 100, None).await.unwrap();
+    let before = client.status().await.unwrap().revision;
+
+    use reqwest::Method as M;
+    let credit = format!("{base}/v1/bank/accounts/alice/credit");
+    let cases: Vec<(M, String, Option<&str>, StatusCode, &str, Option<&str>)> = vec![
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{"amount": -1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("amount"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{"amount": 1.5}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("amount"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{"amount": "5"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("amount"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{"amount": 0}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("amount"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("amount"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some(r#"{"amount": 1, "extra": 2}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("extra"),
+        ),
+        (
+            M::POST,
+            credit.clone(),
+            Some("not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("body"),
+        ),
+        (
+            M::POST,
+            format!("{base}/v1/bank/accounts/bob/credit"),
+            Some(r#"{"amount": 1}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        ),
+        (
+            M::POST,
+            format!("{base}/v1/bank/accounts/alice/debit"),
+            Some(r#"{"amount": 101}"#),
+            StatusCode::CONFLICT,
+            "insufficient_funds",
+            None,
+        ),
+        (
+            M::POST,
+            format!("{base}/v1/bank/accounts"),
+            Some(r#"{"id": "alice"}"#),
+            StatusCode::CONFLICT,
+            "conflict",
+            None,
+        ),
+        (
+            M::POST,
+            format!("{base}/v1/bank/accounts"),
+            Some(r#"{"id": "a b"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("id"),
+        ),
+        (
+            M::POST,
+            format!("{base}/v1/bank/transfers"),
+            Some(r#"{"from": "alice", "to": "alice", "amount": 1}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("to"),
+        ),
+        (
+            M::GET,
+            format!("{base}/v1/bank/accounts/nobody"),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        ),
+        (
+            M::GET,
+            format!("{base}/v1/nothing-here"),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        ),
+        (
+            M::DELETE,
+            format!("{base}/v1/bank/accounts"),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            None,
+        ),
+    ];
+    for (method, url, body, status, code, field) in cases {
+        let (got, v) = call(method.clone(), &url, body).await;
+        assert_eq!(got, status, "{method} {url} {body:?}: {v}");
+        assert_eq!(v["error"]["code"], code, "{method} {url} {body:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if let Some(f) = field {
+            assert_eq!(
+                v["error"]["details"]["field"], f,
+                "{method} {url} {body:?}: {v}"
+            );
+        }
+    }
+
+    // Refused requests changed nothing: the balance, and no revision was used by bad input
+    // (refusals that reach the log, like insufficient funds, use a revision but change no
+    // object, so the account keeps its revision).
+    let alice = client.account("alice").await.unwrap();
+    assert_eq!(alice.balance, 100);
+    assert!(alice.revision <= before);
+    assert_eq!(client.accounts().await.unwrap().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_routes_answer_as_documented() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let (s, v) = call(reqwest::Method::GET, &format!("{base}/v1/health"), None).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
+    let (_, v) = call(reqwest::Method::GET, &format!("{base}/v1/status"), None).await;
+    for k in [
+        "node_id",
+        "role",
+        "term",
+        "leader",
+        "applied_index",
+        "revision",
+        "members",
+    ] {
+        assert!(v.get(k).is_some(), "status has {k}: {v}");
+    }
+    assert_eq!(v["role"], "leader");
+    let (_, v) = call(reqwest::Method::GET, &format!("{base}/v1/cluster"), None).await;
+    assert_eq!(v["leader"], 1);
+    assert_eq!(v["members"][0]["voter"], true);
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("switchyard_raft_applied_index"), "{text}");
+    server.stop().await;
+}

@@ -1,0 +1,34 @@
+//! Test support: start a real node on a temp dir with port-0 listeners.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use switchyard_server::{Config, Listeners, Server};
+
+/// Start a node on `dir`, with `tweak` applied to the default config, and wait for it to lead.
+pub async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config::new(dir);
+    tweak(&mut config);
+    let config = config.validate().expect("valid test config");
+    let listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = switchyard_server::start(config, listeners)
+        .await
+        .expect("start");
+    server
+        .node
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("a one-member cluster elects itself");
+    server
+}
+
+/// Await `fut` for at most `secs` seconds, failing the test with `what` otherwise.
+pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
+}
