@@ -45,6 +45,8 @@ pub enum Cmd {
     /// Bank accounts: open, credit, debit, transfer, get, list.
     #[command(subcommand)]
     Bank(BankCmd),
+    /// Benchmarks run side by side with peer systems on this machine.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ctx = || format!("talking to {}", args.server);
     match args.command {
         Cmd::Serve(s) => serve(s).await?,
+        Cmd::Bench(b) => crate::bench::run(b).await?,
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {
             prefix,

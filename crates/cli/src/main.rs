@@ -1,6 +1,7 @@
 //! `switchyard`: the server and its command line. Thin: parse, set up logging, call the
 //! libraries.
 
+mod bench;
 mod cli;
 mod serve;
 

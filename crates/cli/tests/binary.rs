@@ -22,7 +22,14 @@ struct Proc {
 /// Start `switchyard serve` on port 0 and read the address it prints.
 fn spawn(dir: &Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("SWITCHYARD_LOG", "warn")
         .stderr(Stdio::piped())
@@ -36,7 +43,12 @@ fn spawn(dir: &Path) -> Proc {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("serving the API on ").nth(1) {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
             } else {
                 eprintln!("[server] {line}");
@@ -58,7 +70,10 @@ async fn ready(client: &Client) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "the node did not become leader in 20s");
+        assert!(
+            Instant::now() < deadline,
+            "the node did not become leader in 20s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -118,7 +133,10 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
         ready(&client).await;
         for w in 0..writers {
             let balance = client.account(&format!("w{w}")).await.unwrap().balance;
-            let (a, s) = (acked[w].load(Ordering::SeqCst), sent[w].load(Ordering::SeqCst));
+            let (a, s) = (
+                acked[w].load(Ordering::SeqCst),
+                sent[w].load(Ordering::SeqCst),
+            );
             assert!(
                 a <= balance && balance <= s,
                 "round {round}, writer {w}: balance {balance}, acknowledged {a}, sent {s}"

@@ -1,0 +1,519 @@
+//! `switchyard bench writes`: durable writes per second and latency, side by side with etcd and
+//! Redis (`appendonly yes`, `appendfsync always`) on this machine, in one run.
+//!
+//! Each system runs as its own process on a temp dir on the same filesystem. Cells (system x
+//! client count) are interleaved across rounds, with a pause between cells, and the disk's fsync
+//! latency is probed before and after, because this kind of disk changes regime under write
+//! volume. Every client runs a closed loop (send, wait for the acknowledgement, repeat):
+//! switchyard `POST /v1/bank/accounts/{id}/credit`, etcd `POST /v3/kv/put` on its HTTP/JSON
+//! gateway, Redis `SET` over RESP.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Durable writes/s and latency percentiles vs etcd and Redis (benchmark B1).
+    Writes(WritesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WritesArgs {
+    /// Concurrent clients per cell, comma-separated.
+    #[arg(long, default_value = "1,16,256", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Seconds each cell runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Rounds; cells are interleaved across systems within each round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds of pause between cells, so one system's writes do not slow the next.
+    #[arg(long, default_value_t = 2.0)]
+    pub pause: f64,
+    /// Systems to run, comma-separated: switchyard, etcd, redis.
+    #[arg(long, default_value = "switchyard,etcd,redis", value_delimiter = ',')]
+    pub systems: Vec<String>,
+    /// A short run that checks the command works (CI): 1 and 16 clients, 1 s, one round;
+    /// peers that are not installed are skipped.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchCmd::Writes(w) => writes(w).await,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum System {
+    Switchyard,
+    Etcd,
+    Redis,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Switchyard => "switchyard",
+            System::Etcd => "etcd",
+            System::Redis => "redis",
+        }
+    }
+
+    fn binary(self) -> Option<PathBuf> {
+        match self {
+            System::Switchyard => std::env::current_exe().ok(),
+            System::Etcd => which("etcd"),
+            System::Redis => which("redis-server"),
+        }
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A peer process, killed on drop.
+struct Running {
+    system: System,
+    child: Child,
+    /// host:port of its client endpoint.
+    addr: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result<Running> {
+    let bin = system
+        .binary()
+        .with_context(|| format!("{} is not installed", system.name()))?;
+    let port = free_port()?;
+    let peer = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let data = dir.join(system.name());
+    std::fs::create_dir_all(&data)?;
+    let mut cmd = Command::new(bin);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    match system {
+        System::Switchyard => {
+            cmd.args([
+                "serve",
+                "--listen",
+                &addr,
+                "--peer-listen",
+                &format!("127.0.0.1:{peer}"),
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("SWITCHYARD_LOG", "warn");
+        }
+        System::Etcd => {
+            let purl = format!("http://127.0.0.1:{peer}");
+            let curl = format!("http://{addr}");
+            cmd.args(["--name", "bench", "--log-level", "error", "--logger", "zap"])
+                .arg("--data-dir")
+                .arg(&data)
+                .args([
+                    "--listen-client-urls",
+                    &curl,
+                    "--advertise-client-urls",
+                    &curl,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &purl,
+                    "--initial-advertise-peer-urls",
+                    &purl,
+                ])
+                .args(["--initial-cluster", &format!("bench={purl}")]);
+        }
+        System::Redis => {
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ])
+                .args(["--daemonize", "no", "--protected-mode", "no"])
+                .arg("--dir")
+                .arg(&data);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", system.name()))?;
+    let running = Running {
+        system,
+        child,
+        addr,
+    };
+    wait_ready(&running, max_clients).await?;
+    Ok(running)
+}
+
+async fn wait_ready(r: &Running, max_clients: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    loop {
+        let ok = match r.system {
+            System::Switchyard => match http
+                .get(format!("http://{}/v1/status", r.addr))
+                .send()
+                .await
+            {
+                Ok(resp) => resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|v| v["role"] == "leader"),
+                Err(_) => false,
+            },
+            System::Etcd => match http.get(format!("http://{}/health", r.addr)).send().await {
+                Ok(resp) => resp.text().await.is_ok_and(|t| t.contains("true")),
+                Err(_) => false,
+            },
+            System::Redis => match tokio::net::TcpStream::connect(&r.addr).await {
+                Ok(mut s) => {
+                    let mut buf = [0u8; 7];
+                    s.write_all(b"PING\r\n").await.is_ok()
+                        && s.read_exact(&mut buf).await.is_ok()
+                        && &buf == b"+PONG\r\n"
+                }
+                Err(_) => false,
+            },
+        };
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not become ready within 30 s", r.system.name());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if r.system == System::Switchyard {
+        for i in 0..max_clients {
+            let resp = http
+                .post(format!("http://{}/v1/bank/accounts", r.addr))
+                .json(&serde_json::json!({"id": format!("bench-{i}")}))
+                .send()
+                .await?;
+            if !resp.status().is_success() && resp.status() != reqwest::StatusCode::CONFLICT {
+                bail!(
+                    "switchyard: opening bench accounts answered {}",
+                    resp.status()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One client's closed loop until `stop`; returns each acknowledged write's latency in µs.
+async fn client_loop(
+    system: System,
+    addr: String,
+    http: reqwest::Client,
+    idx: usize,
+    stop: Instant,
+) -> anyhow::Result<Vec<u32>> {
+    let mut lat = Vec::new();
+    let value = "v".repeat(64);
+    match system {
+        System::Switchyard => {
+            let url = format!("http://{addr}/v1/bank/accounts/bench-{idx}/credit");
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let resp = http
+                    .post(&url)
+                    .json(&serde_json::json!({"amount": 1}))
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!("switchyard answered {}", resp.status());
+                }
+                resp.bytes().await?;
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+        }
+        System::Etcd => {
+            let url = format!("http://{addr}/v3/kv/put");
+            let body = serde_json::json!({"key": base64(format!("bench-{idx}").as_bytes()), "value": base64(value.as_bytes())});
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let resp = http.post(&url).json(&body).send().await?;
+                if !resp.status().is_success() {
+                    bail!("etcd answered {}", resp.status());
+                }
+                resp.bytes().await?;
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+        }
+        System::Redis => {
+            let mut s = tokio::net::TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let key = format!("bench-{idx}");
+            let cmd = format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            );
+            let mut buf = [0u8; 5];
+            while Instant::now() < stop {
+                let t = Instant::now();
+                s.write_all(cmd.as_bytes()).await?;
+                s.read_exact(&mut buf).await?;
+                if &buf != b"+OK\r\n" {
+                    bail!("redis answered {:?}", String::from_utf8_lossy(&buf));
+                }
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+        }
+    }
+    Ok(lat)
+}
+
+struct Cell {
+    ops_per_sec: f64,
+    latencies: Vec<u32>,
+}
+
+async fn run_cell(r: &Running, clients: usize, seconds: f64) -> anyhow::Result<Cell> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(clients.max(1))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| tokio::spawn(client_loop(r.system, r.addr.clone(), http.clone(), i, stop)))
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Cell {
+        ops_per_sec: latencies.len() as f64 / elapsed,
+        latencies,
+    })
+}
+
+/// p50 and p99 of 4 KiB append + fdatasync on the bench directory's filesystem, in ms.
+fn fsync_probe(dir: &Path) -> anyhow::Result<(f64, f64)> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![7u8; 4096];
+    let mut lat = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        lat.push(t.elapsed().as_micros() as u32);
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    lat.sort_unstable();
+    Ok((pct(&lat, 50.0), pct(&lat, 99.0)))
+}
+
+/// Percentile of sorted µs samples, in ms.
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn writes(mut a: WritesArgs) -> anyhow::Result<()> {
+    if a.smoke {
+        a.clients = vec![1, 16];
+        a.seconds = 1.0;
+        a.rounds = 1;
+        a.pause = 0.2;
+    }
+    if a.clients.is_empty() || a.clients.contains(&0) || a.rounds == 0 || a.seconds <= 0.0 {
+        bail!("--clients must be positive numbers, --rounds and --seconds above 0");
+    }
+    let mut systems = Vec::new();
+    for s in &a.systems {
+        let sys = match s.as_str() {
+            "switchyard" => System::Switchyard,
+            "etcd" => System::Etcd,
+            "redis" => System::Redis,
+            other => bail!("--systems: unknown system {other:?}; allowed: switchyard, etcd, redis"),
+        };
+        if sys.binary().is_none() {
+            if a.smoke {
+                eprintln!("skipping {}: not installed", sys.name());
+                continue;
+            }
+            bail!(
+                "{} is not installed (Debian: etcd-server, redis-server)",
+                sys.name()
+            );
+        }
+        systems.push(sys);
+    }
+    let max_clients = *a.clients.iter().max().expect("checked non-empty");
+    let dir = tempdir_here()?;
+    let probe_before = fsync_probe(&dir)?;
+    eprintln!(
+        "fsync probe before: p50 {:.3} ms, p99 {:.3} ms",
+        probe_before.0, probe_before.1
+    );
+
+    let mut running = Vec::new();
+    for s in &systems {
+        running.push(start(*s, &dir, max_clients).await?);
+    }
+    let mut results: std::collections::BTreeMap<(usize, System), (Vec<f64>, Vec<u32>)> =
+        Default::default();
+    for round in 0..a.rounds {
+        for &clients in &a.clients {
+            // Rotate the order each round so no system always runs first.
+            let n = running.len();
+            for k in 0..n {
+                let r = &running[(k + round) % n];
+                let cell = run_cell(r, clients, a.seconds).await?;
+                eprintln!(
+                    "round {} clients {:>3} {:<10} {:>9.0} ops/s",
+                    round + 1,
+                    clients,
+                    r.system.name(),
+                    cell.ops_per_sec
+                );
+                let e = results.entry((clients, r.system)).or_default();
+                e.0.push(cell.ops_per_sec);
+                e.1.extend(cell.latencies);
+                tokio::time::sleep(Duration::from_secs_f64(a.pause)).await;
+            }
+        }
+    }
+    drop(running);
+    let probe_after = fsync_probe(&dir)?;
+    eprintln!(
+        "fsync probe after: p50 {:.3} ms, p99 {:.3} ms",
+        probe_after.0, probe_after.1
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = report(&a, &mut results, probe_before, probe_after);
+    print!("{report}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn tempdir_here() -> anyhow::Result<PathBuf> {
+    let dir = std::env::current_dir()?.join(format!("target/bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+type Results = std::collections::BTreeMap<(usize, System), (Vec<f64>, Vec<u32>)>;
+
+fn report(a: &WritesArgs, results: &mut Results, before: (f64, f64), after: (f64, f64)) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Durable writes, {} round(s) x {} s per cell, interleaved; fsync probe (4 KiB append + \
+         fdatasync) p50/p99 before {:.3}/{:.3} ms, after {:.3}/{:.3} ms.\n",
+        a.rounds, a.seconds, before.0, before.1, after.0, after.1
+    );
+    let _ = writeln!(
+        s,
+        "| clients | system | writes/s (median of rounds) | p50 ms | p99 ms | switchyard / this |"
+    );
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+    let mut ours = std::collections::BTreeMap::new();
+    for ((clients, sys), (tput, lat)) in results.iter_mut() {
+        lat.sort_unstable();
+        let m = median(tput);
+        if *sys == System::Switchyard {
+            ours.insert(*clients, (m, pct(lat, 99.0)));
+        }
+        let ratio = ours
+            .get(clients)
+            .map_or("".to_string(), |(o, _)| format!("{:.2}x", o / m));
+        let _ = writeln!(
+            s,
+            "| {clients} | {} | {m:.0} | {:.3} | {:.3} | {ratio} |",
+            sys.name(),
+            pct(lat, 50.0),
+            pct(lat, 99.0)
+        );
+    }
+    if let Some((_, p99)) = ours.get(&1) {
+        let fsync = before.0.max(after.0);
+        let _ = writeln!(
+            s,
+            "\nswitchyard 1-client p99 / fsync p50 (the slower of the two probes): {:.2}x",
+            p99 / fsync
+        );
+    }
+    s
+}
