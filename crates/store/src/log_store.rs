@@ -4,7 +4,10 @@
 //! one channel to one writer thread. The thread takes everything waiting, writes it in one
 //! redb transaction and commits it with `Durability::Immediate` (one fsync), then completes
 //! every callback of the batch. So concurrent commands share fsyncs, and a single client waits
-//! about one fsync. An in-memory copy of the unpurged log serves reads at once, as openraft
+//! about one fsync. The committed pointer is not a write of its own: the latest value rides
+//! along with the next durable batch (and is flushed on close), so it costs no extra commit; a
+//! committed pointer that lags on disk only means a restart re-applies a little less before
+//! the leader commits the rest of the durable log again. An in-memory copy of the unpurged log serves reads at once, as openraft
 //! requires entries to be readable as soon as `append` returns.
 
 use std::collections::BTreeMap;
@@ -49,8 +52,12 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     }
 }
 
+/// The latest committed pointer not yet written, encoded; taken by the writer.
+type PendingCommitted = Arc<Mutex<Option<Vec<u8>>>>;
+
 struct Shared<C: RaftTypeConfig> {
     mem: Mutex<Mem<C>>,
+    committed: PendingCommitted,
     tx: Mutex<Option<mpsc::Sender<Op<C>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -77,9 +84,6 @@ enum Op<C: RaftTypeConfig> {
     Vote {
         vote: Vec<u8>,
         done: tokio::sync::oneshot::Sender<io::Result<()>>,
-    },
-    Committed {
-        log_id: Vec<u8>,
     },
 }
 
@@ -130,12 +134,15 @@ where
             }
         }
         let (tx, rx) = mpsc::channel();
+        let committed = PendingCommitted::default();
+        let pending = committed.clone();
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop::<C>(db, rx))?;
+            .spawn(move || writer_loop::<C>(db, rx, pending))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 mem: Mutex::new(mem),
+                committed,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
             }),
@@ -165,7 +172,7 @@ where
     }
 }
 
-fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>) {
+fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>, committed: PendingCommitted) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -175,7 +182,8 @@ fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>) {
             }
         }
         let start = Instant::now();
-        let result = write_batch(&db, &batch);
+        let pending = committed.lock().unwrap().take();
+        let result = write_batch(&db, &batch, pending.as_deref());
         metrics::histogram!("switchyard_log_commit_seconds").record(start.elapsed().as_secs_f64());
         metrics::histogram!("switchyard_log_commit_batch_size").record(batch.len() as f64);
         if let Err(e) = &result {
@@ -191,21 +199,21 @@ fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>) {
                 Op::Vote { done, .. } => {
                     let _ = done.send(r);
                 }
-                Op::Truncate { .. } | Op::Purge { .. } | Op::Committed { .. } => {}
+                Op::Truncate { .. } | Op::Purge { .. } => {}
             }
+        }
+    }
+    // Closed: write the last committed pointer, if one is pending.
+    if let Some(c) = committed.lock().unwrap().take() {
+        if let Err(e) = write_batch::<C>(&db, &[], Some(&c)) {
+            tracing::warn!(error = %e, "could not save the committed pointer on close");
         }
     }
 }
 
-fn write_batch<C: RaftTypeConfig>(db: &Database, batch: &[Op<C>]) -> io::Result<()> {
+fn write_batch<C: RaftTypeConfig>(db: &Database, batch: &[Op<C>], committed: Option<&[u8]>) -> io::Result<()> {
     let mut txn = db.begin_write().map_err(io_err)?;
-    let durable = batch.iter().any(|op| !matches!(op, Op::Committed { .. }));
-    txn.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })
-    .map_err(io_err)?;
+    txn.set_durability(Durability::Immediate).map_err(io_err)?;
     {
         let mut log = txn.open_table(LOG).map_err(io_err)?;
         let mut meta = txn.open_table(META).map_err(io_err)?;
@@ -226,11 +234,10 @@ fn write_batch<C: RaftTypeConfig>(db: &Database, batch: &[Op<C>]) -> io::Result<
                 Op::Vote { vote, .. } => {
                     meta.insert(KEY_VOTE, vote.as_slice()).map_err(io_err)?;
                 }
-                Op::Committed { log_id } => {
-                    meta.insert(KEY_COMMITTED, log_id.as_slice())
-                        .map_err(io_err)?;
-                }
             }
+        }
+        if let Some(c) = committed {
+            meta.insert(KEY_COMMITTED, c).map_err(io_err)?;
         }
     }
     txn.commit().map_err(io_err)
@@ -299,7 +306,8 @@ where
         };
         let bytes = encode(&log_id)?;
         self.mem().committed = Some(log_id);
-        self.send(Op::Committed { log_id: bytes })
+        *self.shared.committed.lock().unwrap() = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
