@@ -27,7 +27,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a node (single node on ./data by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show the node's status: role, term, leader, applied index, revision.
     Status,
     /// Print events as they happen (one JSON object per line).
@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server);
     let ctx = || format!("talking to {}", args.server);
     match args.command {
-        Cmd::Serve(s) => serve(s).await?,
+        Cmd::Serve(s) => serve(*s).await?,
         Cmd::Bench(b) => crate::bench::run(b).await?,
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {

@@ -7,6 +7,11 @@ mod serve;
 
 use clap::Parser;
 
+/// mimalloc: glibc's malloc cost about 15% of the server's CPU under write load (perf, B1 at
+/// 256 clients); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Seconds an Idempotency-Key is remembered [default: 86400]
+    #[arg(long, env = "SWITCHYARD_IDEMPOTENCY_WINDOW")]
+    pub idempotency_window: Option<f64>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -77,6 +80,7 @@ struct FileConfig {
     snapshot_logs: Option<u64>,
     write_timeout: Option<f64>,
     max_body_bytes: Option<usize>,
+    idempotency_window: Option<f64>,
     log_format: Option<String>,
 }
 
@@ -89,8 +93,12 @@ pub struct Settings {
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
-    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
-        bail!("{name}: must be a number of seconds above 0 and at most 86400; got {v}");
+    seconds_up_to(name, v, 86_400.0)
+}
+
+fn seconds_up_to(name: &str, v: f64, max: f64) -> anyhow::Result<Duration> {
+    if !v.is_finite() || v <= 0.0 || v > max {
+        bail!("{name}: must be a number of seconds above 0 and at most {max}; got {v}");
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -138,6 +146,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_body_bytes.or(f.max_body_bytes) {
             c.max_body_bytes = v;
+        }
+        if let Some(v) = self.idempotency_window.or(f.idempotency_window) {
+            c.idempotency_window = seconds_up_to("idempotency_window", v, 30.0 * 86_400.0)?;
         }
         let config = c.validate().map_err(anyhow::Error::msg)?;
         let json_logs = match self.log_format.or(f.log_format).as_deref() {

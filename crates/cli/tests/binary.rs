@@ -65,10 +65,8 @@ fn spawn(dir: &Path) -> Proc {
 async fn ready(client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(s) = client.status().await {
-            if s.role == "leader" {
-                return;
-            }
+        if client.status().await.is_ok_and(|s| s.role == "leader") {
+            return;
         }
         assert!(
             Instant::now() < deadline,

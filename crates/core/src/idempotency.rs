@@ -1,6 +1,7 @@
 //! Idempotency records: a retried mutation with the same `Idempotency-Key` gets the first
 //! outcome back and applies nothing twice. Records live in the replicated state (so they
-//! survive restarts and leader changes) for [`WINDOW_MS`], then a timer removes them.
+//! survive restarts and leader changes) for the window the proposal carries (by default
+//! [`DEFAULT_WINDOW_MS`]), then a timer removes them.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Command, Outcome};
 
-/// How long a key is remembered: 24 hours of leader-stamped time.
-pub const WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// How long a key is remembered unless configured otherwise: 24 hours of leader-stamped time.
+pub const DEFAULT_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -69,6 +70,11 @@ impl Records {
         if self.by_key.get(key).is_some_and(|r| r.expires_ms <= now_ms) {
             self.by_key.remove(key);
         }
+    }
+
+    /// True when `key` is remembered.
+    pub fn contains(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
     }
 
     /// How many keys are remembered.

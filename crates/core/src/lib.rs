@@ -36,6 +36,8 @@ pub struct Proposal {
     pub time_ms: i64,
     /// Client-chosen key that makes a retry return the first response instead of applying twice.
     pub idempotency_key: Option<String>,
+    /// How long (ms of stamped time) the key is remembered; set by the proposing node's config.
+    pub idempotency_window_ms: i64,
     /// What to do.
     pub command: Command,
 }
@@ -46,6 +48,7 @@ impl Proposal {
         Self {
             time_ms,
             idempotency_key: None,
+            idempotency_window_ms: idempotency::DEFAULT_WINDOW_MS,
             command,
         }
     }
@@ -150,7 +153,7 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
     };
 
     if let Some(key) = &proposal.idempotency_key {
-        let expires = now.saturating_add(idempotency::WINDOW_MS);
+        let expires = now.saturating_add(proposal.idempotency_window_ms.max(0));
         state.idempotency.insert(
             key.clone(),
             proposal.command.clone(),

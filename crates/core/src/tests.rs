@@ -105,6 +105,7 @@ fn idempotency_key_replays_first_outcome_and_expires_by_timer() {
     let keyed = |cmd: Command| Proposal {
         time_ms: 2_000,
         idempotency_key: Some("k1".into()),
+        idempotency_window_ms: idempotency::DEFAULT_WINDOW_MS,
         command: cmd,
     };
     let (first, ev1) = apply(&mut s, &keyed(credit("a", 5)), Ctx { index: 2 });
@@ -124,10 +125,25 @@ fn idempotency_key_replays_first_outcome_and_expires_by_timer() {
     assert!(matches!(other, Err(CommandError::Conflict { .. })));
 
     // Why: the record is kept for the window and dropped by the timer when the window ends.
-    assert_eq!(s.timers.next_due(), Some(2_000 + idempotency::WINDOW_MS));
-    run(&mut s, 5, 2_000 + idempotency::WINDOW_MS - 1, Command::Tick).unwrap();
+    assert_eq!(
+        s.timers.next_due(),
+        Some(2_000 + idempotency::DEFAULT_WINDOW_MS)
+    );
+    run(
+        &mut s,
+        5,
+        2_000 + idempotency::DEFAULT_WINDOW_MS - 1,
+        Command::Tick,
+    )
+    .unwrap();
     assert_eq!(s.idempotency.len(), 1);
-    let fired = run(&mut s, 6, 2_000 + idempotency::WINDOW_MS, Command::Tick).unwrap();
+    let fired = run(
+        &mut s,
+        6,
+        2_000 + idempotency::DEFAULT_WINDOW_MS,
+        Command::Tick,
+    )
+    .unwrap();
     assert_eq!(fired, Reply::Ticked { fired: 1 });
     assert!(s.idempotency.is_empty() && s.timers.is_empty());
 }
@@ -166,6 +182,7 @@ proptest! {
             .map(|(i, (c, keyed))| Proposal {
                 time_ms: i as i64 * 10,
                 idempotency_key: keyed.then(|| format!("k{}", i % 7)),
+                idempotency_window_ms: 500,
                 command: c,
             })
             .collect();

@@ -30,6 +30,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             snapshot_logs: 10_000,
             write_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
+            idempotency_window: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -66,6 +69,13 @@ impl Config {
         }
         if self.snapshot_logs < 100 {
             return Err("snapshot_logs: must be at least 100".into());
+        }
+        if self.idempotency_window.is_zero()
+            || self.idempotency_window > Duration::from_secs(30 * 86_400)
+        {
+            return Err(
+                "idempotency_window: must be more than 0 seconds and at most 30 days".into(),
+            );
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

@@ -162,9 +162,10 @@ pub fn peer_router(raft: Arc<Raft>) -> Router {
         .with_state(raft)
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+/// Decode a peer message; a bad one is answered 400 with the reason.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, (StatusCode, String)> {
     serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad peer message: {e}")).into_response())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad peer message: {e}")))
 }
 
 fn reply<T: Serialize>(v: &T) -> Response {
@@ -174,21 +175,21 @@ fn reply<T: Serialize>(v: &T) -> Response {
 async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => reply(&raft.append_entries(req).await),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => reply(&raft.vote(req).await),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
     let (vote, meta, data): (VoteOf<C>, _, Vec<u8>) = match parse(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> {
         meta,
@@ -210,6 +211,6 @@ async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response
                 .map_err(RaftError::Fatal);
             reply(&res)
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }

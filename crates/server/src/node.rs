@@ -134,6 +134,7 @@ impl Node {
         let proposal = Proposal {
             time_ms: now_ms(),
             idempotency_key,
+            idempotency_window_ms: self.config.idempotency_window.as_millis() as i64,
             command,
         };
         let started = std::time::Instant::now();
@@ -170,12 +171,11 @@ impl Node {
             .map_err(|e| self.raft_error(&e))
     }
 
-    fn raft_error<E: std::fmt::Display + std::fmt::Debug>(
-        &self,
-        e: &RaftError<TypeConfig, E>,
-    ) -> ApiError
+    fn raft_error<E>(&self, e: &RaftError<TypeConfig, E>) -> ApiError
     where
-        E: openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
+        E: std::fmt::Display
+            + std::fmt::Debug
+            + openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
     {
         if let Some(f) = e.forward_to_leader() {
             let leader = f.leader_id.map(

@@ -36,7 +36,16 @@ async fn bad_input_gets_a_json_4xx_naming_the_field_and_changes_nothing() {
 
     use reqwest::Method as M;
     let credit = format!("{base}/v1/bank/accounts/alice/credit");
-    let cases: Vec<(M, String, Option<&str>, StatusCode, &str, Option<&str>)> = vec![
+    /// (method, url, body, expected status, expected code, field named in details)
+    type Case<'a> = (
+        M,
+        String,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             M::POST,
             credit.clone(),

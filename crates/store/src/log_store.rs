@@ -172,7 +172,11 @@ where
     }
 }
 
-fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>, committed: PendingCommitted) {
+fn writer_loop<C: RaftTypeConfig>(
+    db: Database,
+    rx: mpsc::Receiver<Op<C>>,
+    committed: PendingCommitted,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -204,14 +208,17 @@ fn writer_loop<C: RaftTypeConfig>(db: Database, rx: mpsc::Receiver<Op<C>>, commi
         }
     }
     // Closed: write the last committed pointer, if one is pending.
-    if let Some(c) = committed.lock().unwrap().take() {
-        if let Err(e) = write_batch::<C>(&db, &[], Some(&c)) {
-            tracing::warn!(error = %e, "could not save the committed pointer on close");
-        }
+    let last = committed.lock().unwrap().take();
+    if let Some(Err(e)) = last.map(|c| write_batch::<C>(&db, &[], Some(&c))) {
+        tracing::warn!(error = %e, "could not save the committed pointer on close");
     }
 }
 
-fn write_batch<C: RaftTypeConfig>(db: &Database, batch: &[Op<C>], committed: Option<&[u8]>) -> io::Result<()> {
+fn write_batch<C: RaftTypeConfig>(
+    db: &Database,
+    batch: &[Op<C>],
+    committed: Option<&[u8]>,
+) -> io::Result<()> {
     let mut txn = db.begin_write().map_err(io_err)?;
     txn.set_durability(Durability::Immediate).map_err(io_err)?;
     {

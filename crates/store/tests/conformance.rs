@@ -51,7 +51,10 @@ async fn log_survives_reopen() {
         .await
         .unwrap();
     store.purge(log_id::<TypeConfig>(1, 1, 1)).await.unwrap();
-    store.save_committed(Some(log_id::<TypeConfig>(1, 1, 3))).await.unwrap();
+    store
+        .save_committed(Some(log_id::<TypeConfig>(1, 1, 3)))
+        .await
+        .unwrap();
     store.close();
 
     let mut reopened = LogStore::<TypeConfig>::open(&path).unwrap();
