@@ -288,3 +288,38 @@ async fn raw_protocol_messages_and_errors() {
     assert_eq!(v["error"]["code"], "invalid");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_the_same_events_with_revision_ids() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let client = Client::new(server.url());
+    let opened = client.open_account("a", None).await.unwrap();
+    let credited = client.credit("a", 5, None).await.unwrap();
+
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/watch?prefix=bank/&from_revision=0",
+            server.url()
+        ))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    common::within(10, "two SSE events", async {
+        while text.matches("data: ").count() < 2 {
+            text.push_str(std::str::from_utf8(&body.next().await.unwrap().unwrap()).unwrap());
+        }
+    })
+    .await;
+    assert!(text.contains(&format!("id: {}", opened.revision)), "{text}");
+    assert!(
+        text.contains(&format!("id: {}", credited.revision)),
+        "{text}"
+    );
+    assert!(text.contains(r#""topic":"bank/accounts/a""#), "{text}");
+    server.stop().await;
+}

@@ -15,7 +15,9 @@ use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use switchyard_store::{ReadAfter, StateView};
@@ -43,6 +45,7 @@ pub struct SessionConfig {
 async fn watch(
     State(s): State<Shared>,
     Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let mut prefix = String::new();
@@ -67,13 +70,21 @@ async fn watch(
             }
         }
     }
-    let ws = ws.map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid",
-            format!("/v1/watch needs a WebSocket upgrade: {e}"),
-        )
-    })?;
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let ws = match ws {
+        Ok(ws) => Some(ws),
+        Err(_) if wants_sse => None,
+        Err(e) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("/v1/watch needs a WebSocket upgrade or Accept: text/event-stream ({e})"),
+            ));
+        }
+    };
     let cfg = &s.node.config;
     let session = SessionConfig {
         max_lag: cfg.watch_max_lag,
@@ -82,10 +93,38 @@ async fn watch(
     };
     let view = s.node.view.clone();
     let shutdown = s.shutdown.clone();
+    let Some(ws) = ws else {
+        return Ok(sse(view, prefix, from, session, shutdown));
+    };
     Ok(ws.on_upgrade(move |socket| async move {
         let (sink, stream) = socket.split();
         run_session(sink, stream, view, prefix, from, session, shutdown).await;
     }))
+}
+
+/// The same session over Server-Sent Events: each message is one `data:` line; events carry
+/// their revision as the SSE `id`. One-way, so bookmarks come only on the idle interval.
+fn sse(
+    view: StateView,
+    prefix: String,
+    from: Option<u64>,
+    cfg: SessionConfig,
+    shutdown: CancellationToken,
+) -> Response {
+    let (tx, rx) = futures::channel::mpsc::channel::<Message>(16);
+    let never = futures::stream::pending::<Result<Message, std::convert::Infallible>>();
+    tokio::spawn(run_session(tx, never, view, prefix, from, cfg, shutdown));
+    let events = rx.filter_map(|m| async move {
+        let Message::Text(t) = m else { return None };
+        let mut e = Event::default().data(t.as_str());
+        if let Ok(WatchMessage::Event { revision, .. }) =
+            serde_json::from_str::<WatchMessage>(t.as_str())
+        {
+            e = e.id(revision.to_string());
+        }
+        Some(Ok::<_, std::convert::Infallible>(e))
+    });
+    Sse::new(events).into_response()
 }
 
 enum End {
