@@ -47,6 +47,8 @@ pub enum Cmd {
     Bank(BankCmd),
     /// Benchmarks run side by side with peer systems on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Print the OpenAPI document of the HTTP API (no server needed).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Serve(s) => serve(*s).await?,
         Cmd::Bench(b) => crate::bench::run(b).await?,
+        Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {
             prefix,

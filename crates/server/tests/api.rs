@@ -226,3 +226,49 @@ async fn node_routes_answer_as_documented() {
     assert!(text.contains("switchyard_raft_applied_index"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route_with_its_schemas() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let (status, doc) = call(
+        reqwest::Method::GET,
+        &format!("{}/openapi.json", server.url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes = [
+        ("/v1/health", "get"),
+        ("/v1/status", "get"),
+        ("/v1/cluster", "get"),
+        ("/metrics", "get"),
+        ("/v1/watch", "get"),
+        ("/v1/bank/accounts", "post"),
+        ("/v1/bank/accounts", "get"),
+        ("/v1/bank/accounts/{id}", "get"),
+        ("/v1/bank/accounts/{id}/credit", "post"),
+        ("/v1/bank/accounts/{id}/debit", "post"),
+        ("/v1/bank/transfers", "post"),
+    ];
+    for (path, method) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+    for schema in [
+        "Account",
+        "ErrorBody",
+        "Status",
+        "WatchMessage",
+        "TransferRequest",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    server.stop().await;
+}

@@ -6,15 +6,16 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Error body of every 4xx/5xx answer: `{"error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorInfo,
 }
 
 /// What went wrong: a stable snake_case code and a message for people.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorInfo {
     /// `invalid`, `not_found`, `busy`, `not_allowed`, `conflict`, `insufficient_funds`,
     /// `unauthorized`, `forbidden`, `unavailable`, `timeout`, `internal`, ...
@@ -23,11 +24,12 @@ pub struct ErrorInfo {
     pub message: String,
     /// Extra machine-readable facts (e.g. `field`, `leader`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
 }
 
 /// A bank account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Account {
     pub id: String,
     /// Balance in minor units.
@@ -37,13 +39,13 @@ pub struct Account {
 }
 
 /// `GET /v1/bank/accounts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AccountList {
     pub accounts: Vec<Account>,
 }
 
 /// Answer to a transfer: both accounts after it, and the revision of the transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
     pub from: Account,
     pub to: Account,
@@ -51,19 +53,22 @@ pub struct Transfer {
 }
 
 /// `POST /v1/bank/accounts` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OpenAccount {
     pub id: String,
 }
 
 /// Body of credit and debit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Amount {
     pub amount: u64,
 }
 
 /// `POST /v1/bank/transfers` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     pub from: String,
     pub to: String,
@@ -71,13 +76,13 @@ pub struct TransferRequest {
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
 }
 
 /// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     pub node_id: u64,
     /// `leader`, `follower`, `learner`, `candidate` (or `shutdown`).
@@ -93,7 +98,7 @@ pub struct Status {
 }
 
 /// A cluster member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     pub node_id: u64,
     /// Client API address (host:port).
@@ -104,28 +109,30 @@ pub struct Member {
 }
 
 /// `GET /v1/cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
     pub leader: Option<u64>,
     pub members: Vec<Member>,
 }
 
 /// One event as delivered to watchers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WatchEvent {
     pub revision: u64,
     pub topic: String,
+    #[schema(value_type = Object)]
     pub event: serde_json::Value,
 }
 
 /// Messages the server sends on `/v1/watch`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WatchMessage {
     /// A change.
     Event {
         revision: u64,
         topic: String,
+        #[schema(value_type = Object)]
         event: serde_json::Value,
     },
     /// Every matching event up to `revision` has been sent.
@@ -135,7 +142,7 @@ pub enum WatchMessage {
 }
 
 /// Why a watch ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WatchError {
     /// `compacted`: resume point is older than retained history (re-read state, then watch
     /// from its revision). `lagging`: the subscriber fell too far behind (resume from
@@ -151,7 +158,7 @@ pub struct WatchError {
 }
 
 /// Messages a client may send on `/v1/watch`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WatchRequest {
     /// Ask for a bookmark now.

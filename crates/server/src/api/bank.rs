@@ -1,44 +1,26 @@
 //! `/v1/bank/...`: accounts, credit, debit, transfers.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
 use switchyard_core::bank::{BankCommand, BankReply, validate_id};
 use switchyard_core::{Command, Reply};
-use switchyard_types::{Account, AccountList, Transfer};
+use switchyard_types::{
+    Account, AccountList, Amount, ErrorBody, OpenAccount, Transfer, TransferRequest,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Body, IdempotencyKey, Shared};
 use crate::error::ApiError;
 
-pub fn routes() -> axum::Router<Shared> {
-    Router::new()
-        .route("/v1/bank/accounts", post(open).get(list))
-        .route("/v1/bank/accounts/{id}", get(get_one))
-        .route("/v1/bank/accounts/{id}/credit", post(credit))
-        .route("/v1/bank/accounts/{id}/debit", post(debit))
-        .route("/v1/bank/transfers", post(transfer))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenBody {
-    id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AmountBody {
-    amount: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferBody {
-    from: String,
-    to: String,
-    amount: u64,
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(open, list))
+        .routes(routes!(get_one))
+        .routes(routes!(credit))
+        .routes(routes!(debit))
+        .routes(routes!(transfer))
 }
 
 async fn run(s: &Shared, cmd: BankCommand, key: Option<String>) -> Result<BankReply, ApiError> {
@@ -61,20 +43,28 @@ fn account(r: BankReply) -> Result<Json<Account>, ApiError> {
     }
 }
 
+/// Open an account with balance 0.
+#[utoipa::path(post, path = "/v1/bank/accounts", tag = "bank", request_body = OpenAccount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry return the first answer")),
+    responses((status = 201, body = Account), (status = 400, body = ErrorBody), (status = 409, description = "conflict: the account exists", body = ErrorBody)))]
 async fn open(
     State(s): State<Shared>,
     IdempotencyKey(key): IdempotencyKey,
-    Body(b): Body<OpenBody>,
+    Body(b): Body<OpenAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
     let r = run(&s, BankCommand::Open { id: b.id }, key).await?;
     Ok((StatusCode::CREATED, account(r)?))
 }
 
+/// Add a positive amount (minor units) to an account.
+#[utoipa::path(post, path = "/v1/bank/accounts/{id}/credit", tag = "bank", request_body = Amount,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Account), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn credit(
     State(s): State<Shared>,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
-    Body(b): Body<AmountBody>,
+    Body(b): Body<Amount>,
 ) -> Result<Json<Account>, ApiError> {
     account(
         run(
@@ -89,11 +79,17 @@ async fn credit(
     )
 }
 
+/// Take a positive amount from an account; refused with 409 `insufficient_funds` when the
+/// balance is lower.
+#[utoipa::path(post, path = "/v1/bank/accounts/{id}/debit", tag = "bank", request_body = Amount,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Account), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "insufficient_funds", body = ErrorBody)))]
 async fn debit(
     State(s): State<Shared>,
     Path(id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
-    Body(b): Body<AmountBody>,
+    Body(b): Body<Amount>,
 ) -> Result<Json<Account>, ApiError> {
     account(
         run(
@@ -108,10 +104,15 @@ async fn debit(
     )
 }
 
+/// Move an amount between two accounts atomically (one revision, two events).
+#[utoipa::path(post, path = "/v1/bank/transfers", tag = "bank", request_body = TransferRequest,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "insufficient_funds", body = ErrorBody)))]
 async fn transfer(
     State(s): State<Shared>,
     IdempotencyKey(key): IdempotencyKey,
-    Body(b): Body<TransferBody>,
+    Body(b): Body<TransferRequest>,
 ) -> Result<Json<Transfer>, ApiError> {
     let cmd = BankCommand::Transfer {
         from: b.from,
@@ -126,12 +127,17 @@ async fn transfer(
     }
 }
 
+/// Every account (linearizable read).
+#[utoipa::path(get, path = "/v1/bank/accounts", tag = "bank", responses((status = 200, body = AccountList)))]
 async fn list(State(s): State<Shared>) -> Result<Json<AccountList>, ApiError> {
     s.node.linearizable().await?;
     let accounts = s.node.view.read(|st| st.bank.list());
     Ok(Json(AccountList { accounts }))
 }
 
+/// One account (linearizable read).
+#[utoipa::path(get, path = "/v1/bank/accounts/{id}", tag = "bank", params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(s): State<Shared>,
     Path(id): Path<String>,

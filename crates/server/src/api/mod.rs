@@ -17,6 +17,7 @@ use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::node::Node;
@@ -31,13 +32,53 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// The whole client API router.
-pub fn router(state: Shared) -> Router {
-    let max_body = state.node.config.max_body_bytes;
-    Router::new()
+/// The OpenAPI document of every route, collected from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    collect().1
+}
+
+fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("switchyard")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Control-plane server: every change is a command in a Raft log; \
+                     every change is an event with a revision.",
+                ))
+                .build(),
+        )
+        .build();
+    doc.components = Some(utoipa::openapi::Components::new());
+    OpenApiRouter::with_openapi(doc)
         .merge(node::routes())
         .merge(bank::routes())
         .merge(watch::routes())
+        .split_for_parts()
+}
+
+/// The whole client API router.
+pub fn router(state: Shared) -> Router {
+    let max_body = state.node.config.max_body_bytes;
+    let (routes, doc) = collect();
+    let doc: Arc<str> = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+        .into();
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
         .fallback(|| async {
             ApiError::not_found("no such route; see /openapi.json for the routes")
         })

@@ -11,24 +11,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use switchyard_store::{ReadAfter, StateView};
-use switchyard_types::{WatchError, WatchMessage, WatchRequest};
+use switchyard_types::{ErrorBody, WatchError, WatchMessage, WatchRequest};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Shared;
 use crate::error::ApiError;
 
-pub fn routes() -> Router<Shared> {
-    Router::new().route("/v1/watch", get(watch))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(watch))
 }
 
 /// Most events read from history per step.
@@ -42,6 +42,14 @@ pub struct SessionConfig {
     pub send_timeout: Duration,
 }
 
+/// Watch events: upgrades to a WebSocket (or, with `Accept: text/event-stream`, answers SSE).
+/// Server messages are `WatchMessage`s; the client may send `{"type": "progress"}`.
+#[utoipa::path(get, path = "/v1/watch", tag = "watch",
+    params(("prefix" = Option<String>, Query, description = "only topics starting with this"),
+        ("from_revision" = Option<u64>, Query, description = "resume after this revision; default: now")),
+    responses((status = 101, description = "WebSocket of WatchMessage", body = WatchMessage),
+        (status = 200, description = "SSE of WatchMessage", content_type = "text/event-stream"),
+        (status = 400, body = ErrorBody)))]
 async fn watch(
     State(s): State<Shared>,
     Query(q): Query<BTreeMap<String, String>>,
