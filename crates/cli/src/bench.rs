@@ -479,7 +479,10 @@ type Results = std::collections::BTreeMap<(usize, System), (Vec<f64>, Vec<u32>)>
 fn report(a: &WritesArgs, results: &mut Results, before: (f64, f64), after: (f64, f64)) -> String {
     let mut s = String::new();
     if cfg!(debug_assertions) {
-        let _ = writeln!(s, "(debug build: these switchyard numbers are not comparable; use --release)\n");
+        let _ = writeln!(
+            s,
+            "(debug build: these switchyard numbers are not comparable; use --release)\n"
+        );
     }
     let _ = writeln!(
         s,

@@ -1,6 +1,9 @@
 //! Refusals from apply. A refused command changes nothing.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use switchyard_types::Transition;
 
 /// Why apply refused a command. The server maps each variant to a status code and an error code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -14,6 +17,19 @@ pub enum CommandError {
     /// The request conflicts with current state (409 `conflict`).
     #[error("{message}")]
     Conflict { message: String },
+    /// An operation is in flight on the object (409 `busy`).
+    #[error("{message}")]
+    Busy {
+        message: String,
+        transition: Box<Transition>,
+    },
+    /// Not allowed from the current state (409 `not_allowed`); `allowed_from` lists the
+    /// guards under which it would be.
+    #[error("{message}")]
+    NotAllowed {
+        message: String,
+        allowed_from: Vec<BTreeMap<String, Vec<Option<String>>>>,
+    },
     /// A debit or transfer larger than the balance (409 `insufficient_funds`).
     #[error("account {account:?} has balance {balance}, less than {amount}")]
     InsufficientFunds {
@@ -21,4 +37,18 @@ pub enum CommandError {
         balance: u64,
         amount: u64,
     },
+}
+
+impl CommandError {
+    /// The API error code of this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Invalid { .. } => "invalid",
+            CommandError::NotFound { .. } => "not_found",
+            CommandError::Conflict { .. } => "conflict",
+            CommandError::Busy { .. } => "busy",
+            CommandError::NotAllowed { .. } => "not_allowed",
+            CommandError::InsufficientFunds { .. } => "insufficient_funds",
+        }
+    }
 }

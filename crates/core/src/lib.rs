@@ -14,6 +14,7 @@
 //! Apps live one per module ([`bank`]); this file dispatches with a plain `match`.
 
 pub mod bank;
+pub mod devices;
 pub mod error;
 pub mod idempotency;
 pub mod timers;
@@ -71,6 +72,8 @@ pub enum Command {
     Tick,
     /// A bank command.
     Bank(bank::BankCommand),
+    /// A devices command.
+    Devices(devices::DeviceCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -83,6 +86,8 @@ pub enum Reply {
     Ticked { fired: u32 },
     /// Bank replies.
     Bank(bank::BankReply),
+    /// Devices replies.
+    Devices(devices::DeviceReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -105,6 +110,8 @@ pub struct State {
     pub idempotency: idempotency::Records,
     /// The bank app.
     pub bank: bank::Bank,
+    /// The devices app.
+    pub devices: devices::Devices,
 }
 
 /// Timers the core can schedule.
@@ -112,6 +119,12 @@ pub struct State {
 pub enum Timer {
     /// Forget an idempotency record once its window is over.
     ExpireIdempotencyKey(String),
+    /// The current phase of a device's transition ends.
+    DevicePhase {
+        device: String,
+        transition: u64,
+        phase: usize,
+    },
 }
 
 /// Apply one proposal. Pure: the same state, proposal and ctx always give the same result.
@@ -145,11 +158,15 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             let due = state.timers.take_due(now);
             let fired = due.len() as u32;
             for timer in due {
-                fire(state, timer);
+                fire(state, timer, ctx, &mut events);
             }
             Ok(Reply::Ticked { fired })
         }
         Command::Bank(cmd) => state.bank.apply(cmd, ctx, &mut events).map(Reply::Bank),
+        Command::Devices(cmd) => state
+            .devices
+            .apply(cmd, ctx, now, &mut state.timers, &mut events)
+            .map(Reply::Devices),
     };
 
     if let Some(key) = &proposal.idempotency_key {
@@ -167,9 +184,16 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
     (outcome, events)
 }
 
-fn fire(state: &mut State, timer: Timer) {
+fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {
     match timer {
         Timer::ExpireIdempotencyKey(key) => state.idempotency.expire(&key, state.now_ms),
+        Timer::DevicePhase {
+            device,
+            transition,
+            phase,
+        } => state
+            .devices
+            .phase_due(&device, transition, phase, ctx, &mut state.timers, events),
     }
 }
 

@@ -55,13 +55,7 @@ fn bank_commands_answer_as_documented() {
                 assert_eq!(a.revision, 10 + i as u64, "{cmd:?}");
             }
             (Err(e), Err(code)) => {
-                let got_code = match e {
-                    CommandError::Invalid { .. } => "invalid",
-                    CommandError::NotFound { .. } => "not_found",
-                    CommandError::Conflict { .. } => "conflict",
-                    CommandError::InsufficientFunds { .. } => "insufficient_funds",
-                };
-                assert_eq!(got_code, code, "{cmd:?}");
+                assert_eq!(e.code(), code, "{cmd:?}");
                 assert_eq!(s, before, "a refused command changed state: {cmd:?}");
             }
             (got, want) => panic!("{cmd:?}: got {got:?}, want {want:?}"),
@@ -203,5 +197,151 @@ proptest! {
         }
         prop_assert_eq!(&s, &replay);
         prop_assert_eq!(outcomes, replay_outcomes);
+    }
+}
+
+mod devices {
+    use super::*;
+    use crate::devices::{DeviceCommand, DeviceReply, types::builtin};
+
+    fn create(name: &str, ty: &str) -> Command {
+        let def = builtin().into_iter().find(|t| t.name == ty).unwrap();
+        Command::Devices(DeviceCommand::Create {
+            name: name.into(),
+            def,
+        })
+    }
+
+    fn run_cmd(name: &str, command: &str, duration_ms: Option<i64>, args: Option<&str>) -> Command {
+        Command::Devices(DeviceCommand::Run {
+            name: name.into(),
+            command: command.into(),
+            duration_ms,
+            args_json: args.map(str::to_string),
+        })
+    }
+
+    fn attr(s: &State, dev: &str, a: &str) -> Option<String> {
+        s.devices.get(dev).unwrap().attributes[a].clone()
+    }
+
+    #[test]
+    fn a_switch_transition_takes_its_duration_and_refuses_commands_meanwhile() {
+        let mut s = State::default();
+        run(&mut s, 1, 1_000, create("sw", "switch")).unwrap();
+        let started = run(
+            &mut s,
+            2,
+            1_000,
+            run_cmd("sw", "switch_on", Some(500), None),
+        )
+        .unwrap();
+        let Reply::Devices(DeviceReply::Started(st)) = started else {
+            panic!("{started:?}")
+        };
+        assert_eq!(
+            (st.transition.id, st.transition.phase.as_str()),
+            (2, "switching_on")
+        );
+        assert_eq!(
+            st.device.state.as_deref(),
+            Some("OFF"),
+            "the state changes when done"
+        );
+
+        // Why: a second command while in flight is refused and changes nothing.
+        let before = s.clone();
+        let refused = run(&mut s, 3, 1_100, run_cmd("sw", "switch_off", None, None));
+        assert!(
+            matches!(refused, Err(CommandError::Busy { .. })),
+            "{refused:?}"
+        );
+        let mut expected = before;
+        expected.now_ms = 1_100;
+        assert_eq!(s, expected);
+
+        // A tick before the due time fires nothing; at the due time the switch is ON.
+        assert_eq!(
+            run(&mut s, 4, 1_499, Command::Tick).unwrap(),
+            Reply::Ticked { fired: 0 }
+        );
+        assert_eq!(
+            run(&mut s, 5, 1_500, Command::Tick).unwrap(),
+            Reply::Ticked { fired: 1 }
+        );
+        assert_eq!(attr(&s, "sw", "state").as_deref(), Some("ON"));
+        assert!(s.devices.get("sw").unwrap().transition.is_none());
+        let h = s.devices.history("sw").unwrap();
+        assert_eq!((h[0].outcome.as_str(), h[0].revision), ("completed", 5));
+
+        // switch_on on an ON switch is a successful no-op.
+        let noop = run(&mut s, 6, 2_000, run_cmd("sw", "switch_on", None, None)).unwrap();
+        assert!(matches!(noop, Reply::Devices(DeviceReply::Device(_))));
+        assert_eq!(s.devices.get("sw").unwrap().revision, 5);
+    }
+
+    #[test]
+    fn mv_phases_follow_the_table_and_late_ticks_keep_the_schedule() {
+        let mut s = State::default();
+        run(&mut s, 1, 0, create("mv", "mv")).unwrap();
+        let r = run(&mut s, 2, 0, run_cmd("mv", "assign_resources", None, None));
+        assert!(matches!(r, Err(CommandError::NotAllowed { .. })), "{r:?}");
+        run(&mut s, 3, 0, run_cmd("mv", "switch_on", Some(100), None)).unwrap();
+        assert_eq!(attr(&s, "mv", "state").as_deref(), Some("BUSY"));
+        run(&mut s, 4, 100, Command::Tick).unwrap();
+        assert_eq!(attr(&s, "mv", "state").as_deref(), Some("ON"));
+        assert_eq!(attr(&s, "mv", "obs_state").as_deref(), Some("EMPTY"));
+
+        let args = r#"{"config": {"delay": 0.2}}"#;
+        run(
+            &mut s,
+            5,
+            1_000,
+            run_cmd("mv", "assign_resources", Some(100), Some(args)),
+        )
+        .unwrap();
+        assert_eq!(attr(&s, "mv", "obs_state").as_deref(), Some("BUSY"));
+        // A late tick (at 1_150, due 1_100) moves on; the next phase is due 200 ms after 1_100.
+        run(&mut s, 6, 1_150, Command::Tick).unwrap();
+        assert_eq!(attr(&s, "mv", "obs_state").as_deref(), Some("RESOURCING"));
+        assert_eq!(s.timers.next_due(), Some(1_300));
+        run(&mut s, 7, 1_300, Command::Tick).unwrap();
+        assert_eq!(attr(&s, "mv", "obs_state").as_deref(), Some("IDLE"));
+    }
+
+    #[test]
+    fn abort_restores_and_bad_durations_are_refused() {
+        let mut s = State::default();
+        run(&mut s, 1, 0, create("sw", "switch")).unwrap();
+        for (d, args) in [(Some(3_600_001), None), (None, Some("[1"))] {
+            let r = run(&mut s, 2, 0, run_cmd("sw", "switch_on", d, args));
+            assert!(matches!(r, Err(CommandError::Invalid { .. })), "{r:?}");
+        }
+        let r = run(&mut s, 2, 0, run_cmd("sw", "explode", None, None));
+        assert!(matches!(r, Err(CommandError::NotFound { .. })));
+        let r = run(
+            &mut s,
+            2,
+            0,
+            Command::Devices(DeviceCommand::Abort { name: "sw".into() }),
+        );
+        assert!(
+            matches!(r, Err(CommandError::NotAllowed { .. })),
+            "nothing to abort"
+        );
+
+        run(&mut s, 3, 0, run_cmd("sw", "switch_on", Some(1_000), None)).unwrap();
+        run(
+            &mut s,
+            4,
+            10,
+            Command::Devices(DeviceCommand::Abort { name: "sw".into() }),
+        )
+        .unwrap();
+        assert_eq!(attr(&s, "sw", "state").as_deref(), Some("OFF"));
+        // The stale timer fires into nothing.
+        run(&mut s, 5, 1_000, Command::Tick).unwrap();
+        assert_eq!(attr(&s, "sw", "state").as_deref(), Some("OFF"));
+        assert_eq!(s.devices.history("sw").unwrap()[0].outcome, "aborted");
     }
 }

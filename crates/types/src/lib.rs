@@ -167,3 +167,112 @@ pub enum WatchRequest {
 
 /// Labels attached to objects; kept here so later apps share one definition.
 pub type Labels = BTreeMap<String, String>;
+
+/// Format Unix milliseconds as an RFC 3339 UTC time, e.g. `2026-11-23T10:00:00.250Z`.
+pub fn rfc3339(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => format!("{t:.3}"),
+        Err(_) => "1970-01-01T00:00:00.000Z".to_string(),
+    }
+}
+
+/// Attribute values of a device: attribute name -> value (`null` = no value).
+pub type Attributes = BTreeMap<String, Option<String>>;
+
+/// A device (`GET /v1/devices/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Device {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The type's primary attribute.
+    pub state: Option<String>,
+    pub attributes: Attributes,
+    /// `idle`, or what the transition in flight is doing.
+    pub status: String,
+    pub transition: Option<Transition>,
+    pub revision: u64,
+}
+
+/// A transition in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Transition {
+    /// Unique id (the revision of the command that started it).
+    pub id: u64,
+    pub command: String,
+    /// Name of the current phase.
+    pub phase: String,
+    /// Index of the current phase and how many there are.
+    pub phase_index: usize,
+    pub phases: usize,
+    pub started_at: String,
+    /// When the current phase ends.
+    pub phase_due_at: String,
+    /// When the whole transition is due to complete.
+    pub due_at: String,
+}
+
+/// `GET /v1/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}
+
+/// One finished transition in a device's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransitionRecord {
+    pub id: u64,
+    pub command: String,
+    /// `completed` or `aborted`.
+    pub outcome: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub from: Attributes,
+    pub to: Attributes,
+    /// Revision at which it finished.
+    pub revision: u64,
+}
+
+/// `GET /v1/devices/{name}/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceHistory {
+    pub transitions: Vec<TransitionRecord>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
+/// `POST /v1/devices` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDevice {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// `POST /v1/devices/{name}/commands/{command}` body (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCommandRequest {
+    /// Seconds for the phases whose duration comes from the request.
+    #[serde(default)]
+    pub duration: Option<f64>,
+    /// Answer when the transition completes (200 device) instead of at once (202).
+    #[serde(default)]
+    pub wait: bool,
+    /// With `wait`: seconds to wait before answering 504 (the transition keeps running).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Passed to the type's phases (e.g. mv's `config`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub args: Option<serde_json::Value>,
+}
+
+/// 202 answer to a device command: the transition started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Started {
+    pub transition: Transition,
+    pub device: Device,
+}
