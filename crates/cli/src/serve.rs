@@ -61,6 +61,25 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Device type file (TOML), repeatable; added to the built-in switch and mv
+    #[arg(
+        long = "device-types",
+        env = "SWITCHYARD_DEVICE_TYPES",
+        value_delimiter = ','
+    )]
+    pub device_types: Vec<PathBuf>,
+    /// Device to create at start if missing, as NAME=TYPE; repeatable
+    #[arg(long = "device", env = "SWITCHYARD_DEVICES", value_delimiter = ',')]
+    pub devices: Vec<String>,
+}
+
+/// `[[devices]]` in the TOML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDevice {
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
 }
 
 /// The TOML file: the same settings, all optional; unknown keys are an error.
@@ -82,6 +101,10 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     idempotency_window: Option<f64>,
     log_format: Option<String>,
+    #[serde(default)]
+    device_types: Vec<PathBuf>,
+    #[serde(default)]
+    devices: Vec<FileDevice>,
 }
 
 /// The merged, checked settings.
@@ -149,6 +172,28 @@ impl ServeArgs {
         }
         if let Some(v) = self.idempotency_window.or(f.idempotency_window) {
             c.idempotency_window = seconds_up_to("idempotency_window", v, 30.0 * 86_400.0)?;
+        }
+        let type_files = if self.device_types.is_empty() {
+            f.device_types
+        } else {
+            self.device_types
+        };
+        for path in &type_files {
+            c.load_device_types(path).map_err(anyhow::Error::msg)?;
+        }
+        if self.devices.is_empty() {
+            c.devices = f
+                .devices
+                .into_iter()
+                .map(|d| (d.name, d.type_name))
+                .collect();
+        } else {
+            for d in &self.devices {
+                let Some((name, ty)) = d.split_once('=') else {
+                    bail!("--device: expected NAME=TYPE, e.g. sw1=switch; got {d:?}");
+                };
+                c.devices.push((name.to_string(), ty.to_string()));
+            }
         }
         let config = c.validate().map_err(anyhow::Error::msg)?;
         let json_logs = match self.log_format.or(f.log_format).as_deref() {

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_types::{
-    Account, AccountList, Cluster, ErrorBody, ErrorInfo, Health, Status, Transfer,
+    Account, AccountList, Cluster, Device, DeviceCommandRequest, DeviceHistory, DeviceList,
+    ErrorBody, ErrorInfo, Health, Started, Status, Transfer,
 };
 
 pub use watch::{Watch, WatchItem};
@@ -41,6 +42,18 @@ pub enum Error {
     /// A watch ended for another reason.
     #[error("watch: {0}")]
     Watch(String),
+    /// A wait ran out of time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// What starting a device command gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandStarted {
+    /// A transition started.
+    Started(Started),
+    /// The command was a no-op; the device as it is.
+    Noop(Device),
 }
 
 impl Error {
@@ -181,6 +194,139 @@ impl Client {
 
     pub async fn accounts(&self) -> Result<Vec<Account>, Error> {
         Ok(self.get::<AccountList>("/v1/bank/accounts").await?.accounts)
+    }
+
+    /// Create a device of a type (`switch`, `mv`, or one loaded from a type file).
+    pub async fn create_device(&self, name: &str, type_name: &str) -> Result<Device, Error> {
+        self.post(
+            "/v1/devices",
+            json!({"name": name, "type": type_name}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn device(&self, name: &str) -> Result<Device, Error> {
+        self.get(&format!("/v1/devices/{name}")).await
+    }
+
+    pub async fn devices(&self) -> Result<Vec<Device>, Error> {
+        Ok(self.get::<DeviceList>("/v1/devices").await?.devices)
+    }
+
+    pub async fn delete_device(&self, name: &str) -> Result<(), Error> {
+        self.request::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/devices/{name}"),
+            None::<&()>,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Start a device command without waiting: the transition, or `None` when the command was
+    /// a no-op (the device is returned instead).
+    pub async fn device_command(
+        &self,
+        name: &str,
+        command: &str,
+        req: &DeviceCommandRequest,
+    ) -> Result<CommandStarted, Error> {
+        let req = DeviceCommandRequest {
+            wait: false,
+            ..req.clone()
+        };
+        let v: serde_json::Value = self
+            .request(
+                Method::POST,
+                &format!("/v1/devices/{name}/commands/{command}"),
+                Some(&req),
+                None,
+            )
+            .await?;
+        if v.get("transition").is_some_and(|t| !t.is_null()) && v.get("device").is_some() {
+            let st: Started =
+                serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))?;
+            Ok(CommandStarted::Started(st))
+        } else {
+            let d: Device = serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))?;
+            Ok(CommandStarted::Noop(d))
+        }
+    }
+
+    /// Run a device command and wait until its transition has ended (server-side wait).
+    pub async fn device_command_wait(
+        &self,
+        name: &str,
+        command: &str,
+        req: &DeviceCommandRequest,
+    ) -> Result<Device, Error> {
+        let req = DeviceCommandRequest {
+            wait: true,
+            ..req.clone()
+        };
+        self.request(
+            Method::POST,
+            &format!("/v1/devices/{name}/commands/{command}"),
+            Some(&req),
+            None,
+        )
+        .await
+    }
+
+    pub async fn abort_device(&self, name: &str) -> Result<Device, Error> {
+        self.post(&format!("/v1/devices/{name}/abort"), json!({}), None)
+            .await
+    }
+
+    /// Back to the type's initial attributes, aborting anything in flight.
+    pub async fn reset_device(&self, name: &str) -> Result<Device, Error> {
+        self.post(&format!("/v1/devices/{name}/reset"), json!({}), None)
+            .await
+    }
+
+    pub async fn device_history(
+        &self,
+        name: &str,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<DeviceHistory, Error> {
+        let mut path = format!("/v1/devices/{name}/history?limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        self.get(&path).await
+    }
+
+    /// Wait until the device's primary attribute is `state` and nothing is in flight, driven
+    /// by the watch stream (no polling); returns the device, or [`Error::Timeout`].
+    pub async fn wait_for_state(
+        &self,
+        name: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<Device, Error> {
+        let done = |d: &Device| d.state.as_deref() == Some(state) && d.transition.is_none();
+        let work = async {
+            let mut w = self.watch(&format!("devices/{name}"), None).await?;
+            let d = self.device(name).await?;
+            if done(&d) {
+                return Ok(d);
+            }
+            loop {
+                if let WatchItem::Event(e) = w.next().await? {
+                    let d: Device = serde_json::from_value(e.event["device"].clone())
+                        .map_err(|e| Error::Decode(e.to_string()))?;
+                    if done(&d) {
+                        return Ok(d);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            Error::Timeout(format!("{name} did not reach {state} within {timeout:?}"))
+        })?
     }
 
     /// Watch events whose topic starts with `prefix`, after revision `from`, or from the

@@ -1,8 +1,12 @@
 //! The checked server configuration. The binary parses flags, environment and the TOML file
 //! into a raw form and validates it once into [`Config`]; everything after start-up takes this.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use switchyard_core::devices::DeviceType;
+use switchyard_core::devices::types::builtin;
 
 /// A validated server configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +36,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_window: Duration,
+    /// Device types: the built-in ones plus those loaded from `--device-types` files.
+    pub device_types: BTreeMap<String, DeviceType>,
+    /// Devices to create at start if they do not exist: (name, type).
+    pub devices: Vec<(String, String)>,
 }
 
 impl Config {
@@ -50,7 +58,24 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
             idempotency_window: Duration::from_secs(24 * 60 * 60),
+            device_types: builtin().into_iter().map(|t| (t.name.clone(), t)).collect(),
+            devices: Vec::new(),
         }
+    }
+
+    /// Add the device types of a type file; a name already taken is an error.
+    pub fn load_device_types(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let def = DeviceType::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if self.device_types.contains_key(&def.name) {
+            return Err(format!(
+                "{}: name: a device type {:?} is already defined (built-in or in another file)",
+                path.display(),
+                def.name
+            ));
+        }
+        self.device_types.insert(def.name.clone(), def);
+        Ok(())
     }
 
     /// Check the values that can be wrong; the message names the setting and what is allowed.
@@ -76,6 +101,21 @@ impl Config {
             return Err(
                 "idempotency_window: must be more than 0 seconds and at most 30 days".into(),
             );
+        }
+        for (name, ty) in &self.devices {
+            if let Err(e) = switchyard_core::devices::validate_name(name) {
+                return Err(format!("devices: {e}"));
+            }
+            if !self.device_types.contains_key(ty) {
+                return Err(format!(
+                    "devices: {name:?} has unknown type {ty:?}; types: {}",
+                    self.device_types
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

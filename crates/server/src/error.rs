@@ -75,6 +75,14 @@ impl From<CommandError> for ApiError {
             }
             CommandError::NotFound { .. } => Self::not_found(message),
             CommandError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::Busy { transition, .. } => {
+                Self::new(StatusCode::CONFLICT, "busy", message)
+                    .with_details(json!({"transition": transition}))
+            }
+            CommandError::NotAllowed { allowed_from, .. } => {
+                Self::new(StatusCode::CONFLICT, "not_allowed", message)
+                    .with_details(json!({"allowed_from": allowed_from}))
+            }
             CommandError::InsufficientFunds {
                 account,
                 balance,

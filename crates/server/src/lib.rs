@@ -98,6 +98,12 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Server, Start
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
+    if !node.config.devices.is_empty() {
+        tasks.push(tokio::spawn(create_configured_devices(
+            node.clone(),
+            shutdown.clone(),
+        )));
+    }
 
     let peer_app = network::peer_router(node.raft.clone());
     let stop = shutdown.clone();
@@ -130,6 +136,40 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Server, Start
         shutdown,
         tasks,
     })
+}
+
+/// Create the devices named in the config that do not exist yet, once this node leads.
+async fn create_configured_devices(node: Arc<Node>, shutdown: CancellationToken) {
+    use switchyard_core::devices::DeviceCommand;
+    let wait = async {
+        loop {
+            if node.wait_for_leader(Duration::from_secs(3600)).await.ok() == Some(node.id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = wait => {}
+    }
+    for (name, ty) in &node.config.devices {
+        if node.view.read(|s| s.devices.get(name).is_some()) {
+            continue;
+        }
+        let def = node.config.device_types[ty].clone();
+        let cmd = switchyard_core::Command::Devices(DeviceCommand::Create {
+            name: name.clone(),
+            def,
+        });
+        match node.write(cmd, None).await {
+            Ok(_) => tracing::info!(device = %name, r#type = %ty, "created device from config"),
+            Err(e) if e.code == "conflict" => {}
+            Err(e) => {
+                tracing::warn!(device = %name, error = %e.message, "could not create device from config")
+            }
+        }
+    }
 }
 
 impl Server {

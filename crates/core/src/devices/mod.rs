@@ -240,6 +240,12 @@ impl Devices {
         self.by_name.iter().map(|(n, s)| s.view(n)).collect()
     }
 
+    /// When the transition in flight on `name` is due to complete (ms of stamped time).
+    pub fn due_ms(&self, name: &str) -> Option<i64> {
+        let f = self.by_name.get(name)?.flight.as_ref()?;
+        Some(f.phase_started_ms + f.phases[f.phase..].iter().map(|p| p.2).sum::<i64>())
+    }
+
     /// The type a device was created with.
     pub fn def(&self, name: &str) -> Option<&DeviceType> {
         self.by_name.get(name).map(|s| &s.def)

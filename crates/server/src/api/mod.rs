@@ -1,6 +1,7 @@
 //! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
 
 mod bank;
+pub mod devices;
 mod node;
 mod watch;
 
@@ -54,6 +55,7 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(doc)
         .merge(node::routes())
         .merge(bank::routes())
+        .merge(devices::routes())
         .merge(watch::routes())
         .split_for_parts()
 }
