@@ -37,7 +37,7 @@ pub enum Lookup {
     /// Not seen: apply the command.
     New,
     /// Seen with the same command: answer this again.
-    Replay(Outcome),
+    Replay(Box<Outcome>),
     /// Seen with another command: refuse.
     Mismatch,
 }
@@ -47,7 +47,7 @@ impl Records {
     pub fn lookup(&self, key: &str, command: &Command) -> Lookup {
         match self.by_key.get(key) {
             None => Lookup::New,
-            Some(r) if &r.command == command => Lookup::Replay(r.outcome.clone()),
+            Some(r) if &r.command == command => Lookup::Replay(Box::new(r.outcome.clone())),
             Some(_) => Lookup::Mismatch,
         }
     }

@@ -86,8 +86,8 @@ pub enum Reply {
     Ticked { fired: u32 },
     /// Bank replies.
     Bank(bank::BankReply),
-    /// Devices replies.
-    Devices(devices::DeviceReply),
+    /// Devices replies (boxed: a device view is large).
+    Devices(Box<devices::DeviceReply>),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -136,7 +136,7 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
 
     if let Some(key) = &proposal.idempotency_key {
         match state.idempotency.lookup(key, &proposal.command) {
-            idempotency::Lookup::Replay(outcome) => return (outcome, Vec::new()),
+            idempotency::Lookup::Replay(outcome) => return (*outcome, Vec::new()),
             idempotency::Lookup::Mismatch => {
                 return (
                     Err(CommandError::Conflict {
@@ -166,7 +166,7 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
         Command::Devices(cmd) => state
             .devices
             .apply(cmd, ctx, now, &mut state.timers, &mut events)
-            .map(Reply::Devices),
+            .map(|r| Reply::Devices(Box::new(r))),
     };
 
     if let Some(key) = &proposal.idempotency_key {

@@ -224,13 +224,11 @@ impl RawType {
                 }
             }
             let initial = a.initial.as_deref().and_then(value);
-            if let Some(i) = &initial {
-                if !values.contains(i) {
-                    return Err(err(
-                        format!("{place}.initial"),
-                        format!("unknown value {i:?}; allowed: {values:?} or \"null\""),
-                    ));
-                }
+            if let Some(i) = initial.as_ref().filter(|i| !values.contains(*i)) {
+                return Err(err(
+                    format!("{place}.initial"),
+                    format!("unknown value {i:?}; allowed: {values:?} or \"null\""),
+                ));
             }
             attributes.push(Attribute {
                 name: name.clone(),

@@ -42,7 +42,7 @@ async fn run(
     key: Option<String>,
 ) -> Result<(DeviceReply, u64), ApiError> {
     match s.node.write(Command::Devices(cmd), key).await? {
-        (Reply::Devices(r), rev) => Ok((r, rev)),
+        (Reply::Devices(r), rev) => Ok((*r, rev)),
         (other, _) => Err(ApiError::internal(format!(
             "device command answered {other:?}"
         ))),
