@@ -71,6 +71,12 @@ pub struct ServeArgs {
     /// Device to create at start if missing, as NAME=TYPE; repeatable
     #[arg(long = "device", env = "SWITCHYARD_DEVICES", value_delimiter = ',')]
     pub devices: Vec<String>,
+    /// Serve the seed-000 `mv` face (the original's routes at the root) on this address
+    #[arg(long, env = "SWITCHYARD_MV_LISTEN")]
+    pub mv_listen: Option<String>,
+    /// The device the mv face serves, created with type mv if missing [default: mv]
+    #[arg(long, env = "SWITCHYARD_MV_DEVICE")]
+    pub mv_device: Option<String>,
 }
 
 /// `[[devices]]` in the TOML file.
@@ -105,6 +111,8 @@ struct FileConfig {
     device_types: Vec<PathBuf>,
     #[serde(default)]
     devices: Vec<FileDevice>,
+    mv_listen: Option<String>,
+    mv_device: Option<String>,
 }
 
 /// The merged, checked settings.
@@ -112,6 +120,7 @@ pub struct Settings {
     pub config: Config,
     pub listen: String,
     pub peer_listen: String,
+    pub mv_listen: Option<String>,
     pub json_logs: bool,
 }
 
@@ -195,6 +204,9 @@ impl ServeArgs {
                 c.devices.push((name.to_string(), ty.to_string()));
             }
         }
+        if let Some(d) = self.mv_device.or(f.mv_device) {
+            c.mv_device = d;
+        }
         let config = c.validate().map_err(anyhow::Error::msg)?;
         let json_logs = match self.log_format.or(f.log_format).as_deref() {
             None | Some("text") => false,
@@ -212,6 +224,7 @@ impl ServeArgs {
                 .or(f.peer_listen)
                 .unwrap_or_else(|| "127.0.0.1:7701".into()),
             json_logs,
+            mv_listen: self.mv_listen.or(f.mv_listen),
         })
     }
 }
@@ -247,9 +260,16 @@ async fn terminated() {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
     init_logging(s.json_logs);
-    let listeners = Listeners::bind(&s.listen, &s.peer_listen)
+    let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
+    if let Some(addr) = &s.mv_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the mv face"))?;
+        eprintln!("switchyard mv face on http://{}", l.local_addr()?);
+        listeners.mv = Some(l);
+    }
     let server = switchyard_server::start(s.config, listeners).await?;
     eprintln!(
         "switchyard node {} serving the API on http://{} (peer RPC on {})",

@@ -40,6 +40,8 @@ pub struct Config {
     pub device_types: BTreeMap<String, DeviceType>,
     /// Devices to create at start if they do not exist: (name, type).
     pub devices: Vec<(String, String)>,
+    /// The device the `mv` face serves (created with type `mv` if missing).
+    pub mv_device: String,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             device_types: builtin().into_iter().map(|t| (t.name.clone(), t)).collect(),
             devices: Vec::new(),
+            mv_device: "mv".into(),
         }
     }
 
@@ -101,6 +104,9 @@ impl Config {
             return Err(
                 "idempotency_window: must be more than 0 seconds and at most 30 days".into(),
             );
+        }
+        if let Err(e) = switchyard_core::devices::validate_name(&self.mv_device) {
+            return Err(format!("mv_device: {e}"));
         }
         for (name, ty) in &self.devices {
             if let Err(e) = switchyard_core::devices::validate_name(name) {

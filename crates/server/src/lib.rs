@@ -14,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod faces;
 pub mod network;
 pub mod node;
 pub mod scheduler;
@@ -37,6 +38,8 @@ pub struct Listeners {
     pub api: TcpListener,
     /// Peer RPC (Raft messages).
     pub peer: TcpListener,
+    /// The seed-000 `mv` face, if enabled.
+    pub mv: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -45,6 +48,7 @@ impl Listeners {
         Ok(Self {
             api: TcpListener::bind(api).await?,
             peer: TcpListener::bind(peer).await?,
+            mv: None,
         })
     }
 }
@@ -73,7 +77,10 @@ fn prometheus() -> PrometheusHandle {
 }
 
 /// Start a node on the given listeners.
-pub async fn start(config: Config, listeners: Listeners) -> Result<Server, StartError> {
+pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, StartError> {
+    if listeners.mv.is_some() && !config.devices.iter().any(|(n, _)| *n == config.mv_device) {
+        config.devices.push((config.mv_device.clone(), "mv".into()));
+    }
     let api_addr = listeners
         .api
         .local_addr()
@@ -120,6 +127,17 @@ pub async fn start(config: Config, listeners: Listeners) -> Result<Server, Start
         shutdown: shutdown.clone(),
         prometheus: prometheus(),
     });
+    if let Some(mv) = listeners.mv {
+        let face = faces::mv::router(state.clone(), node.config.mv_device.clone());
+        let stop = shutdown.clone();
+        tracing::info!(addr = ?mv.local_addr().ok(), device = %node.config.mv_device, "serving the mv face");
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(mv, face).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "mv face listener failed");
+            }
+        }));
+    }
     let app = api::router(state);
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {

@@ -3,7 +3,7 @@
 mod bank;
 pub mod devices;
 mod node;
-mod watch;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;

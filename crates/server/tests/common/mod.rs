@@ -9,12 +9,22 @@ use switchyard_server::{Config, Listeners, Server};
 
 /// Start a node on `dir`, with `tweak` applied to the default config, and wait for it to lead.
 pub async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    start_with(dir, tweak, None).await
+}
+
+/// Like [`start`], also serving the mv face on `mv`.
+pub async fn start_with(
+    dir: &Path,
+    tweak: impl FnOnce(&mut Config),
+    mv: Option<tokio::net::TcpListener>,
+) -> Server {
     let mut config = Config::new(dir);
     tweak(&mut config);
     let config = config.validate().expect("valid test config");
-    let listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
+    let mut listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
         .await
         .expect("bind");
+    listeners.mv = mv;
     let server = switchyard_server::start(config, listeners)
         .await
         .expect("start");

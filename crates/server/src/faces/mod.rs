@@ -1,0 +1,4 @@
+//! Compatibility faces: the original servers' wire protocols, as thin adapters over the apps'
+//! /v1 behaviour (one state, two protocols). Each runs on its own listener.
+
+pub mod mv;

@@ -1,0 +1,218 @@
+//! The seed-000 face: one `mv` device served with the original server's paths at the root.
+//!
+//! `GET /state`, `GET /obs_state` answer the attribute as a JSON string or `null`. The seven
+//! commands are `POST /<command>` (blocking: answers `null` once the command has finished) and
+//! `POST /background_<command>` (checks busy and allowed, then answers `null` at once), with an
+//! optional body `{"delay": seconds, "config": {...}}`. Busy or not allowed is 405
+//! `{"detail": ["..."]}` as FastAPI renders the original's exceptions. The WebSocket at `/`
+//! pushes `{"state": ..., "obs_state": ...}` (Python's `json.dumps` spacing) on every change,
+//! phases included, and echoes what the client sends. `POST /abort` aborts the command in
+//! flight (the original lists abort but never implemented it).
+//!
+//! Differences from the original, on purpose: a malformed body is a 422 with a message
+//! instead of a 500; the blocking routes accept their documented JSON body.
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_types::{DeviceCommandRequest, WatchMessage};
+
+use crate::api::Shared;
+use crate::api::devices::run_command;
+use crate::api::watch::{SessionConfig, run_session};
+use crate::error::ApiError;
+
+/// The seven commands of the `mv` type.
+pub const COMMANDS: [&str; 7] = [
+    "switch_on",
+    "switch_off",
+    "assign_resources",
+    "release_resources",
+    "configure",
+    "scan",
+    "clear_config",
+];
+
+#[derive(Clone)]
+struct Face {
+    s: Shared,
+    device: String,
+}
+
+/// The face's router, serving device `device`.
+pub fn router(s: Shared, device: String) -> Router {
+    let mut r = Router::new()
+        .route("/", any(ws))
+        .route("/state", get(|st: State<Face>| attribute(st, "state")))
+        .route(
+            "/obs_state",
+            get(|st: State<Face>| attribute(st, "obs_state")),
+        )
+        .route("/abort", post(abort));
+    for name in COMMANDS {
+        r = r
+            .route(
+                &format!("/{name}"),
+                post(move |st: State<Face>, body: Bytes| command(st, name, false, body)),
+            )
+            .route(
+                &format!("/background_{name}"),
+                post(move |st: State<Face>, body: Bytes| command(st, name, true, body)),
+            );
+    }
+    r.fallback(|| async { detail(StatusCode::NOT_FOUND, json!("Not Found")) })
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
+        })
+        .with_state(Face { s, device })
+}
+
+fn detail(status: StatusCode, detail: Value) -> Response {
+    (status, axum::Json(json!({ "detail": detail }))).into_response()
+}
+
+/// Map an API error to the original's shapes: refusals are 405 with `detail: [message]`.
+fn refused(e: ApiError) -> Response {
+    match e.code {
+        "busy" | "not_allowed" => detail(StatusCode::METHOD_NOT_ALLOWED, json!([e.message])),
+        "not_found" => detail(StatusCode::NOT_FOUND, json!(e.message)),
+        "invalid" => detail(StatusCode::UNPROCESSABLE_ENTITY, json!([e.message])),
+        _ => e.into_response(),
+    }
+}
+
+async fn attribute(State(f): State<Face>, name: &'static str) -> Response {
+    if let Err(e) = f.s.node.linearizable().await {
+        return e.into_response();
+    }
+    match f.s.node.view.read(|st| st.devices.get(&f.device)) {
+        Some(d) => axum::Json(d.attributes.get(name).cloned().flatten()).into_response(),
+        None => detail(
+            StatusCode::NOT_FOUND,
+            json!(format!("device {:?} does not exist", f.device)),
+        ),
+    }
+}
+
+/// The original's body: `{"delay": seconds | null, "config": {...} | null}`; other fields are
+/// ignored, as pydantic does.
+#[derive(Deserialize, Default)]
+struct Args {
+    delay: Option<f64>,
+    config: Option<serde_json::Map<String, Value>>,
+}
+
+async fn command(
+    State(f): State<Face>,
+    name: &'static str,
+    background: bool,
+    body: Bytes,
+) -> Response {
+    let args: Args = if body.iter().all(u8::is_ascii_whitespace) {
+        Args::default()
+    } else {
+        match serde_json::from_slice::<Option<Args>>(&body) {
+            Ok(a) => a.unwrap_or_default(),
+            Err(e) => {
+                return detail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!([format!("body: {e}")]),
+                );
+            }
+        }
+    };
+    let req = DeviceCommandRequest {
+        duration: args.delay,
+        wait: !background,
+        timeout: None,
+        args: args.config.map(|c| json!({ "config": c })),
+    };
+    match run_command(&f.s, &f.device, name, req, None).await {
+        Ok(_) => axum::Json(Value::Null).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn abort(State(f): State<Face>) -> Response {
+    let cmd = switchyard_core::Command::Devices(switchyard_core::devices::DeviceCommand::Abort {
+        name: f.device.clone(),
+    });
+    match f.s.node.write(cmd, None).await {
+        Ok(_) => axum::Json(Value::Null).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn ws(State(f): State<Face>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| ws_session(socket, f))
+}
+
+/// `{"state": ..., "obs_state": ...}` as Python's `json.dumps` writes it.
+fn combined(attributes: &Value) -> String {
+    let get = |k: &str| {
+        serde_json::to_string(attributes.get(k).unwrap_or(&Value::Null)).expect("a JSON value")
+    };
+    format!(
+        "{{\"state\": {}, \"obs_state\": {}}}",
+        get("state"),
+        get("obs_state")
+    )
+}
+
+async fn ws_session(socket: WebSocket, f: Face) {
+    let cfg = &f.s.node.config;
+    let session = SessionConfig {
+        max_lag: cfg.watch_max_lag,
+        bookmark_interval: cfg.watch_bookmark_interval,
+        send_timeout: cfg.watch_send_timeout,
+    };
+    let topic = format!("devices/{}", f.device);
+    let (tx, mut rx) = futures::channel::mpsc::channel::<Message>(64);
+    let never = futures::stream::pending::<Result<Message, Infallible>>();
+    let feed = tokio::spawn(run_session(
+        tx,
+        never,
+        f.s.node.view.clone(),
+        topic.clone(),
+        None,
+        session,
+        f.s.shutdown.clone(),
+    ));
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            m = rx.next() => {
+                let Some(Message::Text(t)) = m else { break };
+                match serde_json::from_str::<WatchMessage>(t.as_str()) {
+                    Ok(WatchMessage::Event { topic: got, event, .. }) if got == topic => {
+                        let text = combined(&event["device"]["attributes"]);
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(WatchMessage::Error { .. }) => break,
+                    _ => {}
+                }
+            }
+            c = stream.next() => match c {
+                Some(Ok(Message::Text(t))) => {
+                    if sink.send(Message::Text(t)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    feed.abort();
+}
