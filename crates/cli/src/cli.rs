@@ -45,6 +45,9 @@ pub enum Cmd {
     /// Bank accounts: open, credit, debit, transfer, get, list.
     #[command(subcommand)]
     Bank(BankCmd),
+    /// Devices: timed state machines (types switch, mv, and those from type files).
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Benchmarks run side by side with peer systems on this machine.
     Bench(crate::bench::BenchArgs),
     /// Print the OpenAPI document of the HTTP API (no server needed).
@@ -84,6 +87,51 @@ pub enum BankCmd {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List devices.
+    List,
+    /// Show one device.
+    Get { name: String },
+    /// Create a device.
+    Create {
+        name: String,
+        /// Device type, e.g. switch or mv (see `device types`).
+        #[arg(long = "type")]
+        type_name: String,
+    },
+    /// Delete a device (refused while a transition is in flight).
+    Delete { name: String },
+    /// Run a command; with --wait, follow its phases until it ends.
+    Cmd {
+        name: String,
+        command: String,
+        /// Seconds for the phases that take their duration from the request.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Arguments as JSON, e.g. '{"config": {"delay": 2}}'.
+        #[arg(long)]
+        args: Option<String>,
+        /// Follow the transition until it ends, printing each phase.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Abort the transition in flight.
+    Abort { name: String },
+    /// Back to the initial state, aborting anything in flight.
+    Reset { name: String },
+    /// Print the device's changes as they happen.
+    Watch { name: String },
+    /// Finished transitions, newest first.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// List device types.
+    Types,
+}
+
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -95,6 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Serve(s) => serve(*s).await?,
         Cmd::Bench(b) => crate::bench::run(b).await?,
+        Cmd::Device(d) => return device(&client, d).await.with_context(ctx),
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {
@@ -151,6 +200,128 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             BankCmd::Get { id } => print(&client.account(&id).await.with_context(ctx)?)?,
             BankCmd::List => print(&client.accounts().await.with_context(ctx)?)?,
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn line(d: &switchyard_types::Device) -> String {
+    let attrs: Vec<String> = d
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
+        .collect();
+    format!(
+        "{} [{}] {} (rev {})",
+        d.name,
+        attrs.join(" "),
+        d.status,
+        d.revision
+    )
+}
+
+async fn device(client: &Client, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
+    use switchyard_client::CommandStarted;
+    use switchyard_types::DeviceCommandRequest;
+    match cmd {
+        DeviceCmd::List => {
+            for d in client.devices().await? {
+                println!("{}", line(&d));
+            }
+        }
+        DeviceCmd::Get { name } => print(&client.device(&name).await?)?,
+        DeviceCmd::Create { name, type_name } => {
+            print(&client.create_device(&name, &type_name).await?)?
+        }
+        DeviceCmd::Delete { name } => {
+            client.delete_device(&name).await?;
+            println!("deleted {name}");
+        }
+        DeviceCmd::Cmd {
+            name,
+            command,
+            duration,
+            args,
+            wait,
+        } => {
+            let args = match args {
+                Some(a) => Some(serde_json::from_str(&a).context("--args must be JSON")?),
+                None => None,
+            };
+            let req = DeviceCommandRequest {
+                duration,
+                args,
+                ..Default::default()
+            };
+            // Watch first, so no phase is missed between starting and following.
+            let mut w = client.watch(&format!("devices/{name}"), None).await?;
+            match client.device_command(&name, &command, &req).await? {
+                CommandStarted::Noop(d) => println!("no-op: {}", line(&d)),
+                CommandStarted::Started(st) if wait => {
+                    println!("{}", line(&st.device));
+                    let id = st.transition.id;
+                    loop {
+                        if let WatchItem::Event(e) = w.next().await? {
+                            let d: switchyard_types::Device =
+                                serde_json::from_value(e.event["device"].clone())?;
+                            if d.revision <= st.device.revision {
+                                continue; // the start itself, already printed
+                            }
+                            println!("{}", line(&d));
+                            if d.transition.as_ref().is_none_or(|t| t.id != id) {
+                                let aborted =
+                                    e.event["kind"] == "aborted" || e.event["kind"] == "reset";
+                                return Ok(if aborted {
+                                    ExitCode::FAILURE
+                                } else {
+                                    ExitCode::SUCCESS
+                                });
+                            }
+                        }
+                    }
+                }
+                CommandStarted::Started(st) => print(&st)?,
+            }
+        }
+        DeviceCmd::Abort { name } => println!("{}", line(&client.abort_device(&name).await?)),
+        DeviceCmd::Reset { name } => println!("{}", line(&client.reset_device(&name).await?)),
+        DeviceCmd::Watch { name } => {
+            let mut w = client.watch(&format!("devices/{name}"), None).await?;
+            println!("{}", line(&client.device(&name).await?));
+            loop {
+                if let WatchItem::Event(e) = w.next().await? {
+                    let d: switchyard_types::Device =
+                        serde_json::from_value(e.event["device"].clone())?;
+                    println!("{} {}", e.event["kind"].as_str().unwrap_or("?"), line(&d));
+                }
+            }
+        }
+        DeviceCmd::History { name, limit } => {
+            for t in client.device_history(&name, limit, None).await?.transitions {
+                println!(
+                    "{} {} {} {} -> {}",
+                    t.id, t.command, t.outcome, t.started_at, t.finished_at
+                );
+            }
+        }
+        DeviceCmd::Types => {
+            let v: serde_json::Value = client
+                .request(reqwest::Method::GET, "/v1/device-types", None::<&()>, None)
+                .await?;
+            for t in v["types"].as_array().into_iter().flatten() {
+                let cmds: Vec<&str> = t["commands"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                println!(
+                    "{}: {} (commands: {})",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["description"].as_str().unwrap_or(""),
+                    cmds.join(", ")
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
