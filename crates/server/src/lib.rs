@@ -18,6 +18,8 @@ pub mod faces;
 pub mod network;
 pub mod node;
 pub mod scheduler;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
