@@ -251,6 +251,15 @@ async fn openapi_document_lists_every_route_with_its_schemas() {
         ("/v1/bank/accounts/{id}/credit", "post"),
         ("/v1/bank/accounts/{id}/debit", "post"),
         ("/v1/bank/transfers", "post"),
+        ("/v1/devices", "post"),
+        ("/v1/devices", "get"),
+        ("/v1/devices/{name}", "get"),
+        ("/v1/devices/{name}", "delete"),
+        ("/v1/device-types", "get"),
+        ("/v1/devices/{name}/commands/{command}", "post"),
+        ("/v1/devices/{name}/abort", "post"),
+        ("/v1/devices/{name}/reset", "post"),
+        ("/v1/devices/{name}/history", "get"),
     ];
     for (path, method) in routes {
         assert!(
