@@ -28,6 +28,11 @@ pub struct BenchArgs {
 pub enum BenchCmd {
     /// Durable writes/s and latency percentiles vs etcd and Redis (benchmark B1).
     Writes(WritesArgs),
+    /// Device GET and command POST with wrk vs FastAPI, Tornado and a bare axum handler (B4).
+    Devices(crate::bench_devices::DevicesArgs),
+    /// The bare axum handler B4 uses as its ceiling (started by `bench devices`).
+    #[command(hide = true)]
+    Ceiling { port: u16 },
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +64,8 @@ pub struct WritesArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCmd::Writes(w) => writes(w).await,
+        BenchCmd::Devices(d) => crate::bench_devices::run(d).await,
+        BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
     }
 }
 
@@ -87,7 +94,7 @@ impl System {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))
@@ -95,7 +102,7 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -382,7 +389,7 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -468,7 +475,7 @@ async fn writes(mut a: WritesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tempdir_here() -> anyhow::Result<PathBuf> {
+pub(crate) fn tempdir_here() -> anyhow::Result<PathBuf> {
     let dir = std::env::current_dir()?.join(format!("target/bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

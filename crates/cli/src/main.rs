@@ -2,6 +2,7 @@
 //! libraries.
 
 mod bench;
+mod bench_devices;
 mod cli;
 mod serve;
 
