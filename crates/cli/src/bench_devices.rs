@@ -276,9 +276,7 @@ pub async fn run(mut a: DevicesArgs) -> anyhow::Result<()> {
     for sys in &systems {
         procs.push(start(*sys, &dir).await?);
     }
-    type Key = (&'static str, Sys);
-    let mut results: std::collections::BTreeMap<Key, (Vec<f64>, Vec<f64>, Vec<f64>, u64)> =
-        Default::default();
+    let mut results: std::collections::BTreeMap<(&'static str, Sys), Runs> = Default::default();
     for round in 0..a.rounds {
         for (route, path, post) in [
             ("GET device", "/v1/devices/sw1", false),
