@@ -2,8 +2,10 @@
 //!
 //! [`Client`] wraps the REST routes; [`Client::watch`] opens a [`Watch`], a stream of events
 //! that reconnects by itself after a dropped connection and resumes from the last revision it
-//! delivered completely, so the caller sees every event once, in order.
+//! delivered completely, so the caller sees every event once, in order. [`DeviceHandle`]
+//! (`client.device_handle("sw1").command("switch_on").duration(2.0).wait()`) drives one device.
 
+mod device;
 mod watch;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use switchyard_types::{
     ErrorBody, ErrorInfo, Health, Started, Status, Transfer,
 };
 
+pub use device::{CommandBuilder, DeviceHandle};
 pub use watch::{Watch, WatchItem};
 
 /// Client errors.

@@ -43,6 +43,15 @@ async fn a_slow_switch_is_busy_then_on_and_reset_between_tests() {
         .unwrap_err();
     assert!(matches!(err, switchyard_client::Error::Timeout(_)), "{err}");
 
+    // The handle API: a blocking command in one line.
+    let sw = client.device_handle("sw1");
+    let d = sw.command("switch_off").duration(0.1).wait().await.unwrap();
+    assert_eq!(d.state.as_deref(), Some("OFF"));
+    sw.command("switch_on").duration(0.1).start().await.unwrap();
+    sw.wait_for_state("ON", Duration::from_secs(10))
+        .await
+        .unwrap();
+
     // Between tests: back to the initial state.
     server.reset_devices().await;
     assert_eq!(
