@@ -110,6 +110,11 @@ async fn mv_face_speaks_the_original_protocol() {
         StatusCode::OK
     );
 
+    // Background routes need a body, as in the original (422); `null` will do.
+    let (s, v) = call(M::POST, url("/background_scan"), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["detail"][0]["loc"], json!(["body"]));
+
     // A malformed body is a 422 here (the original answered 500).
     let (s, v) = call(M::POST, url("/configure"), Some(json!({"delay": "soon"}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");

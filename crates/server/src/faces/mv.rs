@@ -9,8 +9,10 @@
 //! phases included, and echoes what the client sends. `POST /abort` aborts the command in
 //! flight (the original lists abort but never implemented it).
 //!
-//! Differences from the original, on purpose: a malformed body is a 422 with a message
-//! instead of a 500; the blocking routes accept their documented JSON body.
+//! Refusal texts are the original's (`scan not allowed when obs_state is IDLE`, `... when state
+//! machine is busy`). Differences from the original, on purpose: a malformed body is a 422
+//! with a message instead of a 500; the blocking routes accept their documented JSON body;
+//! `POST /abort` exists (405 when nothing is in flight).
 
 use std::convert::Infallible;
 
@@ -118,6 +120,13 @@ async fn command(
     body: Bytes,
 ) -> Response {
     let args: Args = if body.iter().all(u8::is_ascii_whitespace) {
+        if background {
+            // The original's background routes declare a required body (`null` is fine).
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}]),
+            );
+        }
         Args::default()
     } else {
         match serde_json::from_slice::<Option<Args>>(&body) {
@@ -138,7 +147,38 @@ async fn command(
     };
     match run_command(&f.s, &f.device, name, req, None).await {
         Ok(_) => axum::Json(Value::Null).into_response(),
+        Err(e) if e.code == "busy" || e.code == "not_allowed" => {
+            let text = original_refusal(&f, name, e.code);
+            detail(StatusCode::METHOD_NOT_ALLOWED, json!([text]))
+        }
         Err(e) => refused(e),
+    }
+}
+
+/// The original's refusal texts: its `must_be_on` check (every command but switching), then
+/// its busy check, then the allowed commands by `obs_state`; Python prints no value as `None`.
+fn original_refusal(f: &Face, command: &str, code: &str) -> String {
+    if code == "busy" {
+        return format!("{command} not allowed when state machine is busy");
+    }
+    let attrs =
+        f.s.node
+            .view
+            .read(|st| st.devices.get(&f.device).map(|d| d.attributes));
+    let get = |k: &str| {
+        attrs
+            .as_ref()
+            .and_then(|a| a.get(k).cloned().flatten())
+            .unwrap_or_else(|| "None".to_string())
+    };
+    let state = get("state");
+    if !matches!(command, "switch_on" | "switch_off") && state != "ON" {
+        format!("{command} not allowed when state is {state}")
+    } else {
+        format!(
+            "{command} not allowed when obs_state is {}",
+            get("obs_state")
+        )
     }
 }
 
