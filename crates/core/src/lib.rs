@@ -14,6 +14,7 @@
 //! Apps live one per module ([`bank`]); this file dispatches with a plain `match`.
 
 pub mod bank;
+pub mod beers;
 pub mod devices;
 pub mod error;
 pub mod idempotency;
@@ -74,6 +75,8 @@ pub enum Command {
     Bank(bank::BankCommand),
     /// A devices command.
     Devices(devices::DeviceCommand),
+    /// A beers command.
+    Beers(beers::BeerCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -88,6 +91,8 @@ pub enum Reply {
     Bank(bank::BankReply),
     /// Devices replies (boxed: a device view is large).
     Devices(Box<devices::DeviceReply>),
+    /// Beers replies.
+    Beers(beers::BeerReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -112,6 +117,8 @@ pub struct State {
     pub bank: bank::Bank,
     /// The devices app.
     pub devices: devices::Devices,
+    /// The beers app.
+    pub beers: beers::Beers,
 }
 
 /// Timers the core can schedule.
@@ -167,6 +174,10 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .devices
             .apply(cmd, ctx, now, &mut state.timers, &mut events)
             .map(|r| Reply::Devices(Box::new(r))),
+        Command::Beers(cmd) => state
+            .beers
+            .apply(cmd, ctx, now, &mut events)
+            .map(Reply::Beers),
     };
 
     if let Some(key) = &proposal.idempotency_key {
