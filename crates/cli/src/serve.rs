@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Serve the seed-000 `mv` face (the original's routes at the root) on this address
     #[arg(long, env = "SWITCHYARD_MV_LISTEN")]
     pub mv_listen: Option<String>,
+    /// Serve the seed-001 Altair beer-tap face (`/api/beers`, `/sockets/beers`) on this address
+    /// too (it is always on the API listener)
+    #[arg(long, env = "SWITCHYARD_ALTAIR_LISTEN")]
+    pub altair_listen: Option<String>,
     /// The device the mv face serves, created with type mv if missing [default: mv]
     #[arg(long, env = "SWITCHYARD_MV_DEVICE")]
     pub mv_device: Option<String>,
@@ -113,6 +117,7 @@ struct FileConfig {
     devices: Vec<FileDevice>,
     mv_listen: Option<String>,
     mv_device: Option<String>,
+    altair_listen: Option<String>,
 }
 
 /// The merged, checked settings.
@@ -121,6 +126,7 @@ pub struct Settings {
     pub listen: String,
     pub peer_listen: String,
     pub mv_listen: Option<String>,
+    pub altair_listen: Option<String>,
     pub json_logs: bool,
 }
 
@@ -225,6 +231,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| "127.0.0.1:7701".into()),
             json_logs,
             mv_listen: self.mv_listen.or(f.mv_listen),
+            altair_listen: self.altair_listen.or(f.altair_listen),
         })
     }
 }
@@ -269,6 +276,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} for the mv face"))?;
         eprintln!("switchyard mv face on http://{}", l.local_addr()?);
         listeners.mv = Some(l);
+    }
+    if let Some(addr) = &s.altair_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the Altair face"))?;
+        eprintln!(
+            "switchyard Altair beer-tap face on http://{}",
+            l.local_addr()?
+        );
+        listeners.altair = Some(l);
     }
     let server = switchyard_server::start(s.config, listeners).await?;
     eprintln!(

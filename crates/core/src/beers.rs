@@ -227,7 +227,7 @@ impl Beers {
             body["beer"] = b.original_json();
             body["tap_id"] = json!(b.tap_id);
         }
-        if self.count() % 10 == 0 {
+        if self.count().is_multiple_of(10) {
             body["report"] = json!(self.report_text());
         }
         Event {

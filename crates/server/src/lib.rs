@@ -42,6 +42,8 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// The seed-000 `mv` face, if enabled.
     pub mv: Option<TcpListener>,
+    /// The seed-001 Altair beer-tap face, if enabled (it is on the API listener too).
+    pub altair: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -51,6 +53,7 @@ impl Listeners {
             api: TcpListener::bind(api).await?,
             peer: TcpListener::bind(peer).await?,
             mv: None,
+            altair: None,
         })
     }
 }
@@ -137,6 +140,17 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             let serve = axum::serve(mv, face).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "mv face listener failed");
+            }
+        }));
+    }
+    if let Some(l) = listeners.altair {
+        let face = faces::altair::router(state.clone());
+        let stop = shutdown.clone();
+        tracing::info!(addr = ?l.local_addr().ok(), "serving the Altair beer-tap face");
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "Altair face listener failed");
             }
         }));
     }

@@ -30,7 +30,7 @@ async fn mv_face_speaks_the_original_protocol() {
     let dir = TempDir::new().unwrap();
     let mv = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = mv.local_addr().unwrap();
-    let server = common::start_with(dir.path(), |_| {}, Some(mv)).await;
+    let server = common::start_with(dir.path(), |_| {}, Some(mv), None).await;
     let url = |p: &str| format!("http://{addr}{p}");
     use reqwest::Method as M;
 

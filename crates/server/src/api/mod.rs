@@ -69,6 +69,7 @@ pub fn router(state: Shared) -> Router {
         .expect("the OpenAPI document serialises")
         .into();
     routes
+        .merge(crate::faces::altair::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || {

@@ -1,4 +1,5 @@
 //! Compatibility faces: the original servers' wire protocols, as thin adapters over the apps'
 //! /v1 behaviour (one state, two protocols). Each runs on its own listener.
 
+pub mod altair;
 pub mod mv;

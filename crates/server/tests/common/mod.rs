@@ -9,14 +9,15 @@ use switchyard_server::{Config, Listeners, Server};
 
 /// Start a node on `dir`, with `tweak` applied to the default config, and wait for it to lead.
 pub async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
-    start_with(dir, tweak, None).await
+    start_with(dir, tweak, None, None).await
 }
 
-/// Like [`start`], also serving the mv face on `mv`.
+/// Like [`start`], also serving the mv and Altair faces on their own listeners.
 pub async fn start_with(
     dir: &Path,
     tweak: impl FnOnce(&mut Config),
     mv: Option<tokio::net::TcpListener>,
+    altair: Option<tokio::net::TcpListener>,
 ) -> Server {
     let mut config = Config::new(dir);
     tweak(&mut config);
@@ -25,6 +26,7 @@ pub async fn start_with(
         .await
         .expect("bind");
     listeners.mv = mv;
+    listeners.altair = altair;
     let server = switchyard_server::start(config, listeners)
         .await
         .expect("start");

@@ -1,0 +1,239 @@
+//! The seed-001 face: the Altair beer-tap server's `/api/beers` and `/sockets/beers`, served on
+//! the main listener and, with `--altair-listen`, on a listener of its own.
+//!
+//! Success shapes are the original's: `{"beer": {"id", "type", "volume", "timestamp", "tapId"}}`,
+//! `{"beers": [...]}`, DELETE's empty 200, 403 `{"status": 403, "message": "There is no glass
+//! type for the specified volume"}`, 404 `{"status": 404, "message": "Beer with id 7 not found"}`.
+//! The socket sends each announcement as text and, when the count of beers is a multiple of ten,
+//! the report as JSON text. Where the original answered 500 (bad JSON, missing or mistyped
+//! fields, a non-numeric page or id), this face answers 400 (or 404 for an id) in the same
+//! `{"status", "message"}` shape, naming the field; a rejected pour uses no id.
+//! A tap that connects with `?tapId=N&skip_own=true` is not told of its own pours.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchyard_core::beers::{BeerCommand, BeerReply, NO_GLASS};
+use switchyard_core::{Command, Reply};
+use switchyard_types::WatchMessage;
+
+use crate::api::Shared;
+use crate::api::watch::{SessionConfig, run_session};
+use crate::error::ApiError;
+
+/// The face's routes (the same paths on both listeners).
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/beers", get(list).post(pour))
+        .route("/api/beers/{id}", get(get_one).delete(delete))
+        .route("/sockets/beers", get(socket))
+}
+
+/// The face alone, for its own listener.
+pub fn router(s: Shared) -> Router {
+    let max_body = s.node.config.max_body_bytes;
+    routes()
+        .fallback(|| async { status(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(s)
+}
+
+fn status(code: StatusCode, message: impl Into<String>) -> Response {
+    (
+        code,
+        axum::Json(json!({"status": code.as_u16(), "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    status(StatusCode::BAD_REQUEST, message)
+}
+
+/// Errors from the core and the node in the original's shape.
+fn refused(e: ApiError) -> Response {
+    match e.code {
+        "invalid" if e.message.contains(NO_GLASS) => status(StatusCode::FORBIDDEN, NO_GLASS),
+        _ => status(e.status, e.message),
+    }
+}
+
+async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return status(e.status(), format!("body: {}", e.body_text())),
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body: not valid JSON ({e})")),
+    };
+    let Some(obj) = v.as_object() else {
+        return bad("body: must be a JSON object with tapId and volume");
+    };
+    let tap_id = match obj.get("tapId") {
+        None => return bad("tapId: missing; must be an integer"),
+        Some(t) => match t.as_i64() {
+            Some(t) => t,
+            None => return bad(format!("tapId: must be an integer; got {t}")),
+        },
+    };
+    let volume = match obj.get("volume") {
+        None => return bad("volume: missing; must be a number of ml"),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => return bad(format!("volume: must be a number of ml; got {other}")),
+    };
+    let cmd = Command::Beers(BeerCommand::Pour { tap_id, volume });
+    match s.node.write(cmd, None).await {
+        Ok((Reply::Beers(BeerReply::Poured(b)), _)) => {
+            axum::Json(json!({"beer": b.original_json()})).into_response()
+        }
+        Ok((other, _)) => ApiError::internal(format!("pour answered {other:?}")).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+fn page_arg(q: &BTreeMap<String, String>, name: &str, default: usize) -> Result<usize, Response> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad(format!("{name}: must be a positive integer; got {v:?}"))),
+    }
+}
+
+async fn list(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let (page, size) = match (page_arg(&q, "page", 1), page_arg(&q, "page_size", 50)) {
+        (Ok(p), Ok(z)) => (p, z),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if let Err(e) = s.node.linearizable().await {
+        return refused(e);
+    }
+    let kind = q.get("type");
+    let beers: Vec<Value> = s.node.view.read(|st| {
+        st.beers
+            .all()
+            .filter(|b| kind.is_none_or(|k| &b.glass == k))
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .map(|b| b.original_json())
+            .collect()
+    });
+    axum::Json(json!({ "beers": beers })).into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        format!("Beer with id {id} not found"),
+    )
+}
+
+async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let Ok(n) = id.parse::<u64>() else {
+        return not_found(&id);
+    };
+    if let Err(e) = s.node.linearizable().await {
+        return refused(e);
+    }
+    match s
+        .node
+        .view
+        .read(|st| st.beers.get(n).map(|b| b.original_json()))
+    {
+        Some(b) => axum::Json(json!({ "beer": b })).into_response(),
+        None => not_found(&id),
+    }
+}
+
+async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let Ok(n) = id.parse::<u64>() else {
+        return not_found(&id);
+    };
+    match s
+        .node
+        .write(Command::Beers(BeerCommand::Delete { id: n }), None)
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn socket(
+    State(s): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let own = match (q.get("tapId"), q.get("skip_own").map(String::as_str)) {
+        (Some(t), Some("true")) => match t.parse::<i64>() {
+            Ok(t) => Some(t),
+            Err(_) => return bad(format!("tapId: must be an integer; got {t:?}")),
+        },
+        _ => None,
+    };
+    ws.on_upgrade(move |socket| tap_session(socket, s, own))
+}
+
+async fn tap_session(socket: WebSocket, s: Shared, skip_own: Option<i64>) {
+    let cfg = &s.node.config;
+    let session = SessionConfig {
+        max_lag: cfg.watch_max_lag,
+        bookmark_interval: cfg.watch_bookmark_interval,
+        send_timeout: cfg.watch_send_timeout,
+    };
+    let (tx, mut rx) = futures::channel::mpsc::channel::<Message>(64);
+    let never = futures::stream::pending::<Result<Message, Infallible>>();
+    let feed = tokio::spawn(run_session(
+        tx,
+        never,
+        s.node.view.clone(),
+        "beers/".into(),
+        None,
+        session,
+        s.shutdown.clone(),
+    ));
+    let (mut sink, mut stream) = socket.split();
+    'session: loop {
+        tokio::select! {
+            m = rx.next() => {
+                let Some(Message::Text(t)) = m else { break };
+                let event = match serde_json::from_str::<WatchMessage>(t.as_str()) {
+                    Ok(WatchMessage::Event { event, .. }) => event,
+                    Ok(WatchMessage::Error { .. }) => break,
+                    _ => continue,
+                };
+                let own = skip_own.is_some() && event["tap_id"].as_i64() == skip_own;
+                let mut out = Vec::new();
+                if let (false, Some(n)) = (own, event["notification"].as_str()) {
+                    out.push(n.to_string());
+                }
+                if let Some(r) = event["report"].as_str() {
+                    out.push(r.to_string());
+                }
+                for text in out {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break 'session;
+                    }
+                }
+            }
+            c = stream.next() => match c {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    feed.abort();
+}
