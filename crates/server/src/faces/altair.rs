@@ -102,21 +102,22 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
     }
 }
 
-fn page_arg(q: &BTreeMap<String, String>, name: &str, default: usize) -> Result<usize, Response> {
+/// A positive integer query argument, or the message of the 400.
+fn page_arg(q: &BTreeMap<String, String>, name: &str, default: usize) -> Result<usize, String> {
     match q.get(name) {
         None => Ok(default),
         Some(v) => v
             .parse::<usize>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| bad(format!("{name}: must be a positive integer; got {v:?}"))),
+            .ok_or_else(|| format!("{name}: must be a positive integer; got {v:?}")),
     }
 }
 
 async fn list(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     let (page, size) = match (page_arg(&q, "page", 1), page_arg(&q, "page_size", 50)) {
         (Ok(p), Ok(z)) => (p, z),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return bad(m),
     };
     if let Err(e) = s.node.linearizable().await {
         return refused(e);
