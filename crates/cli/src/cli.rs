@@ -8,6 +8,8 @@ use switchyard_client::{Client, WatchItem};
 
 use crate::serve::{ServeArgs, serve};
 
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+
 /// switchyard: a control-plane server for long-running stateful work.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
@@ -52,6 +54,8 @@ pub enum Cmd {
     Bench(crate::bench::BenchArgs),
     /// Print the OpenAPI document of the HTTP API (no server needed).
     Openapi,
+    /// A beer tap (seed 001): pours at an interval and prints what the server announces.
+    Tap(crate::tap::TapArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +148,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Serve(s) => serve(*s).await?,
         Cmd::Bench(b) => crate::bench::run(b).await?,
         Cmd::Device(d) => return device(&client, d).await.with_context(ctx),
+        Cmd::Tap(t) => {
+            let defaulted =
+                args.server == DEFAULT_SERVER && std::env::var_os("SWITCHYARD_SERVER").is_none();
+            crate::tap::run(t, crate::tap::server_addr(&args.server, defaulted)).await?
+        }
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {

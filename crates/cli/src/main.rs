@@ -5,6 +5,7 @@ mod bench;
 mod bench_devices;
 mod cli;
 mod serve;
+mod tap;
 
 use clap::Parser;
 

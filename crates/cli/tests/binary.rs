@@ -21,11 +21,16 @@ struct Proc {
 
 /// Start `switchyard serve` on port 0 and read the address it prints.
 fn spawn(dir: &Path) -> Proc {
+    spawn_at(dir, "127.0.0.1:0")
+}
+
+/// Start `switchyard serve` with its API on `listen`.
+fn spawn_at(dir: &Path, listen: &str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--peer-listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -167,6 +172,75 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     let client = Client::new(&proc.url);
     ready(&client).await;
     assert_eq!(client.account("a").await.unwrap().balance, 42);
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_survives_a_server_restart_and_carries_on() {
+    let dir = TempDir::new().unwrap();
+    let mut proc = spawn(dir.path());
+    let client = Client::new(&proc.url);
+    ready(&client).await;
+    let addr = proc.url.trim_start_matches("http://").to_string();
+
+    // Phase 1: a tap pouring every 20 ms until 40 pours are acknowledged.
+    let mut tap = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "tap",
+            "--id",
+            "7",
+            "--interval",
+            "0.02",
+            "--count",
+            "40",
+            "--server",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |c: Client| async move {
+        let r: serde_json::Value = c
+            .request(
+                reqwest::Method::GET,
+                "/api/beers?page_size=1000",
+                None::<&()>,
+                None,
+            )
+            .await
+            .unwrap_or_default();
+        r["beers"].as_array().map_or(0, Vec::len)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(client.clone()).await < 5 {
+        assert!(Instant::now() < deadline, "the tap did not pour");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Phase 2: the server goes away and comes back on the same address.
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    let mut proc = spawn_at(dir.path(), &addr);
+    let client = Client::new(&proc.url);
+    ready(&client).await;
+
+    // Phase 3: the tap finishes its pours against the new process and exits 0.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = tap.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the tap did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "the tap exits 0: {status}");
+    let n = count(client.clone()).await;
+    assert!(
+        (40..=41).contains(&n),
+        "40 acknowledged pours (one more if a kill hid an ack): {n}"
+    );
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
 }
