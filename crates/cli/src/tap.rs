@@ -59,10 +59,11 @@ async fn listen(url: String, token: Option<String>) {
                 return;
             }
         };
-        if let Some(t) = &token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
-                request.headers_mut().insert("authorization", v);
-            }
+        if let Some(v) = token
+            .as_ref()
+            .and_then(|t| format!("Bearer {t}").parse().ok())
+        {
+            request.headers_mut().insert("authorization", v);
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((mut ws, _)) => {
