@@ -19,9 +19,12 @@ pub struct Args {
         long,
         global = true,
         env = "SWITCHYARD_SERVER",
-        default_value = "http://127.0.0.1:7700"
+        default_value = DEFAULT_SERVER
     )]
     pub server: String,
+    /// Bearer token for a server with auth on (client commands).
+    #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -142,7 +145,10 @@ fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server);
+    let client = match &args.token {
+        Some(t) => Client::new(&args.server).with_token(t),
+        None => Client::new(&args.server),
+    };
     let ctx = || format!("talking to {}", args.server);
     match args.command {
         Cmd::Serve(s) => serve(*s).await?,
@@ -151,7 +157,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Tap(t) => {
             let defaulted =
                 args.server == DEFAULT_SERVER && std::env::var_os("SWITCHYARD_SERVER").is_none();
-            crate::tap::run(t, crate::tap::server_addr(&args.server, defaulted)).await?
+            crate::tap::run(
+                t,
+                crate::tap::server_addr(&args.server, defaulted),
+                args.token.clone(),
+            )
+            .await?
         }
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,

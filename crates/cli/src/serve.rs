@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// The device the mv face serves, created with type mv if missing [default: mv]
     #[arg(long, env = "SWITCHYARD_MV_DEVICE")]
     pub mv_device: Option<String>,
+    /// Token file (TOML) that turns bearer-token auth on; see README "Auth" [default: off]
+    #[arg(long, env = "SWITCHYARD_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
 }
 
 /// `[[devices]]` in the TOML file.
@@ -118,6 +121,7 @@ struct FileConfig {
     mv_listen: Option<String>,
     mv_device: Option<String>,
     altair_listen: Option<String>,
+    auth_tokens: Option<PathBuf>,
 }
 
 /// The merged, checked settings.
@@ -212,6 +216,10 @@ impl ServeArgs {
         }
         if let Some(d) = self.mv_device.or(f.mv_device) {
             c.mv_device = d;
+        }
+        if let Some(p) = self.auth_tokens.or(f.auth_tokens) {
+            let auth = switchyard_server::auth::Auth::load(&p).map_err(anyhow::Error::msg)?;
+            c.auth = Some(std::sync::Arc::new(auth));
         }
         let config = c.validate().map_err(anyhow::Error::msg)?;
         let json_logs = match self.log_format.or(f.log_format).as_deref() {

@@ -26,9 +26,6 @@ pub struct TapArgs {
     pub min_volume: u32,
     #[arg(long, default_value_t = 1000)]
     pub max_volume: u32,
-    /// Bearer token, when the server has auth on.
-    #[arg(long, env = "SWITCHYARD_TOKEN")]
-    pub token: Option<String>,
     /// Do not be told of this tap's own pours.
     #[arg(long)]
     pub skip_own: bool,
@@ -95,7 +92,7 @@ pub fn server_addr(server: &str, defaulted: bool) -> String {
     }
 }
 
-pub async fn run(a: TapArgs, addr: String) -> anyhow::Result<()> {
+pub async fn run(a: TapArgs, addr: String, token: Option<String>) -> anyhow::Result<()> {
     if a.min_volume > a.max_volume {
         bail!("--min-volume must not exceed --max-volume");
     }
@@ -107,7 +104,7 @@ pub async fn run(a: TapArgs, addr: String) -> anyhow::Result<()> {
     if a.skip_own {
         ws_url.push_str(&format!("?tapId={}&skip_own=true", a.id));
     }
-    let listener = tokio::spawn(listen(ws_url, a.token.clone()));
+    let listener = tokio::spawn(listen(ws_url, token.clone()));
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -130,7 +127,7 @@ pub async fn run(a: TapArgs, addr: String) -> anyhow::Result<()> {
         let mut req = http
             .post(format!("http://{}/api/beers", addr))
             .json(&serde_json::json!({"tapId": a.id, "volume": volume}));
-        if let Some(t) = &a.token {
+        if let Some(t) = &token {
             req = req.bearer_auth(t);
         }
         match req.send().await {

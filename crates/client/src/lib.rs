@@ -74,6 +74,7 @@ impl Error {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
@@ -85,7 +86,17 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("a plain HTTP client always builds");
-        Self { base, http }
+        Self {
+            base,
+            http,
+            token: None,
+        }
+    }
+
+    /// Send `Authorization: Bearer token` with every request and watch.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// The server's base URL.
@@ -107,6 +118,9 @@ impl Client {
         }
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         let resp = req.send().await?;
         let status = resp.status();
@@ -340,6 +354,6 @@ impl Client {
             Some(r) => r,
             None => self.status().await?.revision,
         };
-        Watch::connect(&self.base, prefix, from).await
+        Watch::connect(&self.base, prefix, from, self.token.clone()).await
     }
 }

@@ -35,6 +35,23 @@ pub struct Watch {
     skip: usize,
     /// How many times the watch reconnected.
     pub reconnects: u64,
+    token: Option<String>,
+}
+
+fn request(
+    base: &str,
+    prefix: &str,
+    from: u64,
+    token: Option<&str>,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut r = url(base, prefix, Some(from))?
+        .into_client_request()
+        .map_err(|e| Error::Watch(e.to_string()))?;
+    if let Some(v) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+        r.headers_mut().insert("authorization", v);
+    }
+    Ok(r)
 }
 
 fn url(base: &str, prefix: &str, from: Option<u64>) -> Result<String, Error> {
@@ -54,8 +71,13 @@ fn url(base: &str, prefix: &str, from: Option<u64>) -> Result<String, Error> {
 }
 
 impl Watch {
-    pub(crate) async fn connect(base: &str, prefix: &str, from: u64) -> Result<Self, Error> {
-        let (socket, _) = connect_async(url(base, prefix, Some(from))?)
+    pub(crate) async fn connect(
+        base: &str,
+        prefix: &str,
+        from: u64,
+        token: Option<String>,
+    ) -> Result<Self, Error> {
+        let (socket, _) = connect_async(request(base, prefix, from, token.as_deref())?)
             .await
             .map_err(|e| Error::Watch(e.to_string()))?;
         Ok(Self {
@@ -66,6 +88,7 @@ impl Watch {
             partial: None,
             skip: 0,
             reconnects: 0,
+            token,
         })
     }
 
@@ -94,7 +117,14 @@ impl Watch {
         let mut wait = Duration::from_millis(50);
         loop {
             let from = self.complete;
-            match connect_async(url(&self.base, &self.prefix, Some(from))?).await {
+            match connect_async(request(
+                &self.base,
+                &self.prefix,
+                from,
+                self.token.as_deref(),
+            )?)
+            .await
+            {
                 Ok((s, _)) => {
                     self.socket = Some(s);
                     self.skip = self.partial.map_or(0, |(_, n)| n);

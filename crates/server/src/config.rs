@@ -42,6 +42,8 @@ pub struct Config {
     pub devices: Vec<(String, String)>,
     /// The device the `mv` face serves (created with type `mv` if missing).
     pub mv_device: String,
+    /// Bearer-token auth; `None`: off.
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             device_types: builtin().into_iter().map(|t| (t.name.clone(), t)).collect(),
             devices: Vec::new(),
             mv_device: "mv".into(),
+            auth: None,
         }
     }
 

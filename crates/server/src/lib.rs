@@ -12,6 +12,7 @@
 //! handler, and the events go into the history that every watch session reads.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod faces;

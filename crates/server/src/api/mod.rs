@@ -93,8 +93,20 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            guard(&state, crate::auth::Style::V1),
+            crate::auth::check,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
+}
+
+/// The auth state for a router's `auth::check` layer (a pass-through when auth is off).
+pub fn guard(state: &Shared, style: crate::auth::Style) -> crate::auth::Guard {
+    crate::auth::Guard {
+        auth: state.node.config.auth.clone(),
+        style,
+    }
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

@@ -42,9 +42,14 @@ pub fn routes() -> Router<Shared> {
 /// The face alone, for its own listener.
 pub fn router(s: Shared) -> Router {
     let max_body = s.node.config.max_body_bytes;
+    let guard = crate::api::guard(&s, crate::auth::Style::Altair);
     routes()
         .fallback(|| async { status(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::check,
+        ))
         .with_state(s)
 }
 

@@ -52,6 +52,7 @@ struct Face {
 
 /// The face's router, serving device `device`.
 pub fn router(s: Shared, device: String) -> Router {
+    let guard = crate::api::guard(&s, crate::auth::Style::FastApi);
     let mut r = Router::new()
         .route("/", any(ws))
         .route("/state", get(|st: State<Face>| attribute(st, "state")))
@@ -75,6 +76,10 @@ pub fn router(s: Shared, device: String) -> Router {
         .method_not_allowed_fallback(|| async {
             detail(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::check,
+        ))
         .with_state(Face { s, device })
 }
 

@@ -1,0 +1,205 @@
+//! Bearer-token auth, off unless a token file is configured.
+//!
+//! When on: every mutation (POST, PUT, PATCH, DELETE) needs a token with `write` access (no
+//! token or an unknown one: 401 `unauthorized`; a `read` token: 403 `forbidden`); every socket
+//! (a WebSocket upgrade, and `/v1/watch` also as SSE) needs a valid token, from the
+//! `Authorization: Bearer` header or the `token` query parameter; plain reads stay public unless
+//! `read_requires_token = true`. `/v1/health` is always public.
+//!
+//! The token file (TOML):
+//!
+//! ```toml
+//! read_requires_token = false
+//!
+//! [[tokens]]
+//! name = "tap-1"
+//! token = "a long random string"
+//! access = "write"   # or "read"
+//! ```
+
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    token: String,
+    access: Access,
+}
+
+/// The loaded token file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(default)]
+    read_requires_token: bool,
+    tokens: Vec<TokenEntry>,
+}
+
+/// Shortest token accepted.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Auth {
+    /// Load and check a token file; the message names the file and the problem.
+    pub fn load(path: &Path) -> Result<Auth, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let auth: Auth =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if auth.tokens.is_empty() {
+            return Err(format!(
+                "{}: tokens: list at least one token",
+                path.display()
+            ));
+        }
+        for (i, t) in auth.tokens.iter().enumerate() {
+            if t.token.len() < MIN_TOKEN_LEN || t.token.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "{}: tokens[{i}] ({}): token must be at least {MIN_TOKEN_LEN} characters without spaces",
+                    path.display(),
+                    t.name
+                ));
+            }
+        }
+        Ok(auth)
+    }
+
+    fn find(&self, presented: &str) -> Option<&TokenEntry> {
+        self.tokens
+            .iter()
+            .find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How a refusal is written: the /v1 error body, or a compatibility face's own shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    V1,
+    /// Altair: `{"status", "message"}`.
+    Altair,
+    /// FastAPI: `{"detail": ...}`.
+    FastApi,
+}
+
+/// Middleware state.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// `None`: auth is off and every request passes.
+    pub auth: Option<std::sync::Arc<Auth>>,
+    pub style: Style,
+}
+
+fn refuse(
+    style: Style,
+    path: &str,
+    status: StatusCode,
+    code: &'static str,
+    message: &str,
+) -> Response {
+    // The Altair routes keep their own shape on the main listener too.
+    let style = match style {
+        Style::V1 if path.starts_with("/api/") || path.starts_with("/sockets/") => Style::Altair,
+        Style::V1 => return ApiError::new(status, code, message).into_response(),
+        s => s,
+    };
+    let mut resp = match style {
+        Style::Altair => (
+            status,
+            axum::Json(json!({"status": status.as_u16(), "message": message})),
+        )
+            .into_response(),
+        _ => (status, axum::Json(json!({"detail": message}))).into_response(),
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+fn presented(req: &Request, allow_query: bool) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    if !allow_query {
+        return None;
+    }
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(|t| t.to_string())
+    })
+}
+
+/// The auth check, as axum middleware.
+pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let Some(auth) = &g.auth else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_string();
+    if path == "/v1/health" {
+        return next.run(req).await;
+    }
+    let socket = req.headers().contains_key(header::UPGRADE) || path == "/v1/watch";
+    let mutation = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !socket && !mutation && !auth.read_requires_token {
+        return next.run(req).await;
+    }
+    let token = presented(&req, socket);
+    let Some(entry) = token.as_deref().and_then(|t| auth.find(t)) else {
+        let what = if token.is_some() {
+            "unknown token"
+        } else {
+            "no token"
+        };
+        let how = if socket {
+            "send Authorization: Bearer TOKEN or ?token=TOKEN"
+        } else {
+            "send Authorization: Bearer TOKEN"
+        };
+        return refuse(
+            g.style,
+            &path,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &format!("{what}: {how}"),
+        );
+    };
+    if mutation && entry.access != Access::Write {
+        let msg = format!(
+            "token {:?} is read-only; this needs a token with write access",
+            entry.name
+        );
+        return refuse(g.style, &path, StatusCode::FORBIDDEN, "forbidden", &msg);
+    }
+    next.run(req).await
+}
