@@ -28,9 +28,9 @@ pub const NO_GLASS: &str = "There is no glass type for the specified volume";
 pub enum BeerCommand {
     /// A tap poured `volume` (the JSON number as the tap sent it, e.g. `450` or `300.5`).
     Pour { tap_id: i64, volume: String },
-    /// Remove a beer; removing an id that does not exist changes nothing but is still
-    /// announced, as the original did.
-    Delete { id: u64 },
+    /// Remove a beer. With `announce_missing` (the original's behaviour), removing an id that
+    /// does not exist changes nothing but is still announced; without, it is `not_found`.
+    Delete { id: u64, announce_missing: bool },
 }
 
 /// Beers replies.
@@ -85,6 +85,18 @@ fn py_round2(x: f64) -> String {
 }
 
 impl Beer {
+    /// The /v1 shape.
+    pub fn v1(&self) -> switchyard_types::Beer {
+        switchyard_types::Beer {
+            id: self.id,
+            tap_id: self.tap_id,
+            glass: self.glass.clone(),
+            volume: serde_json::from_str(&self.volume).unwrap_or(serde_json::Value::Null),
+            time: switchyard_types::rfc3339(self.time_ms),
+            revision: self.revision,
+        }
+    }
+
     /// The original's JSON shape: `{"id", "type", "volume", "timestamp", "tapId"}`.
     pub fn original_json(&self) -> serde_json::Value {
         let volume: serde_json::Value =
@@ -211,7 +223,15 @@ impl Beers {
                 events.push(self.event(beer.id, "poured", Some(&beer), text));
                 Ok(BeerReply::Poured(beer))
             }
-            BeerCommand::Delete { id } => {
+            BeerCommand::Delete {
+                id,
+                announce_missing,
+            } => {
+                if !announce_missing && !self.by_id.contains_key(id) {
+                    return Err(CommandError::NotFound {
+                        message: format!("beer {id} does not exist"),
+                    });
+                }
                 let existed = self.by_id.remove(id).is_some();
                 let text = format!("Beer {id} deleted from the collection");
                 events.push(self.event(*id, "deleted", None, text));

@@ -264,3 +264,86 @@ async fn every_tap_hears_every_pour_and_the_tenth_brings_a_report() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_beers_pages_filters_and_errors_on_the_same_state() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    use reqwest::Method as M;
+    for (tap, vol) in [(1, "150"), (2, "450"), (1, "900"), (2, "300.5"), (3, "120")] {
+        let (s, body) = req(
+            M::POST,
+            format!("{base}/v1/beers"),
+            Some(format!(r#"{{"tap_id": {tap}, "volume": {vol}}}"#)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    // The Altair face sees the same beers.
+    let (_, one) = req(M::GET, format!("{base}/api/beers/3"), None).await;
+    assert!(one.contains(r#""volume":300.5"#), "{one}");
+
+    let get = |q: &str| {
+        let url = format!("{base}/v1/beers{q}");
+        async move {
+            let (s, body) = req(M::GET, url, None).await;
+            (s, serde_json::from_str::<Value>(&body).unwrap())
+        }
+    };
+    let (_, p1) = get("?limit=2").await;
+    let ids = |v: &Value| {
+        v["beers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&p1), [0, 1]);
+    let (_, p2) = get(&format!("?limit=2&after={}", p1["next_after"])).await;
+    assert_eq!(ids(&p2), [2, 3]);
+    let (_, p3) = get(&format!("?limit=2&after={}", p2["next_after"])).await;
+    assert_eq!(ids(&p3), [4]);
+    assert!(p3.get("next_after").is_none());
+    assert_eq!(ids(&get("?tap=2").await.1), [1, 3]);
+    assert_eq!(ids(&get("?type=half").await.1), [0, 4]);
+    assert_eq!(
+        ids(
+            &get("?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z")
+                .await
+                .1
+        )
+        .len(),
+        5
+    );
+    for q in [
+        "?limit=0",
+        "?type=mug",
+        "?since=yesterday",
+        "?bogus=1",
+        "?tap=x",
+    ] {
+        assert_eq!(get(q).await.0, StatusCode::BAD_REQUEST, "{q}");
+    }
+    let (s, body) = req(
+        M::POST,
+        format!("{base}/v1/beers"),
+        Some(r#"{"tap_id": 1, "volume": 50}"#.into()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = req(
+        M::POST,
+        format!("{base}/v1/beers"),
+        Some(r#"{"tap_id": 1.5, "volume": 500}"#.into()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("tap_id"), "{body}");
+    let (s, _) = req(M::DELETE, format!("{base}/v1/beers/4"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = req(M::DELETE, format!("{base}/v1/beers/4"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    server.stop().await;
+}

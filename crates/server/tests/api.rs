@@ -260,6 +260,10 @@ async fn openapi_document_lists_every_route_with_its_schemas() {
         ("/v1/devices/{name}/abort", "post"),
         ("/v1/devices/{name}/reset", "post"),
         ("/v1/devices/{name}/history", "get"),
+        ("/v1/beers", "post"),
+        ("/v1/beers", "get"),
+        ("/v1/beers/{id}", "get"),
+        ("/v1/beers/{id}", "delete"),
     ];
     for (path, method) in routes {
         assert!(

@@ -276,3 +276,36 @@ pub struct Started {
     pub transition: Transition,
     pub device: Device,
 }
+
+/// A pour (`/v1/beers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Beer {
+    pub id: u64,
+    pub tap_id: i64,
+    /// `half`, `pint` or `stein`.
+    #[serde(rename = "type")]
+    pub glass: String,
+    /// Millilitres, as the tap sent them.
+    #[schema(value_type = f64)]
+    pub volume: serde_json::Value,
+    pub time: String,
+    pub revision: u64,
+}
+
+/// `GET /v1/beers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BeerList {
+    pub beers: Vec<Beer>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// `POST /v1/beers` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PourRequest {
+    pub tap_id: i64,
+    #[schema(value_type = f64)]
+    pub volume: serde_json::Number,
+}

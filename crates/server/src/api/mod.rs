@@ -1,6 +1,7 @@
 //! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
 
 mod bank;
+mod beers;
 pub mod devices;
 mod node;
 pub mod watch;
@@ -55,6 +56,7 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(doc)
         .merge(node::routes())
         .merge(bank::routes())
+        .merge(beers::routes())
         .merge(devices::routes())
         .merge(watch::routes())
         .split_for_parts()

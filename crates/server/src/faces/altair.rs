@@ -170,7 +170,13 @@ async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     };
     match s
         .node
-        .write(Command::Beers(BeerCommand::Delete { id: n }), None)
+        .write(
+            Command::Beers(BeerCommand::Delete {
+                id: n,
+                announce_missing: true,
+            }),
+            None,
+        )
         .await
     {
         Ok(_) => StatusCode::OK.into_response(),
