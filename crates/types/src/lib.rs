@@ -1,4 +1,4 @@
-//! Wire types of the switchyard `/v1` API (see `design/api.md` in the project's shared docs).
+//! Wire types of the switchyard `/v1` API (`GET /openapi.json` documents every route).
 //!
 //! Everything here is plain data with serde derives, shared by the server, the client library
 //! and the CLI so the two sides of the wire cannot drift apart.
