@@ -98,6 +98,9 @@ impl Config {
         if self.watch_bookmark_interval.is_zero() {
             return Err("watch_bookmark_interval: must be more than 0 seconds".into());
         }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes: must be at least 1024".into());
+        }
         if self.snapshot_logs < 100 {
             return Err("snapshot_logs: must be at least 100".into());
         }
