@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// The device the mv face serves, created with type mv if missing [default: mv]
     #[arg(long, env = "SWITCHYARD_MV_DEVICE")]
     pub mv_device: Option<String>,
+    /// Join the cluster of the member at this client URL (empty data directory only; a restarted
+    /// member needs no --join)
+    #[arg(long, env = "SWITCHYARD_JOIN")]
+    pub join: Option<String>,
     /// Token file (TOML) that turns bearer-token auth on; see README "Auth" [default: off]
     #[arg(long, env = "SWITCHYARD_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
@@ -122,6 +126,7 @@ struct FileConfig {
     mv_device: Option<String>,
     altair_listen: Option<String>,
     auth_tokens: Option<PathBuf>,
+    join: Option<String>,
 }
 
 /// The merged, checked settings.
@@ -217,6 +222,7 @@ impl ServeArgs {
         if let Some(d) = self.mv_device.or(f.mv_device) {
             c.mv_device = d;
         }
+        c.join = self.join.or(f.join);
         if let Some(p) = self.auth_tokens.or(f.auth_tokens) {
             let auth = switchyard_server::auth::Auth::load(&p).map_err(anyhow::Error::msg)?;
             c.auth = Some(std::sync::Arc::new(auth));

@@ -42,6 +42,10 @@ pub struct Config {
     pub devices: Vec<(String, String)>,
     /// The device the `mv` face serves (created with type `mv` if missing).
     pub mv_device: String,
+    /// Client URL of a cluster member to join from an empty data directory (the node asks it to
+    /// add this node as a learner, then a voter). `None`: an empty data directory starts a
+    /// one-member cluster. A restarted member needs none.
+    pub join: Option<String>,
     /// Bearer-token auth; `None`: off.
     pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
 }
@@ -66,6 +70,7 @@ impl Config {
             devices: Vec::new(),
             mv_device: "mv".into(),
             auth: None,
+            join: None,
         }
     }
 

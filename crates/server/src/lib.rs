@@ -24,6 +24,8 @@ pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+
+use openraft::async_runtime::watch::WatchReceiver;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -106,11 +108,29 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             .unwrap_or_else(|| peer_addr.to_string()),
     };
     tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "starting node");
+    let (addr_api, addr_peer) = (addr.api.clone(), addr.peer.clone());
     let node = Arc::new(Node::start(config, addr).await?);
     let shutdown = CancellationToken::new();
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
+    if let Some(target) = node.config.join.clone() {
+        let me = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .nodes()
+            .any(|(id, _)| *id == node.id);
+        if !me {
+            let join = switchyard_types::JoinRequest {
+                node_id: node.id,
+                api: addr_api.clone(),
+                peer: addr_peer.clone(),
+            };
+            tasks.push(tokio::spawn(join_cluster(target, join, shutdown.clone())));
+        }
+    }
     if !node.config.devices.is_empty() {
         tasks.push(tokio::spawn(create_configured_devices(
             node.clone(),
@@ -171,6 +191,54 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         shutdown,
         tasks,
     })
+}
+
+/// Ask the cluster at `target` to add this node, following leader hints, until it has.
+async fn join_cluster(
+    mut target: String,
+    join: switchyard_types::JoinRequest,
+    shutdown: CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("a plain HTTP client always builds");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let url = format!("{}/v1/cluster/members", target.trim_end_matches('/'));
+        tracing::info!(%url, "asking to join the cluster");
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = http.post(&url).json(&join).send() => r,
+        };
+        match outcome {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%target, "joined the cluster");
+                return;
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                match body["error"]["details"]["leader"]["api"].as_str() {
+                    Some(api) if status == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                        tracing::info!(leader = api, "following the leader hint");
+                        target = format!("http://{api}");
+                        continue;
+                    }
+                    _ => {
+                        tracing::warn!(%status, error = %body["error"]["message"], "join refused; retrying")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reach the cluster to join; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Create the devices named in the config that do not exist yet, once this node leads.

@@ -94,7 +94,13 @@ impl Node {
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && config.join.is_some() {
+            tracing::info!(
+                node_id = config.node_id,
+                join = ?config.join,
+                "empty data directory: waiting to be added to the cluster"
+            );
+        } else if !initialized {
             tracing::info!(
                 node_id = config.node_id,
                 "empty data directory: initialising a one-member cluster"
@@ -160,6 +166,36 @@ impl Node {
             },
             Ok(Err(e)) => Err(self.raft_error(&e)),
         }
+    }
+
+    /// Add a node to the cluster: as a learner (waiting until it has caught up), then as a
+    /// voter. Adding a node that is already a voter at the same addresses changes nothing.
+    pub async fn add_member(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
+        let known = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let voter = m.membership_config.voter_ids().any(|v| v == id);
+            let same = m
+                .membership_config
+                .nodes()
+                .any(|(n, a)| *n == id && *a == addr);
+            voter && same
+        };
+        if known {
+            return Ok(());
+        }
+        tracing::info!(node_id = id, api = %addr.api, peer = %addr.peer, "adding a member");
+        self.raft
+            .add_learner(id, addr, true)
+            .await
+            .map_err(|e| self.raft_error(&e))?;
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
+            .await
+            .map_err(|e| self.raft_error(&e))?;
+        tracing::info!(node_id = id, "member added as a voter");
+        Ok(())
     }
 
     /// Wait until local state reflects every write committed before this call (read index).

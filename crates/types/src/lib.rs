@@ -309,3 +309,14 @@ pub struct PourRequest {
     #[schema(value_type = f64)]
     pub volume: serde_json::Number,
 }
+
+/// `POST /v1/cluster/members` body: the node to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub node_id: u64,
+    /// Its client API address (host:port).
+    pub api: String,
+    /// Its peer RPC address (host:port).
+    pub peer: String,
+}

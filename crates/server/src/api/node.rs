@@ -5,11 +5,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use openraft::async_runtime::watch::WatchReceiver;
-use switchyard_types::{Cluster, Health, Status};
+use switchyard_types::{Cluster, ErrorBody, Health, JoinRequest, Status};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Shared;
+use super::{Body, Shared};
+use crate::error::ApiError;
 use crate::node::members;
 
 pub fn routes() -> OpenApiRouter<Shared> {
@@ -17,6 +18,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(health))
         .routes(routes!(status))
         .routes(routes!(cluster))
+        .routes(routes!(add_member))
         .routes(routes!(prometheus))
 }
 
@@ -42,6 +44,36 @@ async fn cluster(State(s): State<Shared>) -> Json<Cluster> {
         leader: m.current_leader,
         members: members(&m.membership_config),
     })
+}
+
+/// Add a node to the cluster (on the leader; a follower answers 503 with the leader): it joins
+/// as a learner, catches up, then becomes a voter. `switchyard serve --join URL` calls this.
+#[utoipa::path(post, path = "/v1/cluster/members", tag = "node", request_body = JoinRequest,
+    responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn add_member(
+    State(s): State<Shared>,
+    Body(m): Body<JoinRequest>,
+) -> Result<Json<Cluster>, ApiError> {
+    if m.node_id == 0 {
+        return Err(ApiError::invalid("node_id", "must be a positive integer"));
+    }
+    for (field, v) in [("api", &m.api), ("peer", &m.peer)] {
+        if v.parse::<std::net::SocketAddr>().is_err()
+            && v.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be host:port; got {v:?}"),
+            ));
+        }
+    }
+    let addr = switchyard_store::NodeAddr {
+        api: m.api,
+        peer: m.peer,
+    };
+    s.node.add_member(m.node_id, addr).await?;
+    Ok(cluster(State(s)).await)
 }
 
 /// Prometheus metrics (text format).
