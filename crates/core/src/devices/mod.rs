@@ -438,11 +438,10 @@ impl Devices {
             }
             DeviceCommand::Reset { name } => {
                 let s = self.by_name.get_mut(name).ok_or_else(|| not_found(name))?;
+                s.attributes = s.def.initial();
                 if let Some(f) = s.flight.take() {
-                    s.attributes = s.def.initial();
                     s.record(&f, "aborted", now_ms, rev);
                 }
-                s.attributes = s.def.initial();
                 s.revision = rev;
                 let view = s.view(name);
                 events.push(event(name, "reset", &view));
