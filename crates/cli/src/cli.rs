@@ -14,7 +14,8 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
 pub struct Args {
-    /// Server to talk to (client commands).
+    /// Server to talk to (client commands); several comma-separated URLs for a cluster (a
+    /// request moves to the next one when a node is down or has no leader).
     #[arg(
         long,
         global = true,
@@ -59,6 +60,11 @@ pub enum Cmd {
     Openapi,
     /// A beer tap (seed 001): pours at an interval and prints what the server announces.
     Tap(crate::tap::TapArgs),
+    /// Cluster membership: status, add, remove, transfer-leader.
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCmd),
+    /// Run a local cluster of N nodes on loopback (separate data dirs) until Ctrl-C.
+    DevCluster(crate::cluster::DevClusterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +170,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
+        Cmd::Cluster(c) => return crate::cluster::cluster(&client, c).await.with_context(ctx),
+        Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {

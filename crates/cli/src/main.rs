@@ -4,6 +4,7 @@
 mod bench;
 mod bench_devices;
 mod cli;
+mod cluster;
 mod serve;
 mod tap;
 

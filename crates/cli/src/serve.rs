@@ -88,6 +88,17 @@ pub struct ServeArgs {
     /// Token file (TOML) that turns bearer-token auth on; see README "Auth" [default: off]
     #[arg(long, env = "SWITCHYARD_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
+    /// A follower hands writes to the leader (true) or answers 503 naming it (false)
+    /// [default: true]
+    #[arg(long, env = "SWITCHYARD_FORWARD_WRITES")]
+    pub forward_writes: Option<bool>,
+    /// Milliseconds between leader heartbeats [default: 150]
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Milliseconds without a leader before an election, randomised up to twice this
+    /// [default: 1000]
+    #[arg(long, env = "SWITCHYARD_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// `[[devices]]` in the TOML file.
@@ -127,6 +138,9 @@ struct FileConfig {
     altair_listen: Option<String>,
     auth_tokens: Option<PathBuf>,
     join: Option<String>,
+    forward_writes: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
 }
 
 /// The merged, checked settings.
@@ -223,6 +237,15 @@ impl ServeArgs {
             c.mv_device = d;
         }
         c.join = self.join.or(f.join);
+        if let Some(v) = self.forward_writes.or(f.forward_writes) {
+            c.forward_writes = v;
+        }
+        if let Some(v) = self.heartbeat_ms.or(f.heartbeat_ms) {
+            c.heartbeat_interval = Duration::from_millis(v);
+        }
+        if let Some(v) = self.election_timeout_ms.or(f.election_timeout_ms) {
+            c.election_timeout = Duration::from_millis(v);
+        }
         if let Some(p) = self.auth_tokens.or(f.auth_tokens) {
             let auth = switchyard_server::auth::Auth::load(&p).map_err(anyhow::Error::msg)?;
             c.auth = Some(std::sync::Arc::new(auth));

@@ -69,27 +69,89 @@ impl Error {
     }
 }
 
-/// A client of one switchyard server.
+/// A client of a switchyard server or cluster.
+///
+/// Given several addresses (`Client::new("http://a:7700,http://b:7700")`), it sends each
+/// request to the node that last answered, and moves on to the next one when a node cannot be
+/// reached or answers 503 (no leader yet, shutting down), following a 503's leader hint. It
+/// retries a request only where it cannot have been carried out: the connection was refused,
+/// or the server said 503. A write whose answer was lost is not retried: it may have been
+/// applied (send an `Idempotency-Key` and retry it yourself to find out).
 #[derive(Clone, Debug)]
 pub struct Client {
-    base: String,
+    bases: std::sync::Arc<Vec<String>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     http: reqwest::Client,
     token: Option<String>,
+    failover: Duration,
 }
 
+/// How long a request keeps trying other nodes by default.
+const FAILOVER: Duration = Duration::from_secs(15);
+
 impl Client {
-    /// A client for the server at `base`, e.g. `http://127.0.0.1:7700`.
+    /// A client for the server at `base`, e.g. `http://127.0.0.1:7700`, or for a cluster given
+    /// as comma-separated URLs.
     pub fn new(base: impl Into<String>) -> Self {
-        let base = base.into().trim_end_matches('/').to_string();
+        let base = base.into();
+        let mut bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bases.push(base);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("a plain HTTP client always builds");
         Self {
-            base,
+            bases: std::sync::Arc::new(bases),
+            current: Default::default(),
             http,
             token: None,
+            failover: FAILOVER,
+        }
+    }
+
+    /// How long a request keeps trying other nodes before giving up (default 15 s).
+    pub fn with_failover(mut self, d: Duration) -> Self {
+        self.failover = d;
+        self
+    }
+
+    /// Every address this client knows.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
+    fn index(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()
+    }
+
+    fn rotate(&self, from: usize) {
+        let _ = self.current.compare_exchange(
+            from,
+            (from + 1) % self.bases.len(),
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Point at the known address whose host:port is `api`, if any.
+    fn follow(&self, api: &str) -> bool {
+        match self
+            .bases
+            .iter()
+            .position(|b| b.rsplit("://").next() == Some(api))
+        {
+            Some(i) => {
+                self.current.store(i, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 
@@ -99,12 +161,13 @@ impl Client {
         self
     }
 
-    /// The server's base URL.
+    /// The base URL requests go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.index()]
     }
 
-    /// Send a request and decode the JSON answer; error bodies become [`Error::Api`].
+    /// Send a request and decode the JSON answer; error bodies become [`Error::Api`]. With
+    /// several addresses, moves to another node as the type's documentation describes.
     pub async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -112,7 +175,53 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
         idempotency_key: Option<&str>,
     ) -> Result<T, Error> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut tried = 0usize;
+        loop {
+            let at = self.index();
+            let res = self
+                .request_once(&self.bases[at], method.clone(), path, body, idempotency_key)
+                .await;
+            let retry = match &res {
+                Err(Error::Transport(e)) => {
+                    e.is_connect() || (method == Method::GET && !e.is_decode())
+                }
+                Err(Error::Api { status, error }) if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                    let hint = error
+                        .details
+                        .as_ref()
+                        .and_then(|d| d["leader"]["api"].as_str());
+                    if !hint.is_some_and(|api| self.follow(api)) {
+                        self.rotate(at);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if !retry || started.elapsed() >= self.failover {
+                return res;
+            }
+            if matches!(res, Err(Error::Transport(_))) {
+                self.rotate(at);
+            }
+            tried += 1;
+            if tried.is_multiple_of(self.bases.len()) {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    async fn request_once<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, Error> {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -165,6 +274,33 @@ impl Client {
 
     pub async fn cluster(&self) -> Result<Cluster, Error> {
         self.get("/v1/cluster").await
+    }
+
+    /// Add a node (learner first, then voter); answers when it is a voter.
+    pub async fn add_member(&self, node_id: u64, api: &str, peer: &str) -> Result<Cluster, Error> {
+        self.post(
+            "/v1/cluster/members",
+            json!({"node_id": node_id, "api": api, "peer": peer}),
+            None,
+        )
+        .await
+    }
+
+    /// Remove a node from the cluster.
+    pub async fn remove_member(&self, node_id: u64) -> Result<Cluster, Error> {
+        self.request(
+            Method::DELETE,
+            &format!("/v1/cluster/members/{node_id}"),
+            None::<&()>,
+            None,
+        )
+        .await
+    }
+
+    /// Hand leadership to voter `node_id`; answers once it leads.
+    pub async fn transfer_leader(&self, node_id: u64) -> Result<Cluster, Error> {
+        self.post("/v1/cluster/leader", json!({"node_id": node_id}), None)
+            .await
     }
 
     /// Open an account with balance 0.
@@ -354,6 +490,13 @@ impl Client {
             Some(r) => r,
             None => self.status().await?.revision,
         };
-        Watch::connect(&self.base, prefix, from, self.token.clone()).await
+        Watch::connect(
+            self.bases.clone(),
+            self.index(),
+            prefix,
+            from,
+            self.token.clone(),
+        )
+        .await
     }
 }

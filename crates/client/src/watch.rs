@@ -22,9 +22,12 @@ pub enum WatchItem {
 /// How long the watch keeps trying to reconnect before giving up.
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
-/// A watch that reconnects and resumes by itself.
+/// A watch that reconnects and resumes by itself, trying each of its client's addresses in
+/// turn: every node serves the same revisions, so it resumes on another node where it left off.
 pub struct Watch {
-    base: String,
+    bases: std::sync::Arc<Vec<String>>,
+    /// The address in use (index into `bases`).
+    at: usize,
     prefix: String,
     socket: Option<Socket>,
     /// Every event up to this revision has been delivered.
@@ -72,24 +75,44 @@ fn url(base: &str, prefix: &str, from: Option<u64>) -> Result<String, Error> {
 
 impl Watch {
     pub(crate) async fn connect(
-        base: &str,
+        bases: std::sync::Arc<Vec<String>>,
+        at: usize,
         prefix: &str,
         from: u64,
         token: Option<String>,
     ) -> Result<Self, Error> {
-        let (socket, _) = connect_async(request(base, prefix, from, token.as_deref())?)
-            .await
-            .map_err(|e| Error::Watch(e.to_string()))?;
-        Ok(Self {
-            base: base.to_string(),
+        let mut w = Self {
+            bases,
+            at,
             prefix: prefix.to_string(),
-            socket: Some(socket),
+            socket: None,
             complete: from,
             partial: None,
             skip: 0,
             reconnects: 0,
             token,
-        })
+        };
+        let mut last = None;
+        for _ in 0..w.bases.len() {
+            match connect_async(request(&w.bases[w.at], prefix, from, w.token.as_deref())?).await {
+                Ok((socket, _)) => {
+                    w.socket = Some(socket);
+                    return Ok(w);
+                }
+                Err(e) => {
+                    last = Some(e);
+                    w.at = (w.at + 1) % w.bases.len();
+                }
+            }
+        }
+        Err(Error::Watch(
+            last.map_or_else(|| "no address".into(), |e| e.to_string()),
+        ))
+    }
+
+    /// The address the watch is connected to (or will try next).
+    pub fn base(&self) -> &str {
+        &self.bases[self.at]
     }
 
     /// Every event up to this revision has been delivered.
@@ -118,7 +141,7 @@ impl Watch {
         loop {
             let from = self.complete;
             match connect_async(request(
-                &self.base,
+                &self.bases[self.at],
                 &self.prefix,
                 from,
                 self.token.as_deref(),
@@ -129,16 +152,19 @@ impl Watch {
                     self.socket = Some(s);
                     self.skip = self.partial.map_or(0, |(_, n)| n);
                     self.reconnects += 1;
-                    tracing::debug!(from, "watch reconnected");
+                    tracing::debug!(from, base = %self.bases[self.at], "watch reconnected");
                     return Ok(());
                 }
                 Err(e) if started.elapsed() > RECONNECT_FOR => {
                     return Err(Error::Watch(e.to_string()));
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "watch reconnect failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                    tracing::debug!(error = %e, base = %self.bases[self.at], "watch reconnect failed; trying the next address");
+                    self.at = (self.at + 1) % self.bases.len();
+                    if self.at == 0 || self.bases.len() == 1 {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
                 }
             }
         }

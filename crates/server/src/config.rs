@@ -48,6 +48,14 @@ pub struct Config {
     pub join: Option<String>,
     /// Bearer-token auth; `None`: off.
     pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
+    /// A follower hands writes (and membership changes) to the leader and answers with the
+    /// leader's result; when off, it answers 503 naming the leader instead.
+    pub forward_writes: bool,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time between this and twice this starts
+    /// an election.
+    pub election_timeout: Duration,
 }
 
 impl Config {
@@ -71,6 +79,9 @@ impl Config {
             mv_device: "mv".into(),
             auth: None,
             join: None,
+            forward_writes: true,
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(1000),
         }
     }
 
@@ -133,6 +144,16 @@ impl Config {
                         .join(", ")
                 ));
             }
+        }
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return Err("heartbeat_interval: must be at least 10 ms".into());
+        }
+        if self.election_timeout < self.heartbeat_interval * 3 {
+            return Err(format!(
+                "election_timeout: must be at least 3 heartbeat intervals ({:?}); got {:?}",
+                self.heartbeat_interval * 3,
+                self.election_timeout
+            ));
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

@@ -138,7 +138,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         )));
     }
 
-    let peer_app = network::peer_router(node.raft.clone());
+    let peer_app = network::peer_router(node.clone());
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let serve =

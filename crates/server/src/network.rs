@@ -28,6 +28,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_store::{NodeAddr, Raft, TypeConfig};
 
+use crate::node::{LeaderRequest, Node};
+
 type C = TypeConfig;
 
 /// Creates links to peers.
@@ -152,14 +154,28 @@ impl RaftNetworkV2<C> for PeerLink {
     }
 }
 
-/// Routes of the peer listener.
-pub fn peer_router(raft: Arc<Raft>) -> Router {
+/// Routes of the peer listener: openraft's messages, and `/raft/leader`, where other nodes
+/// hand the leader the requests only it can carry out (forwarded writes, read index,
+/// membership changes).
+pub fn peer_router(node: Arc<Node>) -> Router {
+    let leader = Router::new()
+        .route("/raft/leader", post(leader_request))
+        .with_state(node.clone());
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
-        .with_state(raft)
+        .with_state(node.raft.clone())
+        .merge(leader)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+async fn leader_request(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match parse::<LeaderRequest>(&body) {
+        Ok(req) => reply(&node.serve_leader_request(req).await),
+        Err(r) => r.into_response(),
+    }
 }
 
 /// Decode a peer message; a bad one is answered 400 with the reason.

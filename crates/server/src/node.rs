@@ -8,8 +8,9 @@ use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::RaftError;
 use openraft::raft::ReadPolicy;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchyard_core::{Command, Proposal, Reply};
+use switchyard_core::{Command, Outcome, Proposal, Reply};
 use switchyard_store::{LogStore, NodeAddr, Raft, StateMachine, StateView, TypeConfig};
 use switchyard_types::{Member, Status};
 
@@ -42,6 +43,110 @@ pub struct Node {
     pub config: Config,
     log: LogStore<TypeConfig>,
     sm: StateMachine,
+    /// HTTP client for requests handed to the leader over the peer listener.
+    peers: reqwest::Client,
+}
+
+/// A request a node hands to the leader over the peer listener (`POST /raft/leader`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderRequest {
+    /// Propose a command; the leader stamps its own time on it.
+    Write(Proposal),
+    /// The leader's read index, for a linearizable read on another node.
+    ReadIndex,
+    AddMember {
+        node_id: u64,
+        addr: NodeAddr,
+    },
+    RemoveMember {
+        node_id: u64,
+    },
+    TransferLeader {
+        node_id: u64,
+    },
+}
+
+/// The leader's answer to a [`LeaderRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderReply {
+    /// The command was committed and applied at `index`, with this outcome.
+    Written {
+        outcome: Outcome,
+        index: u64,
+    },
+    /// Reads that wait until this index is applied are linearizable.
+    ReadIndex {
+        index: u64,
+    },
+    Done,
+}
+
+/// An error as it crosses the peer listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+    /// The request was not carried out because the node asked is not (or no longer) the leader:
+    /// asking the current leader again is safe.
+    pub not_leader: bool,
+}
+
+impl LeaderError {
+    fn from_api(e: ApiError, not_leader: bool) -> Self {
+        Self {
+            status: e.status.as_u16(),
+            code: e.code.to_string(),
+            message: e.message,
+            details: e.details,
+            not_leader,
+        }
+    }
+
+    fn into_api(self) -> ApiError {
+        let status = axum::http::StatusCode::from_u16(self.status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let mut e = ApiError::new(status, static_code(&self.code), self.message);
+        e.details = self.details;
+        e
+    }
+}
+
+/// The `&'static` form of an error code that crossed the wire.
+fn static_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "invalid",
+        "not_found",
+        "conflict",
+        "busy",
+        "not_allowed",
+        "insufficient_funds",
+        "unavailable",
+        "timeout",
+        "internal",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("unavailable")
+}
+
+/// Where requests that need the leader go right now.
+enum Route {
+    Local,
+    Remote { id: u64, addr: NodeAddr },
+    Unknown,
+}
+
+/// What handing a request to the leader gave.
+enum Handed {
+    Reply(LeaderReply),
+    /// Not carried out (not sent, or refused as not-leader): safe to try again.
+    Retry(ApiError),
+    /// Failed, or the outcome is unknown.
+    Failed(ApiError),
 }
 
 /// Current wall-clock time in Unix milliseconds: the time a leader stamps on a proposal.
@@ -72,9 +177,9 @@ impl Node {
         )?;
         let raft_config = openraft::Config {
             cluster_name: "switchyard".into(),
-            heartbeat_interval: 150,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout.as_millis() as u64,
+            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             max_in_snapshot_log_to_keep: 1000,
             ..Default::default()
@@ -127,11 +232,17 @@ impl Node {
             config,
             log,
             sm,
+            peers: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client always builds"),
         })
     }
 
-    /// Propose a command stamped with this node's time, wait until it is committed (fsynced)
-    /// and applied, and return its reply and the revision (log index) it was applied at.
+    /// Propose a command, wait until it is committed (fsynced on a quorum) and applied here,
+    /// and return its reply and the revision (log index) it was applied at. On a follower the
+    /// command is handed to the leader (unless `forward_writes` is off: then 503 naming the
+    /// leader); the leader stamps its time on it.
     pub async fn write(
         &self,
         command: Command,
@@ -144,33 +255,346 @@ impl Node {
             command,
         };
         let started = std::time::Instant::now();
-        let res =
-            tokio::time::timeout(self.config.write_timeout, self.raft.client_write(proposal)).await;
+        let res = tokio::time::timeout(self.config.write_timeout, self.submit(proposal)).await;
         metrics::histogram!("switchyard_write_seconds").record(started.elapsed().as_secs_f64());
         match res {
-            Err(_) => Err(ApiError::new(
-                axum::http::StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "the command was not committed within {:?}; it may still be applied: \
-                     retry with the same Idempotency-Key to find out",
-                    self.config.write_timeout
-                ),
-            )),
-            Ok(Ok(resp)) => match resp.data {
-                Some(Ok(reply)) => Ok((reply, resp.log_id.index())),
-                Some(Err(refused)) => Err(refused.into()),
-                None => Err(ApiError::internal(
-                    "a command entry answered without an outcome",
-                )),
-            },
-            Ok(Err(e)) => Err(self.raft_error(&e)),
+            Err(_) => Err(self.write_timed_out()),
+            Ok(r) => r,
         }
+    }
+
+    fn write_timed_out(&self) -> ApiError {
+        ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the command was not committed within {:?}; it may still be applied: \
+                 retry with the same Idempotency-Key to find out",
+                self.config.write_timeout
+            ),
+        )
+    }
+
+    async fn submit(&self, mut proposal: Proposal) -> Result<(Reply, u64), ApiError> {
+        loop {
+            match self.route() {
+                Route::Local => match self.write_local(proposal.clone()).await {
+                    Err(Handed::Retry(_)) => self.await_leader_change(Some(self.id)).await,
+                    Err(Handed::Failed(e)) => return Err(e),
+                    Err(Handed::Reply(_)) => unreachable!("write_local never answers a reply"),
+                    Ok((outcome, index)) => return outcome.map(|r| (r, index)).map_err(Into::into),
+                },
+                Route::Remote { id, addr } => {
+                    if !self.config.forward_writes {
+                        return Err(not_leader(Some(id), Some(&addr)));
+                    }
+                    proposal.time_ms = now_ms();
+                    match self
+                        .hand_to_leader(&addr, &LeaderRequest::Write(proposal.clone()))
+                        .await
+                    {
+                        Handed::Reply(LeaderReply::Written { outcome, index }) => {
+                            self.wait_applied(index).await;
+                            return outcome.map(|r| (r, index)).map_err(Into::into);
+                        }
+                        Handed::Reply(other) => {
+                            return Err(ApiError::internal(format!(
+                                "the leader answered a write with {other:?}"
+                            )));
+                        }
+                        Handed::Retry(_) => self.await_leader_change(Some(id)).await,
+                        Handed::Failed(e) => return Err(e),
+                    }
+                }
+                Route::Unknown => self.await_leader_change(None).await,
+            }
+        }
+    }
+
+    /// Propose on this node (the leader, as far as it knows). `Retry` when it is not.
+    async fn write_local(&self, proposal: Proposal) -> Result<(Outcome, u64), Handed> {
+        match self.raft.client_write(proposal).await {
+            Ok(resp) => match resp.data {
+                Some(outcome) => Ok((outcome, resp.log_id.index())),
+                None => Err(Handed::Failed(ApiError::internal(
+                    "a command entry answered without an outcome",
+                ))),
+            },
+            Err(e) if e.forward_to_leader().is_some() => Err(Handed::Retry(self.raft_error(&e))),
+            Err(e) => Err(Handed::Failed(self.raft_error(&e))),
+        }
+    }
+
+    /// Carry out a request handed over by another node (this node should be the leader).
+    pub async fn serve_leader_request(
+        &self,
+        req: LeaderRequest,
+    ) -> Result<LeaderReply, LeaderError> {
+        let not_leader_err = |e: ApiError| LeaderError::from_api(e, true);
+        if !matches!(self.route(), Route::Local) {
+            let (id, addr) = match self.route() {
+                Route::Remote { id, addr } => (Some(id), Some(addr)),
+                _ => (None, None),
+            };
+            return Err(not_leader_err(not_leader(id, addr.as_ref())));
+        }
+        match req {
+            LeaderRequest::Write(mut proposal) => {
+                proposal.time_ms = now_ms();
+                let res =
+                    tokio::time::timeout(self.config.write_timeout, self.write_local(proposal))
+                        .await
+                        .unwrap_or_else(|_| Err(Handed::Failed(self.write_timed_out())));
+                match res {
+                    Ok((outcome, index)) => Ok(LeaderReply::Written { outcome, index }),
+                    Err(Handed::Retry(e)) => Err(not_leader_err(e)),
+                    Err(Handed::Failed(e)) => Err(LeaderError::from_api(e, false)),
+                    Err(Handed::Reply(_)) => unreachable!("write_local never answers a reply"),
+                }
+            }
+            LeaderRequest::ReadIndex => {
+                match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                    Ok((read, _)) => Ok(LeaderReply::ReadIndex {
+                        index: read.index(),
+                    }),
+                    Err(e) => Err(LeaderError::from_api(
+                        self.raft_error(&e),
+                        e.forward_to_leader().is_some(),
+                    )),
+                }
+            }
+            LeaderRequest::AddMember { node_id, addr } => self
+                .add_member_local(node_id, addr)
+                .await
+                .map(|_| LeaderReply::Done)
+                .map_err(|e| LeaderError::from_api(e, false)),
+            LeaderRequest::RemoveMember { node_id } => self
+                .remove_member_local(node_id)
+                .await
+                .map(|_| LeaderReply::Done)
+                .map_err(|e| LeaderError::from_api(e, false)),
+            LeaderRequest::TransferLeader { node_id } => self
+                .transfer_leader_local(node_id)
+                .await
+                .map(|_| LeaderReply::Done)
+                .map_err(|e| LeaderError::from_api(e, false)),
+        }
+    }
+
+    /// Where leader-only requests go, from this node's current view.
+    fn route(&self) -> Route {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match m.current_leader {
+            Some(id) if id == self.id && m.state == ServerState::Leader => Route::Local,
+            Some(id) if id != self.id => match m.membership_config.nodes().find(|(n, _)| **n == id)
+            {
+                Some((_, addr)) => Route::Remote {
+                    id,
+                    addr: addr.clone(),
+                },
+                None => Route::Unknown,
+            },
+            _ => Route::Unknown,
+        }
+    }
+
+    /// Wait (briefly) until this node's idea of the leader is no longer `old`.
+    async fn await_leader_change(&self, old: Option<u64>) {
+        let _ = self
+            .raft
+            .wait(Some(std::time::Duration::from_millis(200)))
+            .metrics(
+                |m| {
+                    m.current_leader != old
+                        && (m.current_leader != Some(self.id) || m.state == ServerState::Leader)
+                },
+                "the leader changes",
+            )
+            .await;
+    }
+
+    /// Wait until this node has applied `index` (bounded by the write timeout: the write is
+    /// committed either way, this only makes it visible to reads here).
+    async fn wait_applied(&self, index: u64) {
+        let mut changes = self.view.subscribe();
+        let wait = async {
+            while self.view.revision() < index {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.write_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(index, "a committed write is not applied here yet");
+        }
+    }
+
+    /// Send a request to the leader's peer listener.
+    async fn hand_to_leader(&self, leader: &NodeAddr, req: &LeaderRequest) -> Handed {
+        let url = format!("http://{}/raft/leader", leader.peer);
+        let sent = self
+            .peers
+            .post(&url)
+            .json(req)
+            .timeout(self.config.write_timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                return Handed::Retry(ApiError::unavailable(
+                    format!("cannot reach the leader at {}: {e}", leader.peer),
+                    None,
+                ));
+            }
+            Err(e) => {
+                return Handed::Failed(ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the leader at {} did not answer ({e}); the command may still be \
+                         applied: retry with the same Idempotency-Key to find out",
+                        leader.peer
+                    ),
+                ));
+            }
+        };
+        let status = resp.status();
+        match resp.json::<Result<LeaderReply, LeaderError>>().await {
+            Ok(Ok(reply)) => Handed::Reply(reply),
+            Ok(Err(e)) if e.not_leader => Handed::Retry(e.into_api()),
+            Ok(Err(e)) => Handed::Failed(e.into_api()),
+            Err(e) => Handed::Failed(ApiError::internal(format!(
+                "bad answer from the leader at {url} (HTTP {status}): {e}"
+            ))),
+        }
+    }
+
+    /// Hand a leader-only request to the leader wherever it is, following leader changes,
+    /// until it is done or `write_timeout` has passed.
+    async fn via_leader(&self, req: LeaderRequest) -> Result<LeaderReply, ApiError> {
+        let work = async {
+            loop {
+                match self.route() {
+                    Route::Local => match self.serve_leader_request(req.clone()).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) if e.not_leader => self.await_leader_change(Some(self.id)).await,
+                        Err(e) => return Err(e.into_api()),
+                    },
+                    Route::Remote { id, addr } => match self.hand_to_leader(&addr, &req).await {
+                        Handed::Reply(r) => return Ok(r),
+                        Handed::Retry(_) => self.await_leader_change(Some(id)).await,
+                        Handed::Failed(e) => return Err(e),
+                    },
+                    Route::Unknown => self.await_leader_change(None).await,
+                }
+            }
+        };
+        tokio::time::timeout(self.config.write_timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::unavailable(
+                    format!("no leader answered within {:?}", self.config.write_timeout),
+                    None,
+                ))
+            })
     }
 
     /// Add a node to the cluster: as a learner (waiting until it has caught up), then as a
     /// voter. Adding a node that is already a voter at the same addresses changes nothing.
     pub async fn add_member(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
+        self.via_leader(LeaderRequest::AddMember { node_id: id, addr })
+            .await
+            .map(|_| ())
+    }
+
+    /// Remove a member (voter or learner) from the cluster. Removing a node that is not a
+    /// member changes nothing.
+    pub async fn remove_member(&self, id: u64) -> Result<(), ApiError> {
+        self.via_leader(LeaderRequest::RemoveMember { node_id: id })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ask the leader to hand leadership to voter `id`, and wait until `id` leads.
+    pub async fn transfer_leader(&self, id: u64) -> Result<(), ApiError> {
+        self.via_leader(LeaderRequest::TransferLeader { node_id: id })
+            .await?;
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(|m| m.current_leader == Some(id), "the new leader is known")
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!("leadership did not move to {id}: {e}"), None)
+            })?;
+        Ok(())
+    }
+
+    async fn remove_member_local(&self, id: u64) -> Result<(), ApiError> {
+        let (member, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let member = m.membership_config.nodes().any(|(n, _)| *n == id);
+            let voters: Vec<u64> = m.membership_config.voter_ids().collect();
+            (member, voters)
+        };
+        if !member {
+            return Ok(());
+        }
+        if voters == [id] {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                format!("node {id} is the only voter; a cluster cannot remove its last voter"),
+            ));
+        }
+        tracing::info!(node_id = id, "removing a member");
+        let ids = std::collections::BTreeSet::from([id]);
+        if voters.contains(&id) {
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
+                .await
+                .map_err(|e| self.raft_error(&e))?;
+        } else {
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+                .await
+                .map_err(|e| self.raft_error(&e))?;
+        }
+        tracing::info!(node_id = id, "member removed");
+        Ok(())
+    }
+
+    async fn transfer_leader_local(&self, id: u64) -> Result<(), ApiError> {
+        let voter = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .voter_ids()
+            .any(|v| v == id);
+        if !voter {
+            return Err(ApiError::invalid(
+                "node_id",
+                format!("node {id} is not a voter of this cluster"),
+            ));
+        }
+        if id == self.id {
+            return Ok(());
+        }
+        tracing::info!(to = id, "transferring leadership");
+        self.raft
+            .trigger()
+            .transfer_leader(id)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("raft has stopped on this node: {e}"), None))
+    }
+
+    async fn add_member_local(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
         let known = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -199,12 +623,41 @@ impl Node {
     }
 
     /// Wait until local state reflects every write committed before this call (read index).
+    /// On a follower the read index comes from the leader and this node waits until it has
+    /// applied that far.
     pub async fn linearizable(&self) -> Result<(), ApiError> {
-        self.raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.raft_error(&e))
+        if matches!(self.route(), Route::Local) {
+            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.forward_to_leader().is_none() => return Err(self.raft_error(&e)),
+                Err(_) => {}
+            }
+        }
+        match self.via_leader(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex { index } => {
+                let mut changes = self.view.subscribe();
+                let wait = async {
+                    while self.view.revision() < index {
+                        if changes.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::time::timeout(self.config.write_timeout, wait)
+                    .await
+                    .map_err(|_| {
+                        ApiError::unavailable(
+                            format!(
+                                "this node did not catch up to the leader's read index {index}"
+                            ),
+                            None,
+                        )
+                    })
+            }
+            other => Err(ApiError::internal(format!(
+                "the leader answered a read index request with {other:?}"
+            ))),
+        }
     }
 
     fn raft_error<E>(&self, e: &RaftError<TypeConfig, E>) -> ApiError
@@ -214,13 +667,7 @@ impl Node {
             + openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
     {
         if let Some(f) = e.forward_to_leader() {
-            let leader = f.leader_id.map(
-                |id| json!({"node_id": id, "api": f.leader_node.as_ref().map(|n| n.api.clone())}),
-            );
-            return ApiError::unavailable(
-                "this node is not the leader; send the request to the leader",
-                leader,
-            );
+            return not_leader(f.leader_id, f.leader_node.as_ref());
         }
         match e {
             RaftError::Fatal(f) => {
@@ -260,6 +707,15 @@ impl Node {
         self.log.close();
         self.sm.close();
     }
+}
+
+/// 503: this node is not the leader; names the leader when known.
+fn not_leader(id: Option<u64>, addr: Option<&NodeAddr>) -> ApiError {
+    let leader = id.map(|id| json!({"node_id": id, "api": addr.map(|a| a.api.clone())}));
+    ApiError::unavailable(
+        "this node is not the leader; send the request to the leader",
+        leader,
+    )
 }
 
 /// Members from a stored membership config.

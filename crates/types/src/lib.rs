@@ -320,3 +320,10 @@ pub struct JoinRequest {
     /// Its peer RPC address (host:port).
     pub peer: String,
 }
+
+/// `POST /v1/cluster/leader`: hand leadership to this voter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    pub node_id: u64,
+}

@@ -11,7 +11,7 @@ use switchyard_types::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, IdempotencyKey, Shared};
+use super::{Body, Consistency, IdempotencyKey, Shared};
 use crate::error::ApiError;
 
 pub fn routes() -> OpenApiRouter<Shared> {
@@ -127,23 +127,27 @@ async fn transfer(
     }
 }
 
-/// Every account (linearizable read).
-#[utoipa::path(get, path = "/v1/bank/accounts", tag = "bank", responses((status = 200, body = AccountList)))]
-async fn list(State(s): State<Shared>) -> Result<Json<AccountList>, ApiError> {
-    s.node.linearizable().await?;
+/// Every account (linearizable unless `?consistency=stale`).
+#[utoipa::path(get, path = "/v1/bank/accounts", tag = "bank", params(("consistency" = Option<String>, Query, description = "linearizable (default) or stale")), responses((status = 200, body = AccountList)))]
+async fn list(
+    State(s): State<Shared>,
+    consistency: Consistency,
+) -> Result<Json<AccountList>, ApiError> {
+    consistency.ready(&s.node).await?;
     let accounts = s.node.view.read(|st| st.bank.list());
     Ok(Json(AccountList { accounts }))
 }
 
-/// One account (linearizable read).
-#[utoipa::path(get, path = "/v1/bank/accounts/{id}", tag = "bank", params(("id" = String, Path)),
+/// One account (linearizable unless `?consistency=stale`).
+#[utoipa::path(get, path = "/v1/bank/accounts/{id}", tag = "bank", params(("id" = String, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = Account), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(s): State<Shared>,
     Path(id): Path<String>,
+    consistency: Consistency,
 ) -> Result<Json<Account>, ApiError> {
     validate_id("id", &id)?;
-    s.node.linearizable().await?;
+    consistency.ready(&s.node).await?;
     s.node
         .view
         .read(|st| st.bank.get(&id))

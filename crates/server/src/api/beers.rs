@@ -13,7 +13,7 @@ use switchyard_types::{Beer, BeerList, ErrorBody, PourRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, IdempotencyKey, Shared};
+use super::{Body, Consistency, IdempotencyKey, Shared};
 use crate::error::ApiError;
 
 pub fn routes() -> OpenApiRouter<Shared> {
@@ -64,17 +64,28 @@ fn time_ms(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, ApiE
 /// filters: `tap`, `type`, `since` and `until` (RFC 3339, inclusive).
 #[utoipa::path(get, path = "/v1/beers", tag = "beers",
     params(("limit" = Option<usize>, Query), ("after" = Option<u64>, Query), ("tap" = Option<i64>, Query),
-        ("type" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query)),
+        ("type" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query),
+        ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = BeerList), (status = 400, body = ErrorBody)))]
 async fn list(
     State(s): State<Shared>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<BeerList>, ApiError> {
     for k in q.keys() {
-        if !["limit", "after", "tap", "type", "since", "until"].contains(&k.as_str()) {
+        if ![
+            "limit",
+            "after",
+            "tap",
+            "type",
+            "since",
+            "until",
+            "consistency",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(ApiError::invalid(
                 k,
-                "unknown query parameter; allowed: limit, after, tap, type, since, until",
+                "unknown query parameter; allowed: limit, after, tap, type, since, until, consistency",
             ));
         }
     }
@@ -95,7 +106,7 @@ async fn list(
         ));
     }
     let (since, until) = (time_ms(&q, "since")?, time_ms(&q, "until")?);
-    s.node.linearizable().await?;
+    Consistency::from_query(&q)?.ready(&s.node).await?;
     let mut page: Vec<Beer> = s.node.view.read(|st| {
         st.beers
             .all()
@@ -118,13 +129,17 @@ async fn list(
 }
 
 /// One beer.
-#[utoipa::path(get, path = "/v1/beers/{id}", tag = "beers", params(("id" = u64, Path)),
+#[utoipa::path(get, path = "/v1/beers/{id}", tag = "beers", params(("id" = u64, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = Beer), (status = 404, body = ErrorBody)))]
-async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Beer>, ApiError> {
+async fn get_one(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    consistency: Consistency,
+) -> Result<Json<Beer>, ApiError> {
     let n: u64 = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("beer {id:?} does not exist")))?;
-    s.node.linearizable().await?;
+    consistency.ready(&s.node).await?;
     s.node
         .view
         .read(|st| st.beers.get(n).map(|b| b.v1()))

@@ -16,7 +16,7 @@ use switchyard_types::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Body, IdempotencyKey, Shared};
+use super::{Body, Consistency, IdempotencyKey, Shared};
 
 use crate::error::ApiError;
 
@@ -87,9 +87,12 @@ async fn create(
 }
 
 /// Every device.
-#[utoipa::path(get, path = "/v1/devices", tag = "devices", responses((status = 200, body = DeviceList)))]
-async fn list(State(s): State<Shared>) -> Result<Json<DeviceList>, ApiError> {
-    s.node.linearizable().await?;
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(("consistency" = Option<String>, Query, description = "linearizable (default) or stale")), responses((status = 200, body = DeviceList)))]
+async fn list(
+    State(s): State<Shared>,
+    consistency: Consistency,
+) -> Result<Json<DeviceList>, ApiError> {
+    consistency.ready(&s.node).await?;
     Ok(Json(DeviceList {
         devices: s.node.view.read(|st| st.devices.list()),
     }))
@@ -103,14 +106,15 @@ fn lookup(s: &Shared, name: &str) -> Result<Device, ApiError> {
 }
 
 /// One device: state, attributes, status, the transition in flight, revision.
-#[utoipa::path(get, path = "/v1/devices/{name}", tag = "devices", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/devices/{name}", tag = "devices", params(("name" = String, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = Device), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(s): State<Shared>,
     Path(name): Path<String>,
+    consistency: Consistency,
 ) -> Result<Json<Device>, ApiError> {
     validate_name(&name)?;
-    s.node.linearizable().await?;
+    consistency.ready(&s.node).await?;
     lookup(&s, &name).map(Json)
 }
 
@@ -274,7 +278,7 @@ async fn reset(
 /// Finished transitions, newest first; `limit` (1 to 1000, default 100) per page, `before` an
 /// id from `next_before` for the next page.
 #[utoipa::path(get, path = "/v1/devices/{name}/history", tag = "devices",
-    params(("name" = String, Path), ("limit" = Option<usize>, Query), ("before" = Option<u64>, Query)),
+    params(("name" = String, Path), ("limit" = Option<usize>, Query), ("before" = Option<u64>, Query), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = DeviceHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn history(
     State(s): State<Shared>,
@@ -300,15 +304,16 @@ async fn history(
                     ApiError::invalid("before", format!("must be a transition id; got {v:?}"))
                 })?
             }
+            "consistency" => {}
             other => {
                 return Err(ApiError::invalid(
                     other,
-                    "unknown query parameter; allowed: limit, before",
+                    "unknown query parameter; allowed: limit, before, consistency",
                 ));
             }
         }
     }
-    s.node.linearizable().await?;
+    Consistency::from_query(&q)?.ready(&s.node).await?;
     let all = s
         .node
         .view

@@ -203,3 +203,46 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         }
     }
 }
+
+/// How fresh a read must be: `?consistency=linearizable` (the default: the read sees every
+/// write acknowledged before it, through the leader's read index) or `?consistency=stale`
+/// (this node's applied state as it is, without asking the leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+impl Consistency {
+    /// From a route's query parameters.
+    pub fn from_query(q: &std::collections::BTreeMap<String, String>) -> Result<Self, ApiError> {
+        match q.get("consistency").map(String::as_str) {
+            None | Some("linearizable") => Ok(Self::Linearizable),
+            Some("stale") => Ok(Self::Stale),
+            Some(other) => Err(ApiError::invalid(
+                "consistency",
+                format!("must be linearizable or stale; got {other:?}"),
+            )),
+        }
+    }
+
+    /// Wait until a read at this consistency may look at local state.
+    pub async fn ready(self, node: &Node) -> Result<(), ApiError> {
+        match self {
+            Self::Linearizable => node.linearizable().await,
+            Self::Stale => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Consistency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q: std::collections::BTreeMap<String, String> =
+            axum::extract::Query::try_from_uri(&parts.uri)
+                .map(|axum::extract::Query(q)| q)
+                .map_err(|e| ApiError::invalid("query", e.body_text()))?;
+        Self::from_query(&q)
+    }
+}

@@ -1,11 +1,11 @@
 //! Node routes: health, status, cluster, Prometheus metrics.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use openraft::async_runtime::watch::WatchReceiver;
-use switchyard_types::{Cluster, ErrorBody, Health, JoinRequest, Status};
+use switchyard_types::{Cluster, ErrorBody, Health, JoinRequest, Status, TransferLeaderRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,6 +19,8 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(status))
         .routes(routes!(cluster))
         .routes(routes!(add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(transfer_leader))
         .routes(routes!(prometheus))
 }
 
@@ -46,8 +48,8 @@ async fn cluster(State(s): State<Shared>) -> Json<Cluster> {
     })
 }
 
-/// Add a node to the cluster (on the leader; a follower answers 503 with the leader): it joins
-/// as a learner, catches up, then becomes a voter. `switchyard serve --join URL` calls this.
+/// Add a node to the cluster (any member hands this to the leader): it joins as a learner,
+/// catches up, then becomes a voter. `switchyard serve --join URL` calls this.
 #[utoipa::path(post, path = "/v1/cluster/members", tag = "node", request_body = JoinRequest,
     responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_member(
@@ -73,6 +75,40 @@ async fn add_member(
         peer: m.peer,
     };
     s.node.add_member(m.node_id, addr).await?;
+    Ok(cluster(State(s)).await)
+}
+
+/// Remove a member (voter or learner); removing a node that is not a member changes nothing.
+/// The removed node stops receiving the log; stop its process and delete its data directory
+/// before it is added again.
+#[utoipa::path(delete, path = "/v1/cluster/members/{node_id}", tag = "node", params(("node_id" = u64, Path)),
+    responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 409, description = "the last voter", body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn remove_member(
+    State(s): State<Shared>,
+    Path(node_id): Path<String>,
+) -> Result<Json<Cluster>, ApiError> {
+    let id = node_id
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "node_id",
+                format!("must be a positive integer; got {node_id:?}"),
+            )
+        })?;
+    s.node.remove_member(id).await?;
+    Ok(cluster(State(s)).await)
+}
+
+/// Hand leadership to a voter and wait until it leads.
+#[utoipa::path(post, path = "/v1/cluster/leader", tag = "node", request_body = TransferLeaderRequest,
+    responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn transfer_leader(
+    State(s): State<Shared>,
+    Body(r): Body<TransferLeaderRequest>,
+) -> Result<Json<Cluster>, ApiError> {
+    s.node.transfer_leader(r.node_id).await?;
     Ok(cluster(State(s)).await)
 }
 

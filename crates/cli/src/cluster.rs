@@ -1,0 +1,205 @@
+//! `switchyard cluster ...` (membership of a running cluster) and `switchyard dev-cluster N`
+//! (a local cluster of child processes for trying things out).
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use switchyard_client::Client;
+use switchyard_types::Cluster;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Members, their roles and the leader.
+    Status,
+    /// Add a node (it must be running with an empty data dir and `--join` unset, or already
+    /// asking to join); it becomes a learner, catches up, then a voter.
+    Add {
+        node_id: u64,
+        /// Its client API address, host:port.
+        #[arg(long)]
+        api: String,
+        /// Its peer RPC address, host:port.
+        #[arg(long)]
+        peer: String,
+    },
+    /// Remove a node from the cluster.
+    Remove { node_id: u64 },
+    /// Hand leadership to a voter.
+    TransferLeader { node_id: u64 },
+}
+
+fn show(c: &Cluster) {
+    println!(
+        "leader: {}",
+        c.leader.map_or("none".into(), |l| l.to_string())
+    );
+    for m in &c.members {
+        let role = match (Some(m.node_id) == c.leader, m.voter) {
+            (true, _) => "leader",
+            (false, true) => "voter",
+            (false, false) => "learner",
+        };
+        println!(
+            "  node {:<4} {:<8} api {:<22} peer {}",
+            m.node_id, role, m.api, m.peer
+        );
+    }
+}
+
+pub async fn cluster(client: &Client, cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
+    let c = match cmd {
+        ClusterCmd::Status => client.cluster().await?,
+        ClusterCmd::Add { node_id, api, peer } => client.add_member(node_id, &api, &peer).await?,
+        ClusterCmd::Remove { node_id } => client.remove_member(node_id).await?,
+        ClusterCmd::TransferLeader { node_id } => client.transfer_leader(node_id).await?,
+    };
+    show(&c);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct DevClusterArgs {
+    /// How many nodes (1 to 9).
+    #[arg(default_value_t = 3)]
+    pub nodes: u64,
+    /// Where the nodes' data dirs (node-1, node-2, ...) and logs go.
+    #[arg(long, default_value = "dev-cluster")]
+    pub data_dir: PathBuf,
+    /// Node i serves its API on base-port + 10*(i-1) and peer RPC on the port after it.
+    #[arg(long, default_value_t = 7710)]
+    pub base_port: u16,
+    /// More flags passed to every `switchyard serve`, e.g. `-- --snapshot-logs 1000`.
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
+}
+
+/// Start N child `switchyard serve` processes, wait until they form one cluster, print their
+/// addresses, and stop them all (SIGTERM) on Ctrl-C.
+pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
+    if !(1..=9).contains(&a.nodes) {
+        bail!("nodes: must be 1 to 9; got {}", a.nodes);
+    }
+    if a.base_port as u64 + 10 * a.nodes > 65_535 {
+        bail!("base_port: too high for {} nodes", a.nodes);
+    }
+    let exe = std::env::current_exe().context("cannot find the switchyard binary")?;
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    let api = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + 10 * (i - 1));
+    let peer = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + 10 * (i - 1) + 1);
+    let mut children = Vec::new();
+    for i in 1..=a.nodes {
+        let dir = a.data_dir.join(format!("node-{i}"));
+        let log_path = a.data_dir.join(format!("node-{i}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--node-id")
+            .arg(i.to_string())
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--listen")
+            .arg(api(i))
+            .arg("--peer-listen")
+            .arg(peer(i));
+        if i > 1 {
+            cmd.arg("--join").arg(format!("http://{}", api(1)));
+        }
+        cmd.args(&a.serve_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start node {i}"))?;
+        children.push((i, child));
+    }
+    let urls: Vec<String> = (1..=a.nodes)
+        .map(|i| format!("http://{}", api(i)))
+        .collect();
+    let client = Client::new(urls.join(","));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let formed = loop {
+        if let Ok(c) = client.cluster().await
+            && c.leader.is_some()
+            && c.members.iter().filter(|m| m.voter).count() as u64 == a.nodes
+        {
+            break Some(c);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        for (i, ch) in children.iter_mut() {
+            if let Some(st) = ch.try_wait()? {
+                bail!(
+                    "node {i} exited ({st}) while the cluster formed; see {}",
+                    a.data_dir.join(format!("node-{i}.log")).display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let Some(c) = formed else {
+        stop(&mut children).await;
+        bail!(
+            "the cluster did not form within 60 s; see the logs in {}",
+            a.data_dir.display()
+        );
+    };
+    show(&c);
+    println!("\nlogs: {}/node-N.log", a.data_dir.display());
+    println!(
+        "try:  switchyard --server {} cluster status",
+        urls.join(",")
+    );
+    println!("Ctrl-C stops every node.");
+    // A node that dies (say, killed to try failover) is reported; the others keep running.
+    let mut reported = std::collections::BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for (i, ch) in children.iter_mut() {
+            if let Ok(Some(st)) = ch.try_wait()
+                && reported.insert(*i)
+            {
+                eprintln!("node {i} exited ({st}); the others keep running");
+            }
+        }
+    }
+    stop(&mut children).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM every child and wait for it (SIGKILL after 10 s).
+async fn stop(children: &mut [(u64, tokio::process::Child)]) {
+    for (_, ch) in children.iter() {
+        if let Some(pid) = ch.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for (i, ch) in children.iter_mut() {
+        if let Ok(Some(st)) = ch.try_wait() {
+            eprintln!("node {i} stopped ({st})");
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await {
+            Ok(Ok(st)) => eprintln!("node {i} stopped ({st})"),
+            _ => {
+                let _ = ch.kill().await;
+                eprintln!("node {i} killed after 10 s");
+            }
+        }
+    }
+}
