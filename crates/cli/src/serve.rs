@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Applied entries between snapshots [default: 10000]
     #[arg(long, env = "SWITCHYARD_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot for followers a little behind [default: 1000]
+    #[arg(long, env = "SWITCHYARD_SNAPSHOT_KEEP_LOGS")]
+    pub snapshot_keep_logs: Option<u64>,
     /// Seconds a write waits for commit before answering 504 [default: 10]
     #[arg(long, env = "SWITCHYARD_WRITE_TIMEOUT")]
     pub write_timeout: Option<f64>,
@@ -125,6 +128,7 @@ struct FileConfig {
     watch_bookmark_interval: Option<f64>,
     watch_send_timeout: Option<f64>,
     snapshot_logs: Option<u64>,
+    snapshot_keep_logs: Option<u64>,
     write_timeout: Option<f64>,
     max_body_bytes: Option<usize>,
     idempotency_window: Option<f64>,
@@ -201,6 +205,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.snapshot_logs.or(f.snapshot_logs) {
             c.snapshot_logs = v;
+        }
+        if let Some(v) = self.snapshot_keep_logs.or(f.snapshot_keep_logs) {
+            c.snapshot_keep_logs = v;
         }
         if let Some(v) = self.write_timeout.or(f.write_timeout) {
             c.write_timeout = seconds("write_timeout", v)?;

@@ -30,6 +30,9 @@ pub struct Config {
     pub watch_send_timeout: Duration,
     /// Build a snapshot (and purge the log before it) after this many applied entries.
     pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot, so a follower a little behind catches up from the
+    /// log rather than a whole snapshot.
+    pub snapshot_keep_logs: u64,
     /// How long a write waits to be committed before answering 504.
     pub write_timeout: Duration,
     /// Largest request body accepted, in bytes.
@@ -71,6 +74,7 @@ impl Config {
             watch_bookmark_interval: Duration::from_secs(10),
             watch_send_timeout: Duration::from_secs(10),
             snapshot_logs: 10_000,
+            snapshot_keep_logs: 1000,
             write_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
             idempotency_window: Duration::from_secs(24 * 60 * 60),

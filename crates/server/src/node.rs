@@ -181,7 +181,7 @@ impl Node {
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
             ..Default::default()
         }
         .validate()

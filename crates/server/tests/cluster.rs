@@ -1,79 +1,361 @@
-//! Forming a cluster: nodes started with `join` are added as learners then voters, the log
-//! replicates to them, and a follower refuses writes with 503 naming the leader.
+//! Cluster mode with in-process nodes on loopback: forming, forwarding, reads from any node,
+//! a watcher that fails over between nodes, a device transition that survives the leader,
+//! snapshot catch-up of a new node, and removing it.
+//! (Real processes killed with SIGKILL: crates/cli/tests/cluster.rs.)
 
 mod common;
 
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use switchyard_client::Client;
+use switchyard_client::{Client, CommandStarted, WatchItem};
+use switchyard_server::{Config, Server};
+use switchyard_types::DeviceCommandRequest;
 use tempfile::TempDir;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_join_replicate_and_followers_name_the_leader() {
+fn log_init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
         .try_init();
-    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
-    let n1 = common::start(dirs[0].path(), |_| {}).await;
-    let url1 = n1.url();
-    let n2 = common::start(dirs[1].path(), |c| {
-        c.node_id = 2;
-        c.join = Some(url1.clone());
-    })
-    .await;
-    let n3 = common::start(dirs[2].path(), |c| {
-        c.node_id = 3;
-        c.join = Some(url1.clone());
-    })
-    .await;
+}
 
-    // Phase 1: all three become voters, seen from every node.
-    for n in [&n1, &n2, &n3] {
-        n.node
-            .raft
-            .wait(Some(Duration::from_secs(30)))
-            .metrics(
-                |m| m.membership_config.voter_ids().count() == 3,
-                "three voters",
-            )
-            .await
-            .expect("the cluster forms");
-    }
-    let cluster = Client::new(n2.url()).cluster().await.unwrap();
-    assert_eq!(cluster.leader, Some(1));
-    assert_eq!(cluster.members.iter().filter(|m| m.voter).count(), 3);
+/// Short Raft timings, so elections in these tests take a fraction of a second.
+fn fast(c: &mut Config) {
+    c.heartbeat_interval = Duration::from_millis(50);
+    c.election_timeout = Duration::from_millis(300);
+}
 
-    // Phase 2: a write on the leader is applied on every node, with the same revision.
-    let a = Client::new(&url1).open_account("a", None).await.unwrap();
-    for n in [&n2, &n3] {
-        let view = n.node.view.clone();
-        let mut changes = view.subscribe();
-        common::within(10, "replication", async {
-            while view.revision() < a.revision {
-                changes.changed().await.unwrap();
-            }
+/// Wait until `n` sees `voters` voters and a leader.
+async fn await_voters(n: &Server, voters: usize) {
+    n.node
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(
+            |m| m.membership_config.voter_ids().count() == voters && m.current_leader.is_some(),
+            "the expected voters and a leader",
+        )
+        .await
+        .expect("the cluster forms");
+}
+
+/// Start `n` nodes: node 1 alone, the others joining it; every node tweaked by `tweak`.
+async fn cluster(n: u64, tweak: impl Fn(&mut Config)) -> (Vec<TempDir>, Vec<Server>) {
+    log_init();
+    let dirs: Vec<TempDir> = (0..n).map(|_| TempDir::new().unwrap()).collect();
+    let first = common::start(dirs[0].path(), |c| tweak(c)).await;
+    let url = first.url();
+    let mut nodes = vec![first];
+    for id in 2..=n {
+        let node = common::start(dirs[id as usize - 1].path(), |c| {
+            tweak(c);
+            c.node_id = id;
+            c.join = Some(url.clone());
         })
         .await;
-        assert_eq!(view.read(|s| s.bank.get("a")), Some(a.clone()));
+        nodes.push(node);
     }
+    for node in &nodes {
+        await_voters(node, n as usize).await;
+    }
+    (dirs, nodes)
+}
 
-    // Phase 3: a follower refuses a write with 503 and the leader's address.
-    let err = Client::new(n3.url())
-        .credit("a", 5, None)
+/// Wait until `n` has applied `revision`.
+async fn await_revision(n: &Server, revision: u64) {
+    let view = n.node.view.clone();
+    let mut changes = view.subscribe();
+    common::within(15, "replication", async {
+        while view.revision() < revision {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await;
+}
+
+fn leader_of(nodes: &[Server]) -> u64 {
+    nodes[0]
+        .node
+        .raft
+        .metrics()
+        .borrow_watched()
+        .current_leader
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_node_read_the_same_everywhere() {
+    let (_dirs, nodes) = cluster(3, fast).await;
+    assert_eq!(leader_of(&nodes), 1);
+    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(n.url())).collect();
+    let cluster = clients[1].cluster().await.unwrap();
+    assert_eq!(cluster.members.iter().filter(|m| m.voter).count(), 3);
+
+    // A write through each node; a follower forwards it and answers once it applied it too,
+    // so a stale read on the same node already sees it.
+    clients[0].open_account("a", None).await.unwrap();
+    let via2 = clients[1].credit("a", 5, None).await.unwrap();
+    assert_eq!(via2.balance, 5);
+    let stale: serde_json::Value = clients[1]
+        .request(
+            reqwest::Method::GET,
+            "/v1/bank/accounts/a?consistency=stale",
+            None::<&()>,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale["balance"], 5);
+    let via3 = clients[2].credit("a", 7, None).await.unwrap();
+    assert_eq!(via3.balance, 12);
+    assert!(via3.revision > via2.revision);
+
+    // A linearizable read on every node sees the last write, with the same revision.
+    for c in &clients {
+        assert_eq!(c.account("a").await.unwrap(), via3);
+    }
+    // A refusal through a follower is the leader's refusal, and changes nothing.
+    let err = clients[2].debit("a", 100, None).await.unwrap_err();
+    assert_eq!(err.code(), Some("insufficient_funds"));
+    assert_eq!(clients[1].account("a").await.unwrap(), via3);
+    // The same Idempotency-Key through two different nodes is one write.
+    let k1 = clients[1].credit("a", 1, Some("k")).await.unwrap();
+    let k2 = clients[2].credit("a", 1, Some("k")).await.unwrap();
+    assert_eq!(k1, k2);
+    assert_eq!(clients[0].account("a").await.unwrap().balance, 13);
+    // A bad consistency value is a 400 naming the field.
+    let err = clients[1]
+        .request::<serde_json::Value>(
+            reqwest::Method::GET,
+            "/v1/bank/accounts?consistency=eventual",
+            None::<&()>,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("invalid"));
+    assert!(err.to_string().contains("consistency"), "{err}");
+
+    // Leadership moves on request, through any node; writes follow it.
+    let c = clients[1].transfer_leader(3).await.unwrap();
+    assert_eq!(c.leader, Some(3));
+    for n in &nodes {
+        n.node
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader == Some(3), "node 3 leads")
+            .await
+            .unwrap();
+    }
+    let after = clients[0].credit("a", 1, None).await.unwrap();
+    assert_eq!(after.balance, 14);
+    let err = clients[0].transfer_leader(9).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid"));
+
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
+
+/// The next credit event: (revision, amount).
+async fn next_credit(w: &mut switchyard_client::Watch) -> (u64, u64) {
+    loop {
+        if let WatchItem::Event(e) = w.next().await.unwrap() {
+            return (
+                e.revision,
+                e.event["amount"].as_u64().expect("a credit event"),
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_a_follower_sees_every_write_and_resumes_on_another_node() {
+    let (_dirs, mut nodes) = cluster(3, fast).await;
+    let leader = Client::new(nodes[0].url());
+    let other = Client::new(nodes[2].url());
+    leader.open_account("w", None).await.unwrap();
+    let start = leader.status().await.unwrap().revision;
+    await_revision(&nodes[1], start).await;
+
+    // The watcher knows nodes 2 and 3 and starts on node 2, a follower.
+    let watcher = Client::new(format!("{},{}", nodes[1].url(), nodes[2].url()));
+    let mut w = watcher.watch("bank/", Some(start)).await.unwrap();
+    assert_eq!(w.base(), nodes[1].url());
+
+    // Credits 1..=20 through the leader and the other follower, alternately.
+    let mut acked = Vec::new();
+    for amount in 1..=20u64 {
+        let via = if amount % 2 == 0 { &leader } else { &other };
+        acked.push(via.credit("w", amount, None).await.unwrap().revision);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let ev = common::within(10, "an event", next_credit(&mut w)).await;
+        seen.push(ev);
+    }
+    // Node 2 dies; more writes happen while the watcher is away.
+    let dead = nodes.remove(1);
+    dead.stop().await;
+    for amount in 21..=40u64 {
+        let via = if amount % 2 == 0 { &leader } else { &other };
+        acked.push(via.credit("w", amount, None).await.unwrap().revision);
+    }
+    for _ in 0..20 {
+        let ev = common::within(15, "an event after failover", next_credit(&mut w)).await;
+        seen.push(ev);
+    }
+    assert_eq!(w.base(), nodes[1].url(), "resumed on node 3");
+    assert!(w.reconnects >= 1);
+    // Every write once, in order, at the revision its writer was told.
+    let amounts: Vec<u64> = seen.iter().map(|(_, a)| *a).collect();
+    assert_eq!(amounts, (1..=40).collect::<Vec<_>>());
+    let revisions: Vec<u64> = seen.iter().map(|(r, _)| *r).collect();
+    assert_eq!(revisions, acked);
+
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_transition_in_flight_completes_on_time_under_the_new_leader() {
+    let (_dirs, mut nodes) = cluster(3, fast).await;
+    let leader = Client::new(nodes[0].url());
+    leader.create_device("sw", "switch").await.unwrap();
+    let req = DeviceCommandRequest {
+        duration: Some(2.0),
+        ..Default::default()
+    };
+    let CommandStarted::Started(st) = leader
+        .device_command("sw", "switch_on", &req)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a transition")
+    };
+    let due: jiff::Timestamp = st.transition.due_at.parse().expect("due_at is RFC 3339");
+    for n in &nodes[1..] {
+        await_revision(n, st.device.revision).await;
+    }
+    // The leader dies with the transition in flight.
+    nodes.remove(0).stop().await;
+
+    let survivors = Client::new(format!("{},{}", nodes[0].url(), nodes[1].url()));
+    let d = survivors
+        .wait_for_state("sw", "ON", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let observed = jiff::Timestamp::now();
+    assert!(d.transition.is_none());
+    let new_leader = leader_of(&nodes);
+    assert_ne!(new_leader, 1);
+    // Completed once, stamped at its due time, and observed soon after it.
+    let h = survivors.device_history("sw", 10, None).await.unwrap();
+    assert_eq!(h.transitions.len(), 1, "{h:?}");
+    assert_eq!(h.transitions[0].id, st.transition.id);
+    assert_eq!(h.transitions[0].outcome, "completed");
+    assert_eq!(h.transitions[0].finished_at, st.transition.due_at);
+    let late = observed.duration_since(due);
+    assert!(
+        late < jiff::SignedDuration::from_secs(5),
+        "completed {late:?} after its due time"
+    );
+
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_catches_up_from_a_snapshot_and_is_removed_again() {
+    let small_snapshots = |c: &mut Config| {
+        fast(c);
+        c.snapshot_logs = 100;
+        c.snapshot_keep_logs = 0;
+    };
+    let (_dirs, nodes) = cluster(3, small_snapshots).await;
+    let leader = Client::new(nodes[0].url());
+    // History: 300 writes, so several snapshots are built and the log before them is purged.
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let c = leader.clone();
+            tokio::spawn(async move {
+                for i in 0..38 {
+                    c.open_account(&format!("a{t}-{i}"), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let head = leader.status().await.unwrap().revision;
+    assert!(head >= 304);
+    nodes[0]
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index() >= 200),
+            "the log before a snapshot is purged",
+        )
+        .await
+        .expect("log compaction");
+
+    // Node 4 joins through a follower; the entries it lacks are gone from the leader's log,
+    // so it can only catch up from a snapshot.
+    let dir4 = TempDir::new().unwrap();
+    let url2 = nodes[1].url();
+    let n4 = common::start(dir4.path(), |c| {
+        small_snapshots(c);
+        c.node_id = 4;
+        c.join = Some(url2);
+        c.forward_writes = false;
+    })
+    .await;
+    for n in nodes.iter().chain([&n4]) {
+        await_voters(n, 4).await;
+    }
+    await_revision(&n4, head).await;
+    let m4 = n4.node.raft.metrics().borrow_watched().clone();
+    assert!(
+        m4.snapshot.is_some_and(|s| s.index() >= 200),
+        "node 4 installed a snapshot: {:?}",
+        m4.snapshot
+    );
+    let all = |n: &Server| n.node.view.read(|s| s.bank.list());
+    assert_eq!(all(&n4).len(), 8 * 38);
+    assert_eq!(all(&n4), all(&nodes[0]));
+
+    // With forwarding off, node 4 refuses a write with 503 naming the leader.
+    let err = Client::new(n4.url())
+        .with_failover(Duration::ZERO)
+        .open_account("x", None)
         .await
         .unwrap_err();
     let switchyard_client::Error::Api { status, error } = err else {
         panic!("expected an API error")
     };
     assert_eq!(status, 503);
-    let leader = error.details.unwrap()["leader"].clone();
-    assert_eq!(leader["node_id"], 1);
-    assert_eq!(leader["api"], n1.api_addr.to_string());
-    let status = n3.node.raft.metrics().borrow_watched().state;
-    assert_eq!(status, openraft::ServerState::Follower);
+    assert_eq!(error.details.unwrap()["leader"]["node_id"], 1);
 
-    n3.stop().await;
-    n2.stop().await;
-    n1.stop().await;
+    // Removed through a follower; every remaining node sees three voters again.
+    let c = Client::new(nodes[2].url()).remove_member(4).await.unwrap();
+    assert_eq!(c.members.len(), 3);
+    assert!(c.members.iter().all(|m| m.node_id != 4));
+    for n in &nodes {
+        await_voters(n, 3).await;
+    }
+    let again = Client::new(nodes[1].url()).remove_member(4).await.unwrap();
+    assert_eq!(
+        again.members.len(),
+        3,
+        "removing a non-member changes nothing"
+    );
+    leader.open_account("after-removal", None).await.unwrap();
+
+    n4.stop().await;
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
 }
