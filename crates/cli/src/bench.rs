@@ -30,6 +30,8 @@ pub enum BenchCmd {
     Writes(WritesArgs),
     /// Device GET and command POST with wrk vs FastAPI, Tornado and a bare axum handler (B4).
     Devices(crate::bench_devices::DevicesArgs),
+    /// Leader failover time and 3-node vs 1-node write throughput vs etcd (B5).
+    Failover(crate::bench_failover::FailoverArgs),
     /// The bare axum handler B4 uses as its ceiling (started by `bench devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
@@ -65,6 +67,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCmd::Writes(w) => writes(w).await,
         BenchCmd::Devices(d) => crate::bench_devices::run(d).await,
+        BenchCmd::Failover(f) => crate::bench_failover::run(f).await,
         BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
     }
 }
@@ -250,7 +253,7 @@ async fn wait_ready(r: &Running, max_clients: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

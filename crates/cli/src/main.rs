@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_devices;
+mod bench_failover;
 mod cli;
 mod cluster;
 mod serve;

@@ -98,8 +98,8 @@ pub struct ServeArgs {
     /// Milliseconds between leader heartbeats [default: 150]
     #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Milliseconds without a leader before an election, randomised up to twice this
-    /// [default: 1000]
+    /// Milliseconds without a leader before an election, randomised up to 1.5 times this; at
+    /// least 5 heartbeats [default: 1000]
     #[arg(long, env = "SWITCHYARD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
 }

@@ -56,8 +56,8 @@ pub struct Config {
     pub forward_writes: bool,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval: Duration,
-    /// A follower that hears no leader for a random time between this and twice this starts
-    /// an election.
+    /// A follower that hears from no leader for a random time between this and 1.5 times this
+    /// starts an election. At least 5 heartbeat intervals.
     pub election_timeout: Duration,
 }
 
@@ -152,10 +152,10 @@ impl Config {
         if self.heartbeat_interval < Duration::from_millis(10) {
             return Err("heartbeat_interval: must be at least 10 ms".into());
         }
-        if self.election_timeout < self.heartbeat_interval * 3 {
+        if self.election_timeout < self.heartbeat_interval * 5 {
             return Err(format!(
-                "election_timeout: must be at least 3 heartbeat intervals ({:?}); got {:?}",
-                self.heartbeat_interval * 3,
+                "election_timeout: must be at least 5 heartbeat intervals ({:?}); got {:?}",
+                self.heartbeat_interval * 5,
                 self.election_timeout
             ));
         }

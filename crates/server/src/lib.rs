@@ -241,20 +241,13 @@ async fn join_cluster(
     }
 }
 
-/// Create the devices named in the config that do not exist yet, once this node leads.
+/// Create the devices named in the config that do not exist yet, once a leader is known (a
+/// follower's write goes to the leader; a device another node created first is a conflict).
 async fn create_configured_devices(node: Arc<Node>, shutdown: CancellationToken) {
     use switchyard_core::devices::DeviceCommand;
-    let wait = async {
-        loop {
-            if node.wait_for_leader(Duration::from_secs(3600)).await.ok() == Some(node.id) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
     tokio::select! {
         _ = shutdown.cancelled() => return,
-        _ = wait => {}
+        r = node.wait_for_leader(Duration::from_secs(24 * 3600)) => if r.is_err() { return },
     }
     for (name, ty) in &node.config.devices {
         if node.view.read(|s| s.devices.get(name).is_some()) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::RaftError;
+use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -177,9 +177,13 @@ impl Node {
         )?;
         let raft_config = openraft::Config {
             cluster_name: "switchyard".into(),
+            // openraft starts an election when a follower's leader lease (election_timeout_max)
+            // plus a random election_timeout_min..max has passed since it last heard from the
+            // leader. 0.25 T .. 0.75 T makes that T .. 1.5 T for the configured T, the time a
+            // follower waits in etcd's terms.
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-            election_timeout_min: config.election_timeout.as_millis() as u64,
-            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            election_timeout_min: config.election_timeout.as_millis() as u64 / 4,
+            election_timeout_max: config.election_timeout.as_millis() as u64 * 3 / 4,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
             ..Default::default()
@@ -279,7 +283,7 @@ impl Node {
         loop {
             match self.route() {
                 Route::Local => match self.write_local(proposal.clone()).await {
-                    Err(Handed::Retry(_)) => self.await_leader_change(Some(self.id)).await,
+                    Err(Handed::Retry(_)) => self.await_writable().await,
                     Err(Handed::Failed(e)) => return Err(e),
                     Err(Handed::Reply(_)) => unreachable!("write_local never answers a reply"),
                     Ok((outcome, index)) => return outcome.map(|r| (r, index)).map_err(Into::into),
@@ -320,6 +324,16 @@ impl Node {
                     "a command entry answered without an outcome",
                 ))),
             },
+            // Proposed, then dropped from this node's log (truncated or superseded by a
+            // snapshot): another node may have committed it, so the outcome is unknown.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(Handed::Failed(ApiError::new(
+                    axum::http::StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "leadership changed while the command was being committed; it may still be \
+                     applied: retry with the same Idempotency-Key to find out",
+                )))
+            }
             Err(e) if e.forward_to_leader().is_some() => Err(Handed::Retry(self.raft_error(&e))),
             Err(e) => Err(Handed::Failed(self.raft_error(&e))),
         }
@@ -397,6 +411,18 @@ impl Node {
             },
             _ => Route::Unknown,
         }
+    }
+
+    /// This node leads but refused to propose: it is stepping down, or it was just elected and
+    /// no quorum has acknowledged it yet (its lease is not yet valid). Either clears within a
+    /// heartbeat or so; look again shortly.
+    async fn await_writable(&self) {
+        let me = self.id;
+        let _ = self
+            .raft
+            .wait(Some(std::time::Duration::from_millis(10)))
+            .metrics(|m| m.current_leader != Some(me), "leadership moves")
+            .await;
     }
 
     /// Wait (briefly) until this node's idea of the leader is no longer `old`.
@@ -482,7 +508,7 @@ impl Node {
                 match self.route() {
                     Route::Local => match self.serve_leader_request(req.clone()).await {
                         Ok(r) => return Ok(r),
-                        Err(e) if e.not_leader => self.await_leader_change(Some(self.id)).await,
+                        Err(e) if e.not_leader => self.await_writable().await,
                         Err(e) => return Err(e.into_api()),
                     },
                     Route::Remote { id, addr } => match self.hand_to_leader(&addr, &req).await {

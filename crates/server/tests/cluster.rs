@@ -359,3 +359,44 @@ async fn a_fourth_node_catches_up_from_a_snapshot_and_is_removed_again() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_on_every_node_hear_pours_made_through_any_node() {
+    use futures::StreamExt;
+    let (_dirs, nodes) = cluster(3, fast).await;
+    // One seed-001 tap socket on each node.
+    let mut taps = Vec::new();
+    for n in &nodes {
+        let url = format!("ws://{}/sockets/beers", n.api_addr);
+        taps.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+    }
+    // A pour through each node, in turn: tap i pours through node i.
+    let http = reqwest::Client::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let r = http
+            .post(format!("{}/api/beers", n.url()))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"tapId": {}, "volume": 500}}"#, i + 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "pour through node {}", i + 1);
+    }
+    for (k, ws) in taps.iter_mut().enumerate() {
+        for id in 0..3 {
+            let m = common::within(10, "an announcement", ws.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                m.into_text().unwrap().as_str(),
+                format!("Tap with id {} posted a new beer (id: {id})!", id + 1),
+                "tap on node {}",
+                k + 1
+            );
+        }
+    }
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
