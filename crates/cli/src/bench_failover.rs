@@ -377,7 +377,6 @@ async fn throughput(c: &Cluster, clients: usize, seconds: f64) -> anyhow::Result
     let done = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
-    let c = &*c;
     let work = (0..clients).map(|k| {
         let done = done.clone();
         async move {
