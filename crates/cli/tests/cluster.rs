@@ -198,3 +198,70 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
         "the same state on every node"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_starts_three_nodes_and_stops_them_on_ctrl_c() {
+    let dir = TempDir::new().unwrap();
+    // Ten consecutive ports per node from a base unlikely to collide with other tests.
+    let base = 20_000 + (std::process::id() % 3000) as u16 * 10;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["dev-cluster", "3", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--", "--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("Ctrl-C stops every node");
+            lines.push(line);
+            if done {
+                let _ = tx.send(lines.clone());
+            }
+        }
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dev-cluster prints the cluster");
+    let text = printed.join("\n");
+    for i in 0..3u16 {
+        assert!(
+            text.contains(&format!("127.0.0.1:{}", base + 10 * i)),
+            "{text}"
+        );
+    }
+    let urls: Vec<String> = (0..3u16)
+        .map(|i| format!("http://127.0.0.1:{}", base + 10 * i))
+        .collect();
+    let c = Client::new(urls.join(","));
+    let cluster = c.cluster().await.unwrap();
+    assert_eq!(cluster.members.iter().filter(|m| m.voter).count(), 3);
+    c.open_account("dev", None).await.unwrap();
+    for u in &urls {
+        assert_eq!(Client::new(u).account("dev").await.unwrap().balance, 0);
+    }
+
+    // Ctrl-C (SIGINT) stops every node and the command exits 0.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    for u in &urls {
+        assert!(
+            Client::new(u)
+                .with_failover(Duration::ZERO)
+                .health()
+                .await
+                .is_err(),
+            "{u} still answers"
+        );
+    }
+}
