@@ -18,6 +18,7 @@ pub mod beers;
 pub mod devices;
 pub mod error;
 pub mod idempotency;
+pub mod jobs;
 pub mod timers;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,8 @@ pub enum Command {
     Devices(devices::DeviceCommand),
     /// A beers command.
     Beers(beers::BeerCommand),
+    /// A jobs command.
+    Jobs(jobs::JobCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -93,6 +96,8 @@ pub enum Reply {
     Devices(Box<devices::DeviceReply>),
     /// Beers replies.
     Beers(beers::BeerReply),
+    /// Jobs replies.
+    Jobs(jobs::JobReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -119,6 +124,8 @@ pub struct State {
     pub devices: devices::Devices,
     /// The beers app.
     pub beers: beers::Beers,
+    /// Jobs and their leases.
+    pub jobs: jobs::Jobs,
 }
 
 /// Timers the core can schedule.
@@ -132,6 +139,10 @@ pub enum Timer {
         transition: u64,
         phase: usize,
     },
+    /// A job's lease (with this fencing token) is due to expire.
+    JobLease { job: u64, token: u64 },
+    /// A requeued job's backoff ends.
+    JobReady { job: u64 },
 }
 
 /// Apply one proposal. Pure: the same state, proposal and ctx always give the same result.
@@ -178,6 +189,10 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .beers
             .apply(cmd, ctx, now, &mut events)
             .map(Reply::Beers),
+        Command::Jobs(cmd) => state
+            .jobs
+            .apply(cmd, ctx, now, &mut state.timers, &mut events)
+            .map(Reply::Jobs),
     };
 
     if let Some(key) = &proposal.idempotency_key {
@@ -205,6 +220,13 @@ fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {
         } => state
             .devices
             .phase_due(&device, transition, phase, ctx, &mut state.timers, events),
+        Timer::JobLease { job, token } => {
+            let now = state.now_ms;
+            state
+                .jobs
+                .lease_due(job, token, ctx, now, &mut state.timers, events)
+        }
+        Timer::JobReady { job } => state.jobs.ready_due(job, ctx, events),
     }
 }
 

@@ -327,3 +327,68 @@ pub struct JoinRequest {
 pub struct TransferLeaderRequest {
     pub node_id: u64,
 }
+
+fn default_queue() -> String {
+    "default".into()
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_lease_ttl() -> u64 {
+    30
+}
+
+/// A job to run: `POST /v1/jobs` body, and one element of `POST /v1/jobs/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The program and its arguments (argv; no shell unless you run one).
+    pub command: Vec<String>,
+    /// Queue name: 1 to 64 of `A-Z a-z 0-9 _ . -` (default `default`).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Seconds the command may run before the worker stops it (`timed_out`); none: no limit.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Leases before the job is `dead` (1 to 100, default 3).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seconds a lease lasts without a heartbeat (1 to 3600, default 30).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: u64,
+    /// Environment variables added for the command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Labels a worker must have (every key with the same value) to lease this job.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Higher runs first within a queue; equal priorities run in enqueue order.
+    #[serde(default)]
+    pub priority: i32,
+    /// Working directory on the worker; none: the worker's own.
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: u64,
+    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `cancelled` or `dead`.
+    pub status: String,
+    /// How many times it was leased.
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub queue: String,
+    pub spec: JobSpec,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The worker holding or last holding it.
+    pub worker: Option<String>,
+    /// Why the last attempt ended badly, when known.
+    pub error: Option<String>,
+    /// A cancel is waiting for the worker to stop the process.
+    pub cancel_requested: bool,
+    pub revision: u64,
+}
