@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -374,11 +373,11 @@ impl Cluster {
 /// Throughput of `clients` closed-loop writers through the leader for `seconds`.
 async fn throughput(c: &Cluster, clients: usize, seconds: f64) -> anyhow::Result<f64> {
     let leader = c.leader().await.context("no leader")?;
-    let done = Arc::new(AtomicU64::new(0));
+    let done = AtomicU64::new(0);
     let stop = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let work = (0..clients).map(|k| {
-        let done = done.clone();
+        let done = &done;
         async move {
             let mut seq = (k as u64) << 40;
             while Instant::now() < stop {

@@ -14,8 +14,9 @@ use switchyard_types::Cluster;
 pub enum ClusterCmd {
     /// Members, their roles and the leader.
     Status,
-    /// Add a node (it must be running with an empty data dir and `--join` unset, or already
-    /// asking to join); it becomes a learner, catches up, then a voter.
+    /// Add a node by hand: it must run with an empty data dir and `--join` (so it waits to be
+    /// added instead of starting its own cluster; it also asks by itself). It becomes a
+    /// learner, catches up, then a voter. A node holding another cluster's history is refused.
     Add {
         node_id: u64,
         /// Its client API address, host:port.

@@ -183,26 +183,28 @@ impl Client {
             let res = self
                 .request_once(&self.bases[at], method.clone(), path, body, idempotency_key)
                 .await;
-            let retry = match &res {
-                Err(Error::Transport(e)) => {
-                    e.is_connect() || (method == Method::GET && !e.is_decode())
-                }
+            // Retry only what cannot have been carried out (or is a read), at the leader the
+            // server names, else at the next address.
+            let (retry, leader) = match &res {
+                Err(Error::Transport(e)) => (
+                    e.is_connect() || (method == Method::GET && !e.is_decode()),
+                    None,
+                ),
                 Err(Error::Api { status, error }) if *status == StatusCode::SERVICE_UNAVAILABLE => {
-                    let hint = error
-                        .details
-                        .as_ref()
-                        .and_then(|d| d["leader"]["api"].as_str());
-                    if !hint.is_some_and(|api| self.follow(api)) {
-                        self.rotate(at);
-                    }
-                    true
+                    (
+                        true,
+                        error
+                            .details
+                            .as_ref()
+                            .and_then(|d| d["leader"]["api"].as_str()),
+                    )
                 }
-                _ => false,
+                _ => (false, None),
             };
             if !retry || started.elapsed() >= self.failover {
                 return res;
             }
-            if matches!(res, Err(Error::Transport(_))) {
+            if !leader.is_some_and(|api| self.follow(api)) {
                 self.rotate(at);
             }
             tried += 1;

@@ -51,19 +51,6 @@ impl Status {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "queued" => Status::Queued,
-            "running" => Status::Running,
-            "succeeded" => Status::Succeeded,
-            "failed" => Status::Failed,
-            "timed_out" => Status::TimedOut,
-            "cancelled" => Status::Cancelled,
-            "dead" => Status::Dead,
-            _ => return None,
-        })
-    }
-
     /// A final state: nothing happens to the job any more (but a retry by hand).
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Queued | Status::Running)
@@ -320,6 +307,15 @@ pub fn validate(cmd: &JobCommand) -> Result<(), CommandError> {
     }
 }
 
+/// A queued job's place in the ready index: its queue, then highest priority, then oldest.
+fn ready_key(job: &Job) -> (String, i64, u64) {
+    (
+        job.spec.queue.clone(),
+        -i64::from(job.spec.priority),
+        job.id,
+    )
+}
+
 fn backoff_ms(attempts: u32) -> i64 {
     let shift = attempts.saturating_sub(1).min(16);
     (BACKOFF_BASE_MS << shift).min(BACKOFF_MAX_MS)
@@ -335,25 +331,6 @@ fn event(job: &Job, kind: &str) -> Event {
 impl Jobs {
     pub fn get(&self, id: u64) -> Option<&Job> {
         self.jobs.get(&id)
-    }
-
-    /// Jobs in id order, filtered.
-    pub fn list<'a>(
-        &'a self,
-        status: Option<Status>,
-        queue: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Job> + 'a {
-        self.jobs.values().filter(move |j| {
-            status.is_none_or(|s| j.status == s) && queue.is_none_or(|q| j.spec.queue == q)
-        })
-    }
-
-    /// How many queued jobs `queue` holds (ready or in backoff).
-    pub fn queued(&self, queue: &str) -> usize {
-        self.ready
-            .range((queue.to_string(), i64::MIN, 0)..)
-            .take_while(|(q, _, _)| q == queue)
-            .count()
     }
 
     fn found(&mut self, id: u64) -> Result<&mut Job, CommandError> {
@@ -399,17 +376,12 @@ impl Jobs {
             cancel_requested: false,
             revision: ctx.index,
         };
-        self.ready
-            .insert((job.spec.queue.clone(), -i64::from(job.spec.priority), id));
+        self.ready.insert(ready_key(&job));
         job
     }
 
     fn unready(&mut self, job: &Job) {
-        self.ready.remove(&(
-            job.spec.queue.clone(),
-            -i64::from(job.spec.priority),
-            job.id,
-        ));
+        self.ready.remove(&ready_key(job));
     }
 
     pub fn apply(
@@ -522,11 +494,7 @@ impl Jobs {
                 job.not_before_ms = now;
                 job.revision = ctx.index;
                 let job = job.clone();
-                self.ready.insert((
-                    job.spec.queue.clone(),
-                    -i64::from(job.spec.priority),
-                    job.id,
-                ));
+                self.ready.insert(ready_key(&job));
                 events.push(event(&job, "released"));
                 Ok(JobReply::Job(Box::new(job.view())))
             }
@@ -618,8 +586,7 @@ impl Jobs {
             job.not_before_ms = now + backoff_ms(job.attempts);
             timers.schedule(job.not_before_ms, Timer::JobReady { job: id });
             let job = job.clone();
-            self.ready
-                .insert((job.spec.queue.clone(), -i64::from(job.spec.priority), id));
+            self.ready.insert(ready_key(&job));
             events.push(event(&job, "requeued"));
         }
     }

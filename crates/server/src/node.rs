@@ -140,9 +140,8 @@ enum Route {
     Unknown,
 }
 
-/// What handing a request to the leader gave.
-enum Handed {
-    Reply(LeaderReply),
+/// Why a request for the leader did not give an answer.
+enum Failure {
     /// Not carried out (not sent, or refused as not-leader): safe to try again.
     Retry(ApiError),
     /// Failed, or the outcome is unknown.
@@ -261,10 +260,13 @@ impl Node {
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(self.config.write_timeout, self.submit(proposal)).await;
         metrics::histogram!("switchyard_write_seconds").record(started.elapsed().as_secs_f64());
-        match res {
-            Err(_) => Err(self.write_timed_out()),
-            Ok(r) => r,
+        let (outcome, index) = res.map_err(|_| self.write_timed_out())??;
+        // Committed: the answer stands whatever happens next. Waiting for this node to apply it
+        // (at once on the leader) only makes it visible to reads here.
+        if !self.wait_applied(index).await {
+            tracing::warn!(index, "a committed write is not applied here yet");
         }
+        outcome.map(|r| (r, index)).map_err(Into::into)
     }
 
     fn write_timed_out(&self) -> ApiError {
@@ -279,35 +281,29 @@ impl Node {
         )
     }
 
-    async fn submit(&self, mut proposal: Proposal) -> Result<(Reply, u64), ApiError> {
+    /// Get `proposal` committed by the leader, wherever it is: its outcome and log index.
+    async fn submit(&self, proposal: Proposal) -> Result<(Outcome, u64), ApiError> {
         loop {
             match self.route() {
                 Route::Local => match self.write_local(proposal.clone()).await {
-                    Err(Handed::Retry(_)) => self.await_writable().await,
-                    Err(Handed::Failed(e)) => return Err(e),
-                    Err(Handed::Reply(_)) => unreachable!("write_local never answers a reply"),
-                    Ok((outcome, index)) => return outcome.map(|r| (r, index)).map_err(Into::into),
+                    Ok(written) => return Ok(written),
+                    Err(Failure::Retry(_)) => self.await_writable().await,
+                    Err(Failure::Failed(e)) => return Err(e),
                 },
                 Route::Remote { id, addr } => {
                     if !self.config.forward_writes {
                         return Err(not_leader(Some(id), Some(&addr)));
                     }
-                    proposal.time_ms = now_ms();
-                    match self
-                        .hand_to_leader(&addr, &LeaderRequest::Write(proposal.clone()))
-                        .await
-                    {
-                        Handed::Reply(LeaderReply::Written { outcome, index }) => {
-                            self.wait_applied(index).await;
-                            return outcome.map(|r| (r, index)).map_err(Into::into);
-                        }
-                        Handed::Reply(other) => {
+                    let req = LeaderRequest::Write(proposal.clone());
+                    match self.hand_to_leader(&addr, &req).await {
+                        Ok(LeaderReply::Written { outcome, index }) => return Ok((outcome, index)),
+                        Ok(other) => {
                             return Err(ApiError::internal(format!(
                                 "the leader answered a write with {other:?}"
                             )));
                         }
-                        Handed::Retry(_) => self.await_leader_change(Some(id)).await,
-                        Handed::Failed(e) => return Err(e),
+                        Err(Failure::Retry(_)) => self.await_leader_change(Some(id)).await,
+                        Err(Failure::Failed(e)) => return Err(e),
                     }
                 }
                 Route::Unknown => self.await_leader_change(None).await,
@@ -316,26 +312,26 @@ impl Node {
     }
 
     /// Propose on this node (the leader, as far as it knows). `Retry` when it is not.
-    async fn write_local(&self, proposal: Proposal) -> Result<(Outcome, u64), Handed> {
+    async fn write_local(&self, proposal: Proposal) -> Result<(Outcome, u64), Failure> {
         match self.raft.client_write(proposal).await {
             Ok(resp) => match resp.data {
                 Some(outcome) => Ok((outcome, resp.log_id.index())),
-                None => Err(Handed::Failed(ApiError::internal(
+                None => Err(Failure::Failed(ApiError::internal(
                     "a command entry answered without an outcome",
                 ))),
             },
             // Proposed, then dropped from this node's log (truncated or superseded by a
             // snapshot): another node may have committed it, so the outcome is unknown.
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                Err(Handed::Failed(ApiError::new(
+                Err(Failure::Failed(ApiError::new(
                     axum::http::StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     "leadership changed while the command was being committed; it may still be \
                      applied: retry with the same Idempotency-Key to find out",
                 )))
             }
-            Err(e) if e.forward_to_leader().is_some() => Err(Handed::Retry(self.raft_error(&e))),
-            Err(e) => Err(Handed::Failed(self.raft_error(&e))),
+            Err(e) if e.forward_to_leader().is_some() => Err(Failure::Retry(self.raft_error(&e))),
+            Err(e) => Err(Failure::Failed(self.raft_error(&e))),
         }
     }
 
@@ -345,12 +341,12 @@ impl Node {
         req: LeaderRequest,
     ) -> Result<LeaderReply, LeaderError> {
         let not_leader_err = |e: ApiError| LeaderError::from_api(e, true);
-        if !matches!(self.route(), Route::Local) {
-            let (id, addr) = match self.route() {
-                Route::Remote { id, addr } => (Some(id), Some(addr)),
-                _ => (None, None),
-            };
-            return Err(not_leader_err(not_leader(id, addr.as_ref())));
+        match self.route() {
+            Route::Local => {}
+            Route::Remote { id, addr } => {
+                return Err(not_leader_err(not_leader(Some(id), Some(&addr))));
+            }
+            Route::Unknown => return Err(not_leader_err(not_leader(None, None))),
         }
         match req {
             LeaderRequest::Write(mut proposal) => {
@@ -358,12 +354,11 @@ impl Node {
                 let res =
                     tokio::time::timeout(self.config.write_timeout, self.write_local(proposal))
                         .await
-                        .unwrap_or_else(|_| Err(Handed::Failed(self.write_timed_out())));
+                        .unwrap_or_else(|_| Err(Failure::Failed(self.write_timed_out())));
                 match res {
                     Ok((outcome, index)) => Ok(LeaderReply::Written { outcome, index }),
-                    Err(Handed::Retry(e)) => Err(not_leader_err(e)),
-                    Err(Handed::Failed(e)) => Err(LeaderError::from_api(e, false)),
-                    Err(Handed::Reply(_)) => unreachable!("write_local never answers a reply"),
+                    Err(Failure::Retry(e)) => Err(not_leader_err(e)),
+                    Err(Failure::Failed(e)) => Err(LeaderError::from_api(e, false)),
                 }
             }
             LeaderRequest::ReadIndex => {
@@ -440,27 +435,28 @@ impl Node {
             .await;
     }
 
-    /// Wait until this node has applied `index` (bounded by the write timeout: the write is
-    /// committed either way, this only makes it visible to reads here).
-    async fn wait_applied(&self, index: u64) {
+    /// Wait until this node has applied `index`, up to the write timeout; false if it has not.
+    async fn wait_applied(&self, index: u64) -> bool {
         let mut changes = self.view.subscribe();
         let wait = async {
             while self.view.revision() < index {
                 if changes.changed().await.is_err() {
-                    return;
+                    return false;
                 }
             }
+            true
         };
-        if tokio::time::timeout(self.config.write_timeout, wait)
+        tokio::time::timeout(self.config.write_timeout, wait)
             .await
-            .is_err()
-        {
-            tracing::warn!(index, "a committed write is not applied here yet");
-        }
+            .unwrap_or(false)
     }
 
     /// Send a request to the leader's peer listener.
-    async fn hand_to_leader(&self, leader: &NodeAddr, req: &LeaderRequest) -> Handed {
+    async fn hand_to_leader(
+        &self,
+        leader: &NodeAddr,
+        req: &LeaderRequest,
+    ) -> Result<LeaderReply, Failure> {
         let url = format!("http://{}/raft/leader", leader.peer);
         let sent = self
             .peers
@@ -472,13 +468,13 @@ impl Node {
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_connect() => {
-                return Handed::Retry(ApiError::unavailable(
+                return Err(Failure::Retry(ApiError::unavailable(
                     format!("cannot reach the leader at {}: {e}", leader.peer),
                     None,
-                ));
+                )));
             }
             Err(e) => {
-                return Handed::Failed(ApiError::new(
+                return Err(Failure::Failed(ApiError::new(
                     axum::http::StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     format!(
@@ -486,17 +482,17 @@ impl Node {
                          applied: retry with the same Idempotency-Key to find out",
                         leader.peer
                     ),
-                ));
+                )));
             }
         };
         let status = resp.status();
         match resp.json::<Result<LeaderReply, LeaderError>>().await {
-            Ok(Ok(reply)) => Handed::Reply(reply),
-            Ok(Err(e)) if e.not_leader => Handed::Retry(e.into_api()),
-            Ok(Err(e)) => Handed::Failed(e.into_api()),
-            Err(e) => Handed::Failed(ApiError::internal(format!(
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) if e.not_leader => Err(Failure::Retry(e.into_api())),
+            Ok(Err(e)) => Err(Failure::Failed(e.into_api())),
+            Err(e) => Err(Failure::Failed(ApiError::internal(format!(
                 "bad answer from the leader at {url} (HTTP {status}): {e}"
-            ))),
+            )))),
         }
     }
 
@@ -512,9 +508,9 @@ impl Node {
                         Err(e) => return Err(e.into_api()),
                     },
                     Route::Remote { id, addr } => match self.hand_to_leader(&addr, &req).await {
-                        Handed::Reply(r) => return Ok(r),
-                        Handed::Retry(_) => self.await_leader_change(Some(id)).await,
-                        Handed::Failed(e) => return Err(e),
+                        Ok(r) => return Ok(r),
+                        Err(Failure::Retry(_)) => self.await_leader_change(Some(id)).await,
+                        Err(Failure::Failed(e)) => return Err(e),
                     },
                     Route::Unknown => self.await_leader_change(None).await,
                 }
@@ -634,6 +630,7 @@ impl Node {
         if known {
             return Ok(());
         }
+        self.refuse_foreign_member(id, &addr).await?;
         tracing::info!(node_id = id, api = %addr.api, peer = %addr.peer, "adding a member");
         self.raft
             .add_learner(id, addr, true)
@@ -648,6 +645,52 @@ impl Node {
         Ok(())
     }
 
+    /// Refuse to add a node that already holds another cluster's history (it was started
+    /// without `--join` on its data directory): Raft cannot merge two histories. A node that
+    /// cannot be asked (down, auth) is not refused here; it waits to be added as before.
+    async fn refuse_foreign_member(&self, id: u64, addr: &NodeAddr) -> Result<(), ApiError> {
+        let url = format!("http://{}/v1/status", addr.api);
+        let status = match self
+            .peers
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r.json::<Status>().await.ok(),
+            _ => None,
+        };
+        let Some(status) = status else { return Ok(()) };
+        let me = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .nodes()
+            .find(|(n, _)| **n == self.id)
+            .map(|(_, a)| a.clone());
+        // It knows this node at this node's peer address: it is (joining) this cluster.
+        let ours = me.is_some_and(|a| {
+            status
+                .members
+                .iter()
+                .any(|m| m.node_id == self.id && m.peer == a.peer)
+        });
+        if status.members.is_empty() || ours {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "node {id} at {} already belongs to another cluster (its data directory holds \
+                 its own history); stop it, empty its data directory, and start it with \
+                 --join pointing at this cluster",
+                addr.api
+            ),
+        ))
+    }
+
     /// Wait until local state reflects every write committed before this call (read index).
     /// On a follower the read index comes from the leader and this node waits until it has
     /// applied that far.
@@ -660,26 +703,15 @@ impl Node {
             }
         }
         match self.via_leader(LeaderRequest::ReadIndex).await? {
-            LeaderReply::ReadIndex { index } => {
-                let mut changes = self.view.subscribe();
-                let wait = async {
-                    while self.view.revision() < index {
-                        if changes.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::time::timeout(self.config.write_timeout, wait)
-                    .await
-                    .map_err(|_| {
-                        ApiError::unavailable(
-                            format!(
-                                "this node did not catch up to the leader's read index {index}"
-                            ),
-                            None,
-                        )
-                    })
-            }
+            LeaderReply::ReadIndex { index } if self.wait_applied(index).await => Ok(()),
+            LeaderReply::ReadIndex { index } => Err(ApiError::unavailable(
+                format!(
+                    "this node did not catch up to the leader's read index {index} within {:?}; \
+                     retry, read from another node, or pass ?consistency=stale",
+                    self.config.write_timeout
+                ),
+                None,
+            )),
             other => Err(ApiError::internal(format!(
                 "the leader answered a read index request with {other:?}"
             ))),

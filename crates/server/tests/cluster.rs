@@ -400,3 +400,31 @@ async fn taps_on_every_node_hear_pours_made_through_any_node() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_its_own_history_is_refused() {
+    let (_dirs, nodes) = cluster(2, fast).await;
+    // A node started without --join on an empty directory leads a cluster of its own.
+    let other_dir = TempDir::new().unwrap();
+    let other = common::start(other_dir.path(), |c| {
+        fast(c);
+        c.node_id = 7;
+    })
+    .await;
+    Client::new(other.url())
+        .open_account("elsewhere", None)
+        .await
+        .unwrap();
+    let err = Client::new(nodes[1].url())
+        .add_member(7, &other.api_addr.to_string(), &other.peer_addr.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("conflict"), "{err}");
+    assert!(err.to_string().contains("another cluster"), "{err}");
+    let c = Client::new(nodes[0].url()).cluster().await.unwrap();
+    assert_eq!(c.members.len(), 2, "membership unchanged");
+    other.stop().await;
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
