@@ -4,9 +4,8 @@
 //! `SWITCHYARD_KILL9_ROUNDS` sets the number of kill -9 rounds (default 10); the soak command
 //! in the README runs many more.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,56 +13,22 @@ use std::time::{Duration, Instant};
 use switchyard_client::Client;
 use tempfile::TempDir;
 
-struct Proc {
-    child: Child,
-    url: String,
-}
+mod common;
 
-/// Start `switchyard serve` on port 0 and read the address it prints.
+use common::Proc;
+
+/// Start `switchyard serve` on port 0.
 fn spawn(dir: &Path) -> Proc {
     spawn_at(dir, "127.0.0.1:0")
 }
 
 /// Start `switchyard serve` with its API on `listen`.
 fn spawn_at(dir: &Path, listen: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "serve",
-            "--listen",
-            listen,
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("SWITCHYARD_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the switchyard binary");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("serving the API on ").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
-            } else {
-                eprintln!("[server] {line}");
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server prints its address");
-    Proc { child, url }
+    let mut args: Vec<std::ffi::OsString> = ["--listen", listen, "--peer-listen", "127.0.0.1:0"]
+        .map(Into::into)
+        .into();
+    args.extend(["--data-dir".into(), dir.into()]);
+    common::serve("server", args)
 }
 
 /// Wait until the node leads (it is the only member).
@@ -93,7 +58,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..writers).map(|_| AtomicU64::new(0)).collect());
 
     let mut proc = spawn(dir.path());
-    let client = Client::new(&proc.url);
+    let client = Client::new(proc.url());
     ready(&client).await;
     for w in 0..writers {
         client.open_account(&format!("w{w}"), None).await.unwrap();
@@ -101,7 +66,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
 
     for round in 0..rounds {
         // Phase 1: concurrent writers credit 1 at a time until the server dies under them.
-        let client = Client::new(&proc.url);
+        let client = Client::new(proc.url());
         let total_before: u64 = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
         let mut tasks = Vec::new();
         for w in 0..writers {
@@ -132,7 +97,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
 
         // Phase 3: restart; every acknowledged credit is there, and nothing never sent.
         proc = spawn(dir.path());
-        let client = Client::new(&proc.url);
+        let client = Client::new(proc.url());
         ready(&client).await;
         for w in 0..writers {
             let balance = client.account(&format!("w{w}")).await.unwrap().balance;
@@ -157,7 +122,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
 async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     let dir = TempDir::new().unwrap();
     let mut proc = spawn(dir.path());
-    let client = Client::new(&proc.url);
+    let client = Client::new(proc.url());
     ready(&client).await;
     client.open_account("a", None).await.unwrap();
     client.credit("a", 42, None).await.unwrap();
@@ -169,7 +134,7 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
 
     let mut proc = spawn(dir.path());
-    let client = Client::new(&proc.url);
+    let client = Client::new(proc.url());
     ready(&client).await;
     assert_eq!(client.account("a").await.unwrap().balance, 42);
     proc.child.kill().unwrap();
@@ -180,9 +145,9 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
 async fn a_tap_survives_a_server_restart_and_carries_on() {
     let dir = TempDir::new().unwrap();
     let mut proc = spawn(dir.path());
-    let client = Client::new(&proc.url);
+    let client = Client::new(proc.url());
     ready(&client).await;
-    let addr = proc.url.trim_start_matches("http://").to_string();
+    let addr = proc.api.clone();
 
     // Phase 1: a tap pouring every 20 ms until 40 pours are acknowledged.
     let mut tap = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -223,7 +188,7 @@ async fn a_tap_survives_a_server_restart_and_carries_on() {
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
     let mut proc = spawn_at(dir.path(), &addr);
-    let client = Client::new(&proc.url);
+    let client = Client::new(proc.url());
     ready(&client).await;
 
     // Phase 3: the tap finishes its pours against the new process and exits 0.

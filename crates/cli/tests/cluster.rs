@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,66 +13,33 @@ use std::time::{Duration, Instant};
 use switchyard_client::Client;
 use tempfile::TempDir;
 
-struct Proc {
-    child: Child,
-    api: String,
-    peer: String,
-}
+mod common;
 
-impl Proc {
-    fn url(&self) -> String {
-        format!("http://{}", self.api)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Proc;
 
 /// Start node `id` on `dir` (API and peer on `api`/`peer`, port 0 for any free port), with
 /// short Raft timings; `join` is the client URL of a member to join.
 fn spawn(id: u64, dir: &Path, api: &str, peer: &str, join: Option<&str>) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.args(["serve", "--node-id", &id.to_string()])
-        .args(["--listen", api, "--peer-listen", peer])
-        .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("SWITCHYARD_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    let id_s = id.to_string();
+    let mut args: Vec<std::ffi::OsString> = [
+        "--node-id",
+        &id_s,
+        "--listen",
+        api,
+        "--peer-listen",
+        peer,
+        "--heartbeat-ms",
+        "50",
+        "--election-timeout-ms",
+        "300",
+    ]
+    .map(Into::into)
+    .into();
+    args.extend(["--data-dir".into(), dir.into()]);
     if let Some(j) = join {
-        cmd.args(["--join", j]);
+        args.extend(["--join".into(), j.into()]);
     }
-    let mut child = cmd.spawn().expect("start the switchyard binary");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // "switchyard node N serving the API on http://A (peer RPC on P)"
-            if let Some(rest) = line.split("serving the API on http://").nth(1) {
-                let api = rest.split_whitespace().next().unwrap_or_default();
-                let peer = rest
-                    .split("peer RPC on ")
-                    .nth(1)
-                    .unwrap_or_default()
-                    .trim_end_matches(')');
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send((api.to_string(), peer.to_string()));
-                }
-            } else {
-                eprintln!("[node {id}] {line}");
-            }
-        }
-    });
-    let (api, peer) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server prints its addresses");
-    Proc { child, api, peer }
+    common::serve(&format!("node {id}"), args)
 }
 
 /// Poll `f` every 20 ms until it holds, failing after `secs` seconds.

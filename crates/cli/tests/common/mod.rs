@@ -1,0 +1,70 @@
+//! Test support: the real `switchyard serve` as a child process.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `switchyard serve`, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    /// host:port of the client API.
+    pub api: String,
+    /// host:port of the peer listener.
+    pub peer: String,
+}
+
+impl Proc {
+    /// Base URL of the client API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `switchyard serve ARGS` (logging warnings) and read the addresses it prints; its other
+/// log lines go to the test's stderr prefixed with `label`.
+pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("serve")
+        .args(args.into_iter().map(Into::into))
+        .env("SWITCHYARD_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the switchyard binary");
+    let stderr = child.stderr.take().unwrap();
+    let label = label.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // "switchyard node N serving the API on http://A (peer RPC on P)"
+            if let Some(rest) = line.split("serving the API on http://").nth(1) {
+                let api = rest.split_whitespace().next().unwrap_or_default();
+                let peer = rest
+                    .split("peer RPC on ")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_end_matches(')');
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send((api.to_string(), peer.to_string()));
+                }
+            } else {
+                eprintln!("[{label}] {line}");
+            }
+        }
+    });
+    let (api, peer) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server prints its addresses");
+    Proc { child, api, peer }
+}
