@@ -576,17 +576,15 @@ impl Node {
         }
         tracing::info!(node_id = id, "removing a member");
         let ids = std::collections::BTreeSet::from([id]);
-        if voters.contains(&id) {
-            self.raft
-                .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
-                .await
-                .map_err(|e| self.raft_error(&e))?;
+        let change = if voters.contains(&id) {
+            openraft::ChangeMembers::RemoveVoters(ids)
         } else {
-            self.raft
-                .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
-                .await
-                .map_err(|e| self.raft_error(&e))?;
-        }
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.raft_error(&e))?;
         tracing::info!(node_id = id, "member removed");
         Ok(())
     }
