@@ -8,10 +8,11 @@
 //! Anything sent with a token that is no longer the job's current one is refused and changes
 //! nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use switchyard_types::{Job as JobView, JobSpec, rfc3339};
+pub use switchyard_types::JobEnding as Ending;
+use switchyard_types::{Job as JobView, JobLogs, JobSpec, LogLine, LogStream, NewLogLine, rfc3339};
 
 use crate::timers::Timers;
 use crate::{CommandError, Ctx, Event, Timer};
@@ -22,6 +23,11 @@ pub const MAX_ENV_BYTES: usize = 64 * 1024;
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// Most jobs in one batch, and most jobs one lease request takes.
 pub const MAX_BATCH: usize = 1000;
+/// Most lines in one log batch, and the longest line (workers split longer ones).
+pub const MAX_LOG_BATCH: usize = 10_000;
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Default cap on one job's stored log; the oldest lines go first.
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
 /// Backoff after an expired lease: 1 s, doubling per attempt, at most 60 s.
 const BACKOFF_BASE_MS: i64 = 1000;
 const BACKOFF_MAX_MS: i64 = 60_000;
@@ -55,19 +61,6 @@ impl Status {
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Queued | Status::Running)
     }
-}
-
-/// How a worker says an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ending {
-    /// The process exited; code 0 is success.
-    Exited,
-    /// The worker stopped it at its timeout.
-    TimedOut,
-    /// The worker stopped it because a cancel was requested.
-    Cancelled,
-    /// It could not be started (bad program, bad working directory, ...).
-    Failed,
 }
 
 /// The current lease of a running job.
@@ -143,6 +136,14 @@ pub enum JobCommand {
     },
     /// Give a job back unrun (a worker shutting down): queued again, the attempt not counted.
     Release { id: u64, token: u64 },
+    /// Append output lines to the log of the job leased with `token`, keeping at most
+    /// `cap_bytes` of text (the oldest lines are dropped first).
+    Log {
+        id: u64,
+        token: u64,
+        lines: Vec<NewLogLine>,
+        cap_bytes: u64,
+    },
     /// Cancel: a queued job ends `cancelled` now; a running one when its worker stops it.
     Cancel { id: u64 },
     /// Queue a job in a final state again, with its attempts reset.
@@ -164,6 +165,70 @@ pub enum JobReply {
         expires_ms: i64,
     },
     Job(Box<JobView>),
+    /// Lines appended; the offset after the last one.
+    Logged {
+        next: u64,
+    },
+}
+
+/// One job's stored output: the kept tail, with the count of lines dropped before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLog {
+    lines: VecDeque<StoredLine>,
+    /// Offset of the first kept line (= lines dropped so far).
+    first: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredLine {
+    stream: LogStream,
+    time_ms: i64,
+    text: String,
+}
+
+impl JobLog {
+    pub fn next(&self) -> u64 {
+        self.first + self.lines.len() as u64
+    }
+
+    fn append(&mut self, lines: &[NewLogLine], cap_bytes: u64) {
+        for l in lines {
+            self.bytes += l.text.len() as u64;
+            self.lines.push_back(StoredLine {
+                stream: l.stream,
+                time_ms: l.time_ms,
+                text: l.text.clone(),
+            });
+        }
+        while self.bytes > cap_bytes
+            && let Some(old) = self.lines.pop_front()
+        {
+            self.bytes -= old.text.len() as u64;
+            self.first += 1;
+        }
+    }
+
+    /// Up to `limit` lines from offset `from` (or from the first kept line, if `from` was
+    /// dropped).
+    fn read(&self, from: u64, limit: usize) -> (Vec<LogLine>, u64) {
+        let start = from.max(self.first);
+        let lines: Vec<LogLine> = self
+            .lines
+            .iter()
+            .enumerate()
+            .skip((start - self.first) as usize)
+            .take(limit)
+            .map(|(i, l)| LogLine {
+                offset: self.first + i as u64,
+                stream: l.stream,
+                time: rfc3339(l.time_ms),
+                text: l.text.clone(),
+            })
+            .collect();
+        let next = lines.last().map_or(start.min(self.next()), |l| l.offset + 1);
+        (lines, next)
+    }
 }
 
 /// Every job, and the ready index the lease command scans.
@@ -172,6 +237,11 @@ pub struct Jobs {
     jobs: BTreeMap<u64, Job>,
     /// Queued jobs: (queue, -priority, id).
     ready: BTreeSet<(String, i64, u64)>,
+    /// Jobs queued or running, per queue.
+    open: BTreeMap<String, u64>,
+    /// Leased jobs, per worker.
+    held: BTreeMap<String, BTreeSet<u64>>,
+    logs: BTreeMap<u64, JobLog>,
     next_id: u64,
 }
 
@@ -303,6 +373,21 @@ pub fn validate(cmd: &JobCommand) -> Result<(), CommandError> {
             }
             Ok(())
         }
+        JobCommand::Log { lines, .. } => {
+            if lines.is_empty() || lines.len() > MAX_LOG_BATCH {
+                return Err(invalid(
+                    "lines",
+                    format!("must hold 1 to {MAX_LOG_BATCH} lines"),
+                ));
+            }
+            if let Some(i) = lines.iter().position(|l| l.text.len() > MAX_LINE_BYTES) {
+                return Err(invalid(
+                    &format!("lines[{i}].text"),
+                    format!("at most {MAX_LINE_BYTES} bytes; split longer lines"),
+                ));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -333,6 +418,80 @@ impl Jobs {
         self.jobs.get(&id)
     }
 
+    /// Jobs oldest first from id `after` (exclusive), filtered by status and queue.
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        queue: Option<&str>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> (Vec<JobView>, Option<u64>) {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for job in self.jobs.range(start..).map(|(_, j)| j) {
+            if status.is_some_and(|s| s != job.status)
+                || queue.is_some_and(|q| q != job.spec.queue)
+            {
+                continue;
+            }
+            if out.len() == limit {
+                let last = out.last().map(|j: &JobView| j.id);
+                return (out, last);
+            }
+            out.push(job.view());
+        }
+        (out, None)
+    }
+
+    /// No job of `queue` is queued or running.
+    pub fn drained(&self, queue: &str) -> bool {
+        !self.open.contains_key(queue)
+    }
+
+    /// A job of `queue` that a worker with `labels` could lease at `now`.
+    pub fn has_ready(&self, queue: &str, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        self.ready_ids(queue, labels, now).next().is_some()
+    }
+
+    fn ready_ids<'a>(
+        &'a self,
+        queue: &'a str,
+        labels: &'a BTreeMap<String, String>,
+        now: i64,
+    ) -> impl Iterator<Item = u64> + 'a {
+        self.ready
+            .range((queue.to_string(), i64::MIN, 0)..)
+            .take_while(move |(q, _, _)| q == queue)
+            .map(|(_, _, id)| *id)
+            .filter(move |id| {
+                let j = &self.jobs[id];
+                j.not_before_ms <= now
+                    && j.spec.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+    }
+
+    /// Jobs `worker` holds leases on.
+    pub fn held_by(&self, worker: &str) -> Vec<u64> {
+        self.held
+            .get(worker)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The log of job `id` from offset `from`, at most `limit` lines; none if no such job.
+    pub fn log(&self, id: u64, from: u64, limit: usize) -> Option<JobLogs> {
+        let job = self.jobs.get(&id)?;
+        let empty = JobLog::default();
+        let log = self.logs.get(&id).unwrap_or(&empty);
+        let (lines, next) = log.read(from, limit);
+        Some(JobLogs {
+            complete: job.status.is_final() && next >= log.next(),
+            lines,
+            next,
+            dropped: log.first,
+        })
+    }
+
     fn found(&mut self, id: u64) -> Result<&mut Job, CommandError> {
         self.jobs
             .get_mut(&id)
@@ -359,14 +518,15 @@ impl Jobs {
         }
     }
 
-    fn enqueue_one(&mut self, id: u64, spec: JobSpec, now: i64, ctx: Ctx) -> Job {
+    /// Store a new queued job (also a retried one) and index it.
+    fn enqueue_one(&mut self, id: u64, spec: JobSpec, created: i64, now: i64, ctx: Ctx) -> Job {
         let job = Job {
             id,
             spec,
             status: Status::Queued,
             attempts: 0,
             exit_code: None,
-            created_ms: now,
+            created_ms: created,
             started_ms: None,
             finished_ms: None,
             not_before_ms: now,
@@ -377,11 +537,29 @@ impl Jobs {
             revision: ctx.index,
         };
         self.ready.insert(ready_key(&job));
+        *self.open.entry(job.spec.queue.clone()).or_default() += 1;
+        self.jobs.insert(id, job.clone());
         job
     }
 
-    fn unready(&mut self, job: &Job) {
-        self.ready.remove(&ready_key(job));
+    /// Index bookkeeping after `job` reached a final state.
+    fn closed(&mut self, job: &Job) {
+        if let Some(n) = self.open.get_mut(&job.spec.queue) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&job.spec.queue);
+            }
+        }
+    }
+
+    /// Index bookkeeping after `lease` was taken off a job.
+    fn unhold(&mut self, id: u64, lease: &Lease) {
+        if let Some(set) = self.held.get_mut(&lease.worker) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.held.remove(&lease.worker);
+            }
+        }
     }
 
     pub fn apply(
@@ -399,9 +577,8 @@ impl Jobs {
                 for spec in specs {
                     let id = self.next_id;
                     self.next_id += 1;
-                    let job = self.enqueue_one(id, spec.clone(), now, ctx);
+                    let job = self.enqueue_one(id, spec.clone(), now, now, ctx);
                     events.push(event(&job, "queued"));
-                    self.jobs.insert(id, job);
                     ids.push(id);
                 }
                 Ok(JobReply::Enqueued { ids })
@@ -413,15 +590,7 @@ impl Jobs {
                 max,
             } => {
                 let candidates: Vec<u64> = self
-                    .ready
-                    .range((queue.clone(), i64::MIN, 0)..)
-                    .take_while(|(q, _, _)| q == queue)
-                    .map(|(_, _, id)| *id)
-                    .filter(|id| {
-                        let j = &self.jobs[id];
-                        j.not_before_ms <= now
-                            && j.spec.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-                    })
+                    .ready_ids(queue, labels, now)
                     .take(*max as usize)
                     .collect();
                 let mut leased = Vec::new();
@@ -431,6 +600,8 @@ impl Jobs {
                     job.status = Status::Running;
                     job.attempts += 1;
                     job.started_ms = Some(now);
+                    job.finished_ms = None;
+                    job.exit_code = None;
                     job.worker = Some(worker.clone());
                     job.lease = Some(Lease {
                         token: ctx.index,
@@ -446,7 +617,8 @@ impl Jobs {
                         },
                     );
                     let job = job.clone();
-                    self.unready(&job);
+                    self.ready.remove(&ready_key(&job));
+                    self.held.entry(worker.clone()).or_default().insert(id);
                     events.push(event(&job, "leased"));
                     leased.push((job.view(), ctx.index));
                 }
@@ -480,9 +652,11 @@ impl Jobs {
                 job.exit_code = *exit_code;
                 job.error = error.clone();
                 job.finished_ms = Some(now);
-                job.lease = None;
+                let lease = job.lease.take().expect("leased");
                 job.revision = ctx.index;
                 let job = job.clone();
+                self.unhold(job.id, &lease);
+                self.closed(&job);
                 events.push(event(&job, "finished"));
                 Ok(JobReply::Job(Box::new(job.view())))
             }
@@ -490,13 +664,25 @@ impl Jobs {
                 let job = self.leased(*id, *token)?;
                 job.status = Status::Queued;
                 job.attempts -= 1;
-                job.lease = None;
+                let lease = job.lease.take().expect("leased");
                 job.not_before_ms = now;
                 job.revision = ctx.index;
                 let job = job.clone();
+                self.unhold(job.id, &lease);
                 self.ready.insert(ready_key(&job));
                 events.push(event(&job, "released"));
                 Ok(JobReply::Job(Box::new(job.view())))
+            }
+            JobCommand::Log {
+                id,
+                token,
+                lines,
+                cap_bytes,
+            } => {
+                self.leased(*id, *token)?;
+                let log = self.logs.entry(*id).or_default();
+                log.append(lines, *cap_bytes);
+                Ok(JobReply::Logged { next: log.next() })
             }
             JobCommand::Cancel { id } => {
                 let job = self.found(*id)?;
@@ -506,7 +692,8 @@ impl Jobs {
                         job.finished_ms = Some(now);
                         job.revision = ctx.index;
                         let job = job.clone();
-                        self.unready(&job);
+                        self.ready.remove(&ready_key(&job));
+                        self.closed(&job);
                         events.push(event(&job, "cancelled"));
                         Ok(JobReply::Job(Box::new(job.view())))
                     }
@@ -531,19 +718,35 @@ impl Jobs {
                         ),
                     });
                 }
-                let spec = job.spec.clone();
-                let created = job.created_ms;
-                let mut again = self.enqueue_one(*id, spec, now, ctx);
-                again.created_ms = created;
+                let (spec, created) = (job.spec.clone(), job.created_ms);
+                let again = self.enqueue_one(*id, spec, created, now, ctx);
                 events.push(event(&again, "queued"));
-                self.jobs.insert(*id, again.clone());
                 Ok(JobReply::Job(Box::new(again.view())))
             }
         }
     }
 
+    /// Heartbeats for many leases of one worker at once: each current lease is extended; the
+    /// answer lists the jobs whose cancel is waiting and the leases that are not current.
+    pub fn heartbeat_many(&mut self, leases: &[(u64, u64)], now: i64) -> (Vec<u64>, Vec<u64>) {
+        let (mut cancel, mut stale) = (Vec::new(), Vec::new());
+        for &(id, token) in leases {
+            match self.leased(id, token) {
+                Ok(job) => {
+                    let ttl = job.spec.lease_ttl as i64 * 1000;
+                    job.lease.as_mut().expect("leased").expires_ms = now + ttl;
+                    if job.cancel_requested {
+                        cancel.push(id);
+                    }
+                }
+                Err(_) => stale.push(id),
+            }
+        }
+        (cancel, stale)
+    }
+
     /// The lease timer of job `id` with `token` fell due: re-arm it if a heartbeat moved the
-    /// expiry, else requeue the job after a backoff, or make it dead.
+    /// expiry, else the lease is over.
     pub fn lease_due(
         &mut self,
         id: u64,
@@ -553,10 +756,9 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(lease) = self.jobs.get(&id).and_then(|j| j.lease.as_ref()) else {
             return;
         };
-        let Some(lease) = &job.lease else { return };
         if lease.token != token {
             return;
         }
@@ -564,31 +766,62 @@ impl Jobs {
             timers.schedule(lease.expires_ms, Timer::JobLease { job: id, token });
             return;
         }
-        job.lease = None;
+        let why = format!("lease of worker {} expired", lease.worker);
+        self.end_lease(id, &why, ctx, now, timers, events);
+    }
+
+    /// Every lease `worker` holds ends now, as if expired (the worker was lost or left).
+    pub fn end_leases_of(
+        &mut self,
+        worker: &str,
+        why: &str,
+        ctx: Ctx,
+        now: i64,
+        timers: &mut Timers,
+        events: &mut Vec<Event>,
+    ) {
+        for id in self.held_by(worker) {
+            self.end_lease(id, why, ctx, now, timers, events);
+        }
+    }
+
+    /// A running job lost its lease without a report: requeue it after a backoff, or make it
+    /// dead once it used all its attempts (or `cancelled`, if that was asked).
+    fn end_lease(
+        &mut self,
+        id: u64,
+        why: &str,
+        ctx: Ctx,
+        now: i64,
+        timers: &mut Timers,
+        events: &mut Vec<Event>,
+    ) {
+        let job = self.jobs.get_mut(&id).expect("a leased job exists");
+        let lease = job.lease.take().expect("leased");
         job.revision = ctx.index;
-        job.error = Some(format!(
-            "lease of worker {} expired (attempt {})",
-            job.worker.as_deref().unwrap_or("?"),
-            job.attempts
-        ));
-        if job.cancel_requested {
+        job.error = Some(format!("{why} (attempt {})", job.attempts));
+        let kind = if job.cancel_requested {
             job.status = Status::Cancelled;
             job.finished_ms = Some(now);
-            let job = job.clone();
-            events.push(event(&job, "cancelled"));
+            "cancelled"
         } else if job.attempts >= job.spec.max_attempts {
             job.status = Status::Dead;
             job.finished_ms = Some(now);
-            let job = job.clone();
-            events.push(event(&job, "dead"));
+            "dead"
         } else {
             job.status = Status::Queued;
             job.not_before_ms = now + backoff_ms(job.attempts);
             timers.schedule(job.not_before_ms, Timer::JobReady { job: id });
-            let job = job.clone();
+            "requeued"
+        };
+        let job = job.clone();
+        self.unhold(id, &lease);
+        if job.status == Status::Queued {
             self.ready.insert(ready_key(&job));
-            events.push(event(&job, "requeued"));
+        } else {
+            self.closed(&job);
         }
+        events.push(event(&job, kind));
     }
 
     /// A requeued job's backoff ended: say so, so waiting workers look again.
@@ -903,5 +1136,62 @@ mod tests {
         // The old lease's timer finds a different token and does nothing.
         let events = w.advance(31_000);
         assert!(events.iter().all(|e| e.body["job"]["worker"] == "w2"));
+    }
+
+    #[test]
+    fn logs_keep_the_tail_under_the_cap_and_are_fenced() {
+        let mut w = World::new();
+        w.run(JobCommand::Enqueue {
+            specs: vec![spec(&["a"])],
+        })
+        .0
+        .unwrap();
+        let (id, token) = w.lease("w1", 1)[0];
+        let line = |i: u32| NewLogLine {
+            stream: LogStream::Stdout,
+            time_ms: 1,
+            text: format!("line {i:03}"),
+        };
+        // Each line is 8 bytes; a 40-byte cap keeps the last 5.
+        for batch in [0..4, 4..12] {
+            let (r, _) = w.run(JobCommand::Log {
+                id,
+                token,
+                lines: batch.map(line).collect(),
+                cap_bytes: 40,
+            });
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let log = w.jobs.log(id, 0, 100).unwrap();
+        assert_eq!(log.dropped, 7);
+        let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["line 007", "line 008", "line 009", "line 010", "line 011"]);
+        assert_eq!(log.lines[0].offset, 7);
+        assert_eq!((log.next, log.complete), (12, false));
+        let from = w.jobs.log(id, 10, 1).unwrap();
+        assert_eq!((from.lines[0].offset, from.next), (10, 11));
+        assert_eq!(w.jobs.log(id, 12, 100).unwrap().lines, vec![]);
+        // A stale token writes nothing.
+        let before = w.jobs.clone();
+        let (r, _) = w.run(JobCommand::Log {
+            id,
+            token: token + 1,
+            lines: vec![line(99)],
+            cap_bytes: 40,
+        });
+        assert!(matches!(r, Err(CommandError::Conflict { .. })));
+        assert_eq!(w.jobs, before);
+        w.run(JobCommand::Finish {
+            id,
+            token,
+            ending: Ending::Exited,
+            exit_code: Some(0),
+            error: None,
+        })
+        .0
+        .unwrap();
+        assert!(w.jobs.log(id, 0, 100).unwrap().complete);
+        assert!(!w.jobs.log(id, 0, 2).unwrap().complete, "lines remain");
+        assert!(w.jobs.drained("default"));
     }
 }

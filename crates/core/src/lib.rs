@@ -13,6 +13,7 @@
 //!
 //! Apps live one per module ([`bank`]); this file dispatches with a plain `match`.
 
+pub mod agents;
 pub mod bank;
 pub mod beers;
 pub mod devices;
@@ -80,6 +81,8 @@ pub enum Command {
     Beers(beers::BeerCommand),
     /// A jobs command.
     Jobs(jobs::JobCommand),
+    /// An agents command.
+    Agents(agents::AgentCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -98,6 +101,8 @@ pub enum Reply {
     Beers(beers::BeerReply),
     /// Jobs replies.
     Jobs(jobs::JobReply),
+    /// Agents replies.
+    Agents(agents::AgentReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -126,6 +131,8 @@ pub struct State {
     pub beers: beers::Beers,
     /// Jobs and their leases.
     pub jobs: jobs::Jobs,
+    /// The hosts that run jobs.
+    pub agents: agents::Agents,
 }
 
 /// Timers the core can schedule.
@@ -143,6 +150,8 @@ pub enum Timer {
     JobLease { job: u64, token: u64 },
     /// A requeued job's backoff ends.
     JobReady { job: u64 },
+    /// An agent's heartbeat deadline (for the join or revival `epoch`).
+    AgentCheck { agent: String, epoch: u64 },
 }
 
 /// Apply one proposal. Pure: the same state, proposal and ctx always give the same result.
@@ -193,6 +202,10 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .jobs
             .apply(cmd, ctx, now, &mut state.timers, &mut events)
             .map(Reply::Jobs),
+        Command::Agents(cmd) => state
+            .agents
+            .apply(cmd, &mut state.jobs, ctx, now, &mut state.timers, &mut events)
+            .map(Reply::Agents),
     };
 
     if let Some(key) = &proposal.idempotency_key {
@@ -227,6 +240,18 @@ fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {
                 .lease_due(job, token, ctx, now, &mut state.timers, events)
         }
         Timer::JobReady { job } => state.jobs.ready_due(job, ctx, events),
+        Timer::AgentCheck { agent, epoch } => {
+            let now = state.now_ms;
+            state.agents.check_due(
+                &agent,
+                epoch,
+                &mut state.jobs,
+                ctx,
+                now,
+                &mut state.timers,
+                events,
+            )
+        }
     }
 }
 

@@ -328,6 +328,20 @@ pub struct TransferLeaderRequest {
     pub node_id: u64,
 }
 
+/// `command` as an argv array, or a shell line run by `/bin/sh -c`.
+fn argv_or_shell_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "an argv array of strings, or a shell line string")]
+    enum Command {
+        Argv(Vec<String>),
+        Line(String),
+    }
+    Ok(match Command::deserialize(d)? {
+        Command::Argv(argv) => argv,
+        Command::Line(line) => vec!["/bin/sh".into(), "-c".into(), line],
+    })
+}
+
 fn default_queue() -> String {
     "default".into()
 }
@@ -342,7 +356,10 @@ fn default_lease_ttl() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// The program and its arguments (argv; no shell unless you run one).
+    /// The program and its arguments (argv; no shell unless you run one). A JSON string
+    /// instead of an array is a shell line: it becomes `["/bin/sh", "-c", LINE]`.
+    #[serde(deserialize_with = "argv_or_shell_line")]
+    #[schema(value_type = Vec<String>)]
     pub command: Vec<String>,
     /// Queue name: 1 to 64 of `A-Z a-z 0-9 _ . -` (default `default`).
     #[serde(default = "default_queue")]
@@ -391,4 +408,233 @@ pub struct Job {
     /// A cancel is waiting for the worker to stop the process.
     pub cancel_requested: bool,
     pub revision: u64,
+}
+
+/// `POST /v1/jobs/batch` body: all the jobs are queued, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobBatch {
+    pub jobs: Vec<JobSpec>,
+}
+
+/// Ids of queued jobs, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobIds {
+    pub ids: Vec<u64>,
+}
+
+/// A page of jobs (`GET /v1/jobs`), oldest first; `next` is the `after` of the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    pub next: Option<u64>,
+}
+
+/// How a worker says an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobEnding {
+    /// The process exited; code 0 is success.
+    Exited,
+    /// The worker stopped it at its timeout.
+    TimedOut,
+    /// The worker stopped it because a cancel was requested.
+    Cancelled,
+    /// It could not be started (bad program, bad working directory, ...).
+    Failed,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `POST /v1/jobs/lease`: take up to `max` ready jobs of `queue` whose labels the worker has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The worker (agent) id the leases are held by.
+    pub worker: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// The worker's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Most jobs to take (1 to 1000, default 1).
+    #[serde(default = "one")]
+    pub max: u32,
+    /// Seconds to wait for a job when none is ready (0 to 60, default 0: answer at once).
+    #[serde(default)]
+    pub wait: f64,
+}
+
+/// A leased job and the fencing token every report about it must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeasedJob {
+    pub job: Job,
+    pub token: u64,
+}
+
+/// `POST /v1/jobs/lease` answer. `drained`: no job of the queue is queued or running, so a
+/// worker started with `--exit-when-empty` may stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Leased {
+    pub jobs: Vec<LeasedJob>,
+    pub drained: bool,
+}
+
+/// A fencing token: `POST /v1/jobs/{id}/heartbeat` and `/release` bodies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub token: u64,
+}
+
+/// `POST /v1/jobs/{id}/heartbeat` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobHeartbeat {
+    pub cancel_requested: bool,
+    pub expires_at: String,
+}
+
+/// `POST /v1/jobs/{id}/finish`: how the attempt holding `token` ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    pub token: u64,
+    pub ending: JobEnding,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// A line a worker ships: `POST /v1/jobs/{id}/logs` carries a batch of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLogLine {
+    pub stream: LogStream,
+    /// When the worker read it, ms since the Unix epoch.
+    pub time_ms: i64,
+    pub text: String,
+}
+
+/// `POST /v1/jobs/{id}/logs` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    pub token: u64,
+    pub lines: Vec<NewLogLine>,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Position in the job's log: 0, 1, 2, ... across attempts, never reused.
+    pub offset: u64,
+    pub stream: LogStream,
+    pub time: String,
+    pub text: String,
+}
+
+/// `GET /v1/jobs/{id}/logs` answer. `next` is the offset to ask from next; `complete`: the job
+/// is over and every line was returned. `dropped`: how many lines the per-job size cap removed
+/// from the head (offsets `0..dropped`; the tail is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobLogs {
+    pub lines: Vec<LogLine>,
+    pub next: u64,
+    pub complete: bool,
+    pub dropped: u64,
+}
+
+fn default_agent_ttl() -> u64 {
+    15
+}
+
+/// `POST /v1/agents`: an agent (a worker host) joins, or joins again, with its host facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJoin {
+    /// 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    pub id: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub cpus: u32,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub version: String,
+    /// Queues it takes work from.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Free-form host document (seed 003's host.json), a JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub host: serde_json::Value,
+    /// Seconds without a heartbeat before the agent is lost (1 to 3600, default 15); it is
+    /// marked lost after `ttl` plus the same again as grace.
+    #[serde(default = "default_agent_ttl")]
+    pub ttl: u64,
+}
+
+/// An agent as the inventory shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    /// `alive` or `lost`.
+    pub status: String,
+    pub last_seen: String,
+    #[schema(value_type = Object)]
+    pub host: serde_json::Value,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub version: String,
+    pub queues: Vec<String>,
+    pub joined_at: String,
+    pub ttl: u64,
+    /// Jobs it holds leases on.
+    pub running: Vec<u64>,
+    pub revision: u64,
+}
+
+/// `GET /v1/agents` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
+}
+
+/// A lease an agent holds: job id and token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldLease {
+    pub job: u64,
+    pub token: u64,
+}
+
+/// `POST /v1/agents/{id}/heartbeat` body: the agent is alive, and so are these leases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHeartbeat {
+    #[serde(default)]
+    pub leases: Vec<HeldLease>,
+}
+
+/// `POST /v1/agents/{id}/heartbeat` answer: jobs whose cancel was asked (stop them), and
+/// leases that are no longer the agent's (stop them and report nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentHeartbeatReply {
+    pub cancel: Vec<u64>,
+    pub stale: Vec<u64>,
 }
