@@ -6,6 +6,7 @@
 //! (`client.device_handle("sw1").command("switch_on").duration(2.0).wait()`) drives one device.
 
 mod device;
+mod jobs;
 mod watch;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use switchyard_types::{
 };
 
 pub use device::{CommandBuilder, DeviceHandle};
+pub use jobs::LogFollower;
 pub use watch::{Watch, WatchItem};
 
 /// Client errors.

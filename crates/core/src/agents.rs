@@ -31,6 +31,7 @@ pub struct AgentInfo {
     pub queues: Vec<String>,
     pub host_json: String,
     pub ttl_s: u64,
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,8 @@ impl Agent {
             queues: self.info.queues.clone(),
             joined_at: rfc3339(self.joined_ms),
             ttl: self.info.ttl_s,
+            url: self.info.url.clone(),
+            lost_reason: self.lost.clone(),
             running,
             revision: self.revision,
         }
@@ -138,6 +141,17 @@ pub fn validate(cmd: &AgentCommand) -> Result<(), CommandError> {
                     "host",
                     format!("at most {MAX_HOST_BYTES} bytes of JSON"),
                 ));
+            }
+            if let Some(url) = &a.url {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() <= 512
+                    && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+                if !ok {
+                    return Err(invalid(
+                        "url",
+                        "must be an http:// or https:// URL of at most 512 bytes",
+                    ));
+                }
             }
             if !(1..=3600).contains(&a.ttl_s) {
                 return Err(invalid("ttl", "must be 1 to 3600 seconds"));
@@ -340,6 +354,7 @@ mod tests {
             queues: vec!["default".into()],
             host_json: r#"{"ip":"10.0.0.1"}"#.into(),
             ttl_s,
+            url: None,
         }
     }
 

@@ -57,6 +57,21 @@ impl Status {
         }
     }
 
+    /// The status named `name` (as the API spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Status::Queued,
+            Status::Running,
+            Status::Succeeded,
+            Status::Failed,
+            Status::TimedOut,
+            Status::Cancelled,
+            Status::Dead,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// A final state: nothing happens to the job any more (but a retry by hand).
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Queued | Status::Running)

@@ -59,6 +59,12 @@ pub struct Config {
     /// A follower that hears from no leader for a random time between this and 1.5 times this
     /// starts an election. At least 5 heartbeat intervals.
     pub election_timeout: Duration,
+    /// Most bytes of output kept per job; beyond it the oldest lines are dropped.
+    pub job_log_max_bytes: u64,
+    /// The active agent check: how often the leader probes each agent that gave a health URL,
+    /// and after how many failed probes in a row it marks the agent lost.
+    pub agent_check_interval: Duration,
+    pub agent_check_failures: u32,
 }
 
 impl Config {
@@ -86,6 +92,9 @@ impl Config {
             forward_writes: true,
             heartbeat_interval: Duration::from_millis(150),
             election_timeout: Duration::from_millis(1000),
+            job_log_max_bytes: switchyard_core::jobs::DEFAULT_LOG_CAP_BYTES,
+            agent_check_interval: Duration::from_secs(5),
+            agent_check_failures: 3,
         }
     }
 
@@ -158,6 +167,16 @@ impl Config {
                 self.heartbeat_interval * 5,
                 self.election_timeout
             ));
+        }
+        if !(1024..=1 << 30).contains(&self.job_log_max_bytes) {
+            return Err("job_log_max_bytes: must be 1 KiB to 1 GiB".into());
+        }
+        if self.agent_check_interval < Duration::from_millis(100) || self.agent_check_failures == 0
+        {
+            return Err(
+                "agent_check_interval: must be at least 100 ms (agent_check_failures at least 1)"
+                    .into(),
+            );
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

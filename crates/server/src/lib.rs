@@ -19,6 +19,7 @@ pub mod faces;
 pub mod network;
 pub mod node;
 pub mod scheduler;
+mod agent_check;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -114,6 +115,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(agent_check::run(node.clone(), shutdown.clone())));
     if let Some(target) = node.config.join.clone() {
         let me = node
             .raft

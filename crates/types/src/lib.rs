@@ -585,6 +585,10 @@ pub struct AgentJoin {
     /// marked lost after `ttl` plus the same again as grace.
     #[serde(default = "default_agent_ttl")]
     pub ttl: u64,
+    /// Where the server can reach it (`http://host:port`): the leader then also checks it
+    /// actively (`GET {url}/health`) and marks it lost after repeated failures.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// An agent as the inventory shows it.
@@ -604,6 +608,9 @@ pub struct Agent {
     pub queues: Vec<String>,
     pub joined_at: String,
     pub ttl: u64,
+    pub url: Option<String>,
+    /// Why it was marked lost.
+    pub lost_reason: Option<String>,
     /// Jobs it holds leases on.
     pub running: Vec<u64>,
     pub revision: u64,

@@ -1,8 +1,10 @@
 //! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
 
 mod bank;
+mod agents;
 mod beers;
 pub mod devices;
+mod jobs;
 mod node;
 pub mod watch;
 
@@ -58,6 +60,8 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .merge(bank::routes())
         .merge(beers::routes())
         .merge(devices::routes())
+        .merge(jobs::routes())
+        .merge(agents::routes())
         .merge(watch::routes())
         .split_for_parts()
 }
