@@ -65,6 +65,19 @@ pub enum Cmd {
     Cluster(crate::cluster::ClusterCmd),
     /// Run a local cluster of N nodes on loopback (separate data dirs) until Ctrl-C.
     DevCluster(crate::cluster::DevClusterArgs),
+    /// Run jobs from a queue on this machine (an agent): `--server URL[,URL...]`.
+    Worker(crate::jobs::WorkerArgs),
+    /// Jobs: submit, list, get, cancel, retry.
+    #[command(subcommand)]
+    Jobs(crate::jobs::JobsCmd),
+    /// A job's output; -f follows it until the job ends.
+    Logs(crate::jobs::LogsArgs),
+    /// The agents (worker hosts): status, host facts, jobs held.
+    Agents {
+        /// Print the full JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +185,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Cluster(c) => return crate::cluster::cluster(&client, c).await.with_context(ctx),
         Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
+        Cmd::Worker(w) => crate::jobs::worker(&args.server, args.token.clone(), w).await?,
+        Cmd::Jobs(j) => return crate::jobs::jobs(&client, j).await.with_context(ctx),
+        Cmd::Logs(l) => return crate::jobs::logs(&client, l).await.with_context(ctx),
+        Cmd::Agents { json } => return crate::jobs::agents(&client, json).await.with_context(ctx),
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
         Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
         Cmd::Watch {

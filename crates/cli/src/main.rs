@@ -6,6 +6,7 @@ mod bench_devices;
 mod bench_failover;
 mod cli;
 mod cluster;
+mod jobs;
 mod serve;
 mod tap;
 

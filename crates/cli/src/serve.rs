@@ -102,6 +102,18 @@ pub struct ServeArgs {
     /// least 5 heartbeats [default: 1000]
     #[arg(long, env = "SWITCHYARD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Jobs the server's own worker runs at once; 0: no local worker [default: 1]
+    #[arg(long, env = "SWITCHYARD_LOCAL_WORKERS")]
+    pub local_workers: Option<usize>,
+    /// Queue the local worker takes jobs from [default: default]
+    #[arg(long, env = "SWITCHYARD_LOCAL_WORKER_QUEUE")]
+    pub local_worker_queue: Option<String>,
+    /// Most bytes of output kept per job (the oldest lines go first) [default: 1048576]
+    #[arg(long, env = "SWITCHYARD_JOB_LOG_MAX_BYTES")]
+    pub job_log_max_bytes: Option<u64>,
+    /// Seconds between the leader's active checks of agents that gave a URL [default: 5]
+    #[arg(long, env = "SWITCHYARD_AGENT_CHECK_INTERVAL")]
+    pub agent_check_interval: Option<f64>,
 }
 
 /// `[[devices]]` in the TOML file.
@@ -145,6 +157,10 @@ struct FileConfig {
     forward_writes: Option<bool>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    local_workers: Option<usize>,
+    local_worker_queue: Option<String>,
+    job_log_max_bytes: Option<u64>,
+    agent_check_interval: Option<f64>,
 }
 
 /// The merged, checked settings.
@@ -155,6 +171,9 @@ pub struct Settings {
     pub mv_listen: Option<String>,
     pub altair_listen: Option<String>,
     pub json_logs: bool,
+    /// Concurrency of the in-process worker (0: none) and its queue.
+    pub local_workers: usize,
+    pub local_worker_queue: String,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -253,6 +272,22 @@ impl ServeArgs {
         if let Some(v) = self.election_timeout_ms.or(f.election_timeout_ms) {
             c.election_timeout = Duration::from_millis(v);
         }
+        if let Some(v) = self.job_log_max_bytes.or(f.job_log_max_bytes) {
+            c.job_log_max_bytes = v;
+        }
+        if let Some(v) = self.agent_check_interval.or(f.agent_check_interval) {
+            c.agent_check_interval = seconds("agent_check_interval", v)?;
+        }
+        let local_workers = self.local_workers.or(f.local_workers).unwrap_or(1);
+        if local_workers > 1024 {
+            bail!("local_workers: must be 0 to 1024; got {local_workers}");
+        }
+        let local_worker_queue = self
+            .local_worker_queue
+            .or(f.local_worker_queue)
+            .unwrap_or_else(|| "default".into());
+        switchyard_server::core::jobs::validate_name("local_worker_queue", &local_worker_queue)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(p) = self.auth_tokens.or(f.auth_tokens) {
             let auth = switchyard_server::auth::Auth::load(&p).map_err(anyhow::Error::msg)?;
             c.auth = Some(std::sync::Arc::new(auth));
@@ -276,11 +311,13 @@ impl ServeArgs {
             json_logs,
             mv_listen: self.mv_listen.or(f.mv_listen),
             altair_listen: self.altair_listen.or(f.altair_listen),
+            local_workers,
+            local_worker_queue,
         })
     }
 }
 
-fn init_logging(json: bool) {
+pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
@@ -293,7 +330,7 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn terminated() {
+pub async fn terminated() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -331,12 +368,41 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         listeners.altair = Some(l);
     }
+    let token = s
+        .config
+        .auth
+        .as_ref()
+        .and_then(|a| a.write_token().map(str::to_string));
     let server = switchyard_server::start(s.config, listeners).await?;
     eprintln!(
         "switchyard node {} serving the API on http://{} (peer RPC on {})",
         server.node.id, server.api_addr, server.peer_addr
     );
+    let stop_worker = tokio_util::sync::CancellationToken::new();
+    let worker = (s.local_workers > 0).then(|| {
+        let mut w = switchyard_worker::Config::new(server.url(), s.local_worker_queue.clone());
+        w.id = format!("local-node{}", server.node.id);
+        w.concurrency = s.local_workers;
+        w.token = token;
+        w.shutdown_grace = Duration::from_secs(5);
+        w.host = serde_json::json!({"local": true, "node_id": server.node.id});
+        let stop = stop_worker.clone();
+        eprintln!(
+            "local worker {} runs {} job(s) at once from queue {:?}",
+            w.id, w.concurrency, w.queue
+        );
+        tokio::spawn(async move {
+            if let Err(e) = switchyard_worker::run(w, stop).await {
+                tracing::error!(error = %e, "the local worker stopped");
+            }
+        })
+    });
     terminated().await;
+    // The local worker finishes or releases its jobs while the server still answers.
+    stop_worker.cancel();
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     server.stop().await;
     Ok(())
 }

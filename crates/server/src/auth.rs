@@ -80,6 +80,14 @@ impl Auth {
         Ok(auth)
     }
 
+    /// A token with write access (the server's own local workers use it).
+    pub fn write_token(&self) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|t| t.access == Access::Write)
+            .map(|t| t.token.as_str())
+    }
+
     fn find(&self, presented: &str) -> Option<&TokenEntry> {
         self.tokens
             .iter()

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use switchyard_core as core;
 pub use node::{Node, StartError};
 
 /// The two listeners of a node.
