@@ -84,8 +84,8 @@ pub async fn worker(server: &str, token: Option<String>, a: WorkerArgs) -> anyho
     cfg.advertise = a.advertise;
     if let Some(p) = &a.host_file {
         let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-        cfg.host = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", p.display()))?;
+        cfg.host =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
         if !cfg.host.is_object() {
             bail!("{}: must hold a JSON object", p.display());
         }
@@ -224,7 +224,9 @@ pub async fn jobs(client: &Client, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        JobsCmd::Get { id } => println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?),
+        JobsCmd::Get { id } => {
+            println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?)
+        }
         JobsCmd::Cancel { id } => println!("{}", summary(&client.cancel_job(id).await?)),
         JobsCmd::Retry { id } => println!("{}", summary(&client.retry_job(id).await?)),
     }
@@ -255,7 +257,10 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
     loop {
         let page = client.logs(a.job, from).await?;
         if page.dropped > from {
-            eprintln!("[{} earlier lines dropped by the log size cap]", page.dropped);
+            eprintln!(
+                "[{} earlier lines dropped by the log size cap]",
+                page.dropped
+            );
         }
         for l in &page.lines {
             print_line(l, a.timestamps)?;

@@ -115,17 +115,19 @@ impl Client {
         .await
     }
 
-    /// Append lines to a leased job's log; the offset after them.
+    /// Append lines to a leased job's log; `seq` is how many lines were sent under this
+    /// lease before (a retry with the same `seq` stores nothing twice). The offset after them.
     pub async fn append_logs(
         &self,
         id: u64,
         token: u64,
+        seq: u64,
         lines: &[NewLogLine],
     ) -> Result<u64, Error> {
         let v: serde_json::Value = self
             .post(
                 &format!("/v1/jobs/{id}/logs"),
-                json!({ "token": token, "lines": lines }),
+                json!({ "token": token, "seq": seq, "lines": lines }),
                 None,
             )
             .await?;
@@ -295,13 +297,17 @@ impl LogFollower {
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.bytes().await?;
-            return Err(match serde_json::from_slice::<switchyard_types::ErrorBody>(&bytes) {
-                Ok(b) => Error::Api {
-                    status,
-                    error: b.error,
+            return Err(
+                match serde_json::from_slice::<switchyard_types::ErrorBody>(&bytes) {
+                    Ok(b) => Error::Api {
+                        status,
+                        error: b.error,
+                    },
+                    Err(_) => {
+                        Error::Decode(format!("{status}: {}", String::from_utf8_lossy(&bytes)))
+                    }
                 },
-                Err(_) => Error::Decode(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
-            });
+            );
         }
         self.stream = Some(resp.bytes_stream().boxed());
         Ok(())

@@ -91,7 +91,10 @@ pub enum AgentReply {
         agent: Box<Agent>,
         running: Vec<u64>,
     },
-    Heartbeat { cancel: Vec<u64>, stale: Vec<u64> },
+    Heartbeat {
+        cancel: Vec<u64>,
+        stale: Vec<u64>,
+    },
     Removed,
 }
 
@@ -263,14 +266,7 @@ impl Agents {
             }
             AgentCommand::Remove { id } => {
                 let agent = self.found(id)?.clone();
-                jobs.end_leases_of(
-                    id,
-                    &format!("worker {id} left"),
-                    ctx,
-                    now,
-                    timers,
-                    events,
-                );
+                jobs.end_leases_of(id, &format!("worker {id} left"), ctx, now, timers, events);
                 events.push(event(&agent, "left", jobs));
                 self.agents.remove(id);
                 Ok(AgentReply::Removed)
@@ -442,7 +438,10 @@ mod tests {
         let last = t0 + 16_000;
         assert!(step(&mut agents, &mut jobs, &mut timers, last + 9_999, None).is_empty());
         let ev = step(&mut agents, &mut jobs, &mut timers, last + 10_000, None);
-        let kinds: Vec<&str> = ev.iter().map(|e| e.body["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = ev
+            .iter()
+            .map(|e| e.body["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["requeued", "lost"]);
         assert_eq!(agents.get("a1").unwrap().view(vec![]).status, "lost");
         assert_eq!(jobs.get(id).unwrap().status, Status::Queued);
@@ -450,7 +449,10 @@ mod tests {
         // Once: nothing more happens to it however long it stays silent (the requeued job
         // only becomes ready after its backoff).
         let ev = step(&mut agents, &mut jobs, &mut timers, last + 100_000, None);
-        let kinds: Vec<&str> = ev.iter().map(|e| e.body["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = ev
+            .iter()
+            .map(|e| e.body["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["ready"]);
         // A heartbeat brings it back; the lease it lost is reported stale.
         index += 1;

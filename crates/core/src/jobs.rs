@@ -85,6 +85,8 @@ pub struct Lease {
     pub token: u64,
     pub worker: String,
     pub expires_ms: i64,
+    /// Log lines appended under this lease: a retried batch is recognised by its `seq`.
+    pub log_lines: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,10 +154,13 @@ pub enum JobCommand {
     /// Give a job back unrun (a worker shutting down): queued again, the attempt not counted.
     Release { id: u64, token: u64 },
     /// Append output lines to the log of the job leased with `token`, keeping at most
-    /// `cap_bytes` of text (the oldest lines are dropped first).
+    /// `cap_bytes` of text (the oldest lines are dropped first). `seq` is how many lines the
+    /// worker sent under this lease before these: lines already stored (a retried batch whose
+    /// answer was lost) are skipped, so a retry never duplicates a line.
     Log {
         id: u64,
         token: u64,
+        seq: u64,
         lines: Vec<NewLogLine>,
         cap_bytes: u64,
     },
@@ -241,7 +246,9 @@ impl JobLog {
                 text: l.text.clone(),
             })
             .collect();
-        let next = lines.last().map_or(start.min(self.next()), |l| l.offset + 1);
+        let next = lines
+            .last()
+            .map_or(start.min(self.next()), |l| l.offset + 1);
         (lines, next)
     }
 }
@@ -444,8 +451,7 @@ impl Jobs {
         let start = after.map_or(0, |a| a.saturating_add(1));
         let mut out = Vec::new();
         for job in self.jobs.range(start..).map(|(_, j)| j) {
-            if status.is_some_and(|s| s != job.status)
-                || queue.is_some_and(|q| q != job.spec.queue)
+            if status.is_some_and(|s| s != job.status) || queue.is_some_and(|q| q != job.spec.queue)
             {
                 continue;
             }
@@ -622,6 +628,7 @@ impl Jobs {
                         token: ctx.index,
                         worker: worker.clone(),
                         expires_ms: now + ttl,
+                        log_lines: 0,
                     });
                     job.revision = ctx.index;
                     timers.schedule(
@@ -691,12 +698,24 @@ impl Jobs {
             JobCommand::Log {
                 id,
                 token,
+                seq,
                 lines,
                 cap_bytes,
             } => {
-                self.leased(*id, *token)?;
+                let lease = self.leased(*id, *token)?.lease.as_mut().expect("leased");
+                if *seq > lease.log_lines {
+                    return Err(CommandError::Conflict {
+                        message: format!(
+                            "job {id}: seq {seq} is past the {} lines stored under this lease; \
+                             send the missing lines first",
+                            lease.log_lines
+                        ),
+                    });
+                }
+                let skip = ((lease.log_lines - seq) as usize).min(lines.len());
+                lease.log_lines += (lines.len() - skip) as u64;
                 let log = self.logs.entry(*id).or_default();
-                log.append(lines, *cap_bytes);
+                log.append(&lines[skip..], *cap_bytes);
                 Ok(JobReply::Logged { next: log.next() })
             }
             JobCommand::Cancel { id } => {
@@ -1169,9 +1188,11 @@ mod tests {
         };
         // Each line is 8 bytes; a 40-byte cap keeps the last 5.
         for batch in [0..4, 4..12] {
+            let seq = batch.start as u64;
             let (r, _) = w.run(JobCommand::Log {
                 id,
                 token,
+                seq,
                 lines: batch.map(line).collect(),
                 cap_bytes: 40,
             });
@@ -1180,17 +1201,48 @@ mod tests {
         let log = w.jobs.log(id, 0, 100).unwrap();
         assert_eq!(log.dropped, 7);
         let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["line 007", "line 008", "line 009", "line 010", "line 011"]);
+        assert_eq!(
+            texts,
+            ["line 007", "line 008", "line 009", "line 010", "line 011"]
+        );
         assert_eq!(log.lines[0].offset, 7);
         assert_eq!((log.next, log.complete), (12, false));
         let from = w.jobs.log(id, 10, 1).unwrap();
         assert_eq!((from.lines[0].offset, from.next), (10, 11));
         assert_eq!(w.jobs.log(id, 12, 100).unwrap().lines, vec![]);
+        // A retried batch (its answer lost) is not stored twice; only its new lines are.
+        w.run(JobCommand::Log {
+            id,
+            token,
+            seq: 10,
+            lines: (10..13).map(line).collect(),
+            cap_bytes: 40,
+        })
+        .0
+        .unwrap();
+        let log = w.jobs.log(id, 0, 100).unwrap();
+        let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["line 008", "line 009", "line 010", "line 011", "line 012"]
+        );
+        let (r, _) = w.run(JobCommand::Log {
+            id,
+            token,
+            seq: 20,
+            lines: vec![line(20)],
+            cap_bytes: 40,
+        });
+        assert!(
+            matches!(r, Err(CommandError::Conflict { .. })),
+            "a gap is refused"
+        );
         // A stale token writes nothing.
         let before = w.jobs.clone();
         let (r, _) = w.run(JobCommand::Log {
             id,
             token: token + 1,
+            seq: 12,
             lines: vec![line(99)],
             cap_bytes: 40,
         });

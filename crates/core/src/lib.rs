@@ -204,7 +204,14 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .map(Reply::Jobs),
         Command::Agents(cmd) => state
             .agents
-            .apply(cmd, &mut state.jobs, ctx, now, &mut state.timers, &mut events)
+            .apply(
+                cmd,
+                &mut state.jobs,
+                ctx,
+                now,
+                &mut state.timers,
+                &mut events,
+            )
             .map(Reply::Agents),
     };
 

@@ -69,7 +69,10 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 continue;
             }
             failures.remove(&id);
-            let reason = format!("health check failed {} times: {why}", node.config.agent_check_failures);
+            let reason = format!(
+                "health check failed {} times: {why}",
+                node.config.agent_check_failures
+            );
             tracing::warn!(agent = %id, %reason, "marking agent lost");
             if let Err(e) = node
                 .write(Command::Agents(AgentCommand::Lost { id, reason }), None)

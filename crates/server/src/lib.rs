@@ -11,6 +11,7 @@
 //! state machine applies it through `switchyard_core::apply` → the reply goes back to the
 //! handler, and the events go into the history that every watch session reads.
 
+mod agent_check;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -19,7 +20,6 @@ pub mod faces;
 pub mod network;
 pub mod node;
 pub mod scheduler;
-mod agent_check;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-pub use switchyard_core as core;
 pub use node::{Node, StartError};
+pub use switchyard_core as core;
 
 /// The two listeners of a node.
 pub struct Listeners {
@@ -116,7 +116,10 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(agent_check::run(node.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(agent_check::run(
+        node.clone(),
+        shutdown.clone(),
+    )));
     if let Some(target) = node.config.join.clone() {
         let me = node
             .raft

@@ -331,7 +331,10 @@ pub struct TransferLeaderRequest {
 /// `command` as an argv array, or a shell line run by `/bin/sh -c`.
 fn argv_or_shell_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged, expecting = "an argv array of strings, or a shell line string")]
+    #[serde(
+        untagged,
+        expecting = "an argv array of strings, or a shell line string"
+    )]
     enum Command {
         Argv(Vec<String>),
         Line(String),
@@ -531,6 +534,10 @@ pub struct NewLogLine {
 #[serde(deny_unknown_fields)]
 pub struct LogBatch {
     pub token: u64,
+    /// Lines sent under this lease before these (0 for the first batch): a retried batch is
+    /// recognised and not stored twice.
+    #[serde(default)]
+    pub seq: u64,
     pub lines: Vec<NewLogLine>,
 }
 

@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_client::{Client, Error};
-use switchyard_types::{
-    AgentJoin, HeldLease, Job, JobEnding, LeaseRequest, LogStream, NewLogLine,
-};
+use switchyard_types::{AgentJoin, HeldLease, Job, JobEnding, LeaseRequest, LogStream, NewLogLine};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -102,7 +100,13 @@ pub fn default_id() -> String {
             }
         })
         .collect();
-    id.chars().rev().take(64).collect::<Vec<_>>().into_iter().rev().collect()
+    id.chars()
+        .rev()
+        .take(64)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 pub fn hostname() -> String {
@@ -365,11 +369,7 @@ async fn heartbeats(shared: Arc<Shared>, join: AgentJoin, done: CancellationToke
             _ = tokio::time::sleep(interval) => {}
             _ = done.cancelled() => return,
         }
-        match shared
-            .client
-            .agent_heartbeat(&shared.cfg.id, leases)
-            .await
-        {
+        match shared.client.agent_heartbeat(&shared.cfg.id, leases).await {
             Ok(r) => {
                 let held = shared.held.lock().expect("not poisoned");
                 for (ids, control) in [(r.cancel, Control::Cancel), (r.stale, Control::Stale)] {
@@ -388,7 +388,9 @@ async fn heartbeats(shared: Arc<Shared>, join: AgentJoin, done: CancellationToke
                 }
             }
             Err(Error::Api { status, .. }) if status.as_u16() == 404 => {
-                tracing::warn!("the server does not know this agent (lost or removed); joining again");
+                tracing::warn!(
+                    "the server does not know this agent (lost or removed); joining again"
+                );
                 if let Err(e) = shared.client.join_agent(&join).await {
                     tracing::warn!(error = %e, "could not join again");
                 }
@@ -497,11 +499,9 @@ async fn run_job(shared: &Shared, job: Job, token: u64, mut control: watch::Rece
     let outcome = match stop {
         _ if lost.is_cancelled() || late == Control::Stale => Report::Lost,
         Stop::Control(Control::Release, _) => Report::Release,
-        Stop::Control(Control::Cancel, status) => Report::End(
-            JobEnding::Cancelled,
-            status.and_then(|s| s.code()),
-            None,
-        ),
+        Stop::Control(Control::Cancel, status) => {
+            Report::End(JobEnding::Cancelled, status.and_then(|s| s.code()), None)
+        }
         Stop::Control(_, _) => Report::Lost,
         Stop::TimedOut(status) => Report::End(
             JobEnding::TimedOut,
@@ -510,9 +510,7 @@ async fn run_job(shared: &Shared, job: Job, token: u64, mut control: watch::Rece
         ),
         Stop::Exited(status) => {
             use std::os::unix::process::ExitStatusExt;
-            let error = status
-                .signal()
-                .map(|sig| format!("killed by signal {sig}"));
+            let error = status.signal().map(|sig| format!("killed by signal {sig}"));
             Report::End(JobEnding::Exited, status.code(), error)
         }
     };
@@ -544,11 +542,7 @@ fn signal_group(pid: Option<u32>, sig: rustix::process::Signal) {
 }
 
 /// Read lines (split at `MAX_LINE`) and send them, time-stamped, until end of file.
-async fn read_lines(
-    out: impl AsyncRead + Unpin,
-    stream: LogStream,
-    tx: mpsc::Sender<NewLogLine>,
-) {
+async fn read_lines(out: impl AsyncRead + Unpin, stream: LogStream, tx: mpsc::Sender<NewLogLine>) {
     let mut r = BufReader::new(out);
     let mut line = Vec::new();
     loop {
@@ -609,6 +603,8 @@ async fn ship_logs(
 ) {
     let mut batch: Vec<NewLogLine> = Vec::new();
     let mut bytes = 0;
+    // Lines shipped under this lease: a retried batch carries the same seq.
+    let mut seq = 0u64;
     let mut open = true;
     while open || !batch.is_empty() {
         if open && batch.len() < LOG_BATCH_LINES && bytes < LOG_BATCH_BYTES {
@@ -633,11 +629,20 @@ async fn ship_logs(
             continue;
         }
         let mut pause = Duration::from_millis(100);
+        let since = Instant::now();
         loop {
-            match client.append_logs(id, token, &batch).await {
-                Ok(_) => break,
+            match client.append_logs(id, token, seq, &batch).await {
+                Ok(_) => {
+                    seq += batch.len() as u64;
+                    break;
+                }
                 Err(Error::Api { status, error }) if status.is_client_error() => {
                     tracing::warn!(job = id, error = %error.message, "log refused; the lease is lost");
+                    lost.cancel();
+                    break;
+                }
+                Err(e) if since.elapsed() >= REPORT_FOR => {
+                    tracing::error!(job = id, error = %e, "could not ship log lines; giving the job up");
                     lost.cancel();
                     break;
                 }

@@ -122,8 +122,6 @@ async fn heartbeat(
     let leases = b.leases.iter().map(|l| (l.job, l.token)).collect();
     match run(&s, AgentCommand::Heartbeat { id, leases }).await? {
         AgentReply::Heartbeat { cancel, stale } => Ok(Json(AgentHeartbeatReply { cancel, stale })),
-        other => Err(ApiError::internal(format!(
-            "heartbeat answered {other:?}"
-        ))),
+        other => Err(ApiError::internal(format!("heartbeat answered {other:?}"))),
     }
 }

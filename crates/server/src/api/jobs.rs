@@ -285,9 +285,7 @@ async fn heartbeat(
             cancel_requested,
             expires_at: rfc3339(expires_ms),
         })),
-        other => Err(ApiError::internal(format!(
-            "heartbeat answered {other:?}"
-        ))),
+        other => Err(ApiError::internal(format!("heartbeat answered {other:?}"))),
     }
 }
 
@@ -343,6 +341,7 @@ async fn append_logs(
     let cmd = JobCommand::Log {
         id,
         token: b.token,
+        seq: b.seq,
         lines: b.lines,
         cap_bytes: s.node.config.job_log_max_bytes,
     };
@@ -442,7 +441,9 @@ async fn logs(
             if page.complete {
                 let status = view.read(|st| st.jobs.get(id).map(|j| j.status.as_str()));
                 let end = json!({"next": next, "status": status, "dropped": page.dropped});
-                let _ = tx.send(Event::default().event("end").data(end.to_string())).await;
+                let _ = tx
+                    .send(Event::default().event("end").data(end.to_string()))
+                    .await;
                 return;
             }
             if !page.lines.is_empty() {

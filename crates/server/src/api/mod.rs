@@ -1,7 +1,7 @@
 //! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
 
-mod bank;
 mod agents;
+mod bank;
 mod beers;
 pub mod devices;
 mod jobs;
