@@ -328,8 +328,13 @@ pub struct TransferLeaderRequest {
     pub node_id: u64,
 }
 
-/// `command` as an argv array, or a shell line run by `/bin/sh -c`.
+/// `command` as an argv array, or a shell line run by `/bin/sh -c`. Only for human-readable
+/// formats (JSON): binary formats (the Raft log) hold the argv itself and cannot take an
+/// untagged choice.
 fn argv_or_shell_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    if !d.is_human_readable() {
+        return Vec::<String>::deserialize(d);
+    }
     #[derive(Deserialize)]
     #[serde(
         untagged,

@@ -202,8 +202,13 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Summary, String
             max: permits.len() as u32,
             wait: LEASE_WAIT,
         };
-        // Not abandoned on stop: leases it grants are released below, never left to expire.
-        let leased = match shared.client.lease(&req).await {
+        // Abandoned on stop: should the server grant a lease in that instant anyway, leaving
+        // (below) ends it and the job is queued again at once.
+        let leased = tokio::select! {
+            r = shared.client.lease(&req) => r,
+            _ = stop.cancelled() => break,
+        };
+        let leased = match leased {
             Ok(l) => {
                 pause = Duration::from_millis(100);
                 l

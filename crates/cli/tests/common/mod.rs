@@ -68,3 +68,10 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
         .expect("the server prints its addresses");
     Proc { child, api, peer }
 }
+
+/// Await `fut` for at most `secs` seconds, failing the test with `what` otherwise.
+pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
+}

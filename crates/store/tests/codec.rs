@@ -1,0 +1,90 @@
+//! Everything the Raft log and snapshots hold survives postcard: every command kind, and a
+//! state holding every app's data, decode to what was encoded.
+
+use std::collections::BTreeMap;
+
+use switchyard_core::agents::{AgentCommand, AgentInfo};
+use switchyard_core::bank::BankCommand;
+use switchyard_core::jobs::{Ending, JobCommand};
+use switchyard_core::{Command, Ctx, Proposal, State, apply};
+use switchyard_types::{JobSpec, LogStream, NewLogLine};
+
+fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+    let bytes = postcard::to_allocvec(v).expect("encodes");
+    postcard::from_bytes(&bytes).expect("decodes")
+}
+
+#[test]
+fn every_command_and_the_state_roundtrip_through_postcard() {
+    // A spec read from JSON as a shell line, with every optional field set.
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "command": "echo hi", "queue": "q1", "timeout": 5, "max_attempts": 2, "lease_ttl": 9,
+        "env": {"A": "1"}, "labels": {"zone": "a"}, "priority": -3, "cwd": "/tmp"
+    }))
+    .unwrap();
+    let commands = vec![
+        Command::Bank(BankCommand::Open { id: "a".into() }),
+        Command::Jobs(JobCommand::Enqueue {
+            specs: vec![spec.clone(), spec],
+        }),
+        Command::Agents(AgentCommand::Join(AgentInfo {
+            id: "w1".into(),
+            hostname: "h".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            version: "1".into(),
+            queues: vec!["q1".into()],
+            host_json: r#"{"ip":"10.0.0.1"}"#.into(),
+            ttl_s: 5,
+            url: Some("http://h:1".into()),
+        })),
+        Command::Jobs(JobCommand::Lease {
+            worker: "w1".into(),
+            queue: "q1".into(),
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            max: 1,
+        }),
+        Command::Jobs(JobCommand::Log {
+            id: 0,
+            token: 4,
+            seq: 0,
+            lines: vec![NewLogLine {
+                stream: LogStream::Stderr,
+                time_ms: 7,
+                text: "hello".into(),
+            }],
+            cap_bytes: 1 << 20,
+        }),
+        Command::Agents(AgentCommand::Heartbeat {
+            id: "w1".into(),
+            leases: vec![(0, 4)],
+        }),
+        Command::Jobs(JobCommand::Finish {
+            id: 0,
+            token: 4,
+            ending: Ending::Exited,
+            exit_code: Some(0),
+            error: None,
+        }),
+        Command::Jobs(JobCommand::Cancel { id: 1 }),
+        Command::Tick,
+    ];
+    let mut state = State::default();
+    for (i, command) in commands.into_iter().enumerate() {
+        let p = Proposal::new(1_000 + i as i64, command);
+        assert_eq!(roundtrip(&p), p);
+        let (outcome, _) = apply(
+            &mut state,
+            &p,
+            Ctx {
+                index: i as u64 + 1,
+            },
+        );
+        assert!(outcome.is_ok(), "command {i}: {outcome:?}");
+        assert_eq!(roundtrip(&outcome), outcome);
+    }
+    assert_eq!(state.jobs.get(0).unwrap().status.as_str(), "succeeded");
+    assert_eq!(state.jobs.log(0, 0, 10).unwrap().lines.len(), 1);
+    assert_eq!(roundtrip(&state), state);
+}
