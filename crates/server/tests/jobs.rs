@@ -234,7 +234,7 @@ async fn a_log_follower_gets_every_line_in_order_from_its_offset_then_the_end() 
         .unwrap();
     let token = client.lease(&lease_req("w1", 0.0)).await.unwrap().jobs[0].token;
     let line = |i: u64| NewLogLine {
-        stream: if i % 3 == 0 {
+        stream: if i.is_multiple_of(3) {
             LogStream::Stderr
         } else {
             LogStream::Stdout
