@@ -371,3 +371,76 @@ async fn a_log_follower_sees_every_line_in_order_across_a_server_restart() {
     assert_eq!(status.as_deref(), Some("succeeded"));
     assert!(reconnects >= 1, "the follower did reconnect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_taking_work_and_releases_what_runs_past_the_grace() {
+    let dir = TempDir::new().unwrap();
+    let server = spawn(dir.path());
+    let client = Client::new(server.url());
+    ready(&client).await;
+    let mut w = worker(
+        &server.url(),
+        &[
+            "--id",
+            "leaving",
+            "--shutdown-grace",
+            "0.5",
+            "--kill-grace",
+            "1",
+        ],
+    );
+    let job = client
+        .enqueue(&spec(json!({"command": "echo $$; exec sleep 600"})), None)
+        .await
+        .unwrap();
+    let pid = first_line(&client, job.id).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &w.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(exited(&mut w, 30).await.success(), "SIGTERM exits 0");
+    assert!(!alive(&pid), "the job's process was stopped");
+    let j = client.job(job.id).await.unwrap();
+    assert_eq!(
+        (j.status.as_str(), j.attempts),
+        ("queued", 0),
+        "released: queued again, the attempt not counted"
+    );
+    assert!(client.agents().await.unwrap().is_empty(), "the worker left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_a_local_worker_by_default() {
+    let dir = TempDir::new().unwrap();
+    let server = common::serve(
+        "server",
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let client = Client::new(server.url());
+    ready(&client).await;
+    let job = client
+        .enqueue(
+            &spec(json!({"command": ["echo", "from the local worker"]})),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut f = client.follow_logs(job.id, 0);
+    let line = common::within(30, "the job's output", f.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.text, "from the local worker");
+    assert_eq!(common::within(30, "the end", f.next()).await.unwrap(), None);
+    assert_eq!(f.status(), Some("succeeded"));
+    let agents = client.agents().await.unwrap();
+    assert_eq!(agents[0].id, "local-node1");
+}
