@@ -32,6 +32,12 @@ pub enum BenchCmd {
     Devices(crate::bench_devices::DevicesArgs),
     /// Leader failover time and 3-node vs 1-node write throughput vs etcd (B5).
     Failover(crate::bench_failover::FailoverArgs),
+    /// A work queue drained by 8 worker processes vs a Redis lease queue, PostgreSQL SKIP
+    /// LOCKED and Celery, with a kill -9 chaos variant (B3).
+    Jobs(crate::bench_jobs::JobsArgs),
+    /// One worker process of `bench jobs`.
+    #[command(hide = true)]
+    JobsWorker(crate::bench_jobs::WorkerArgs),
     /// The bare axum handler B4 uses as its ceiling (started by `bench devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
@@ -68,6 +74,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Writes(w) => writes(w).await,
         BenchCmd::Devices(d) => crate::bench_devices::run(d).await,
         BenchCmd::Failover(f) => crate::bench_failover::run(f).await,
+        BenchCmd::Jobs(j) => crate::bench_jobs::run(j).await,
+        BenchCmd::JobsWorker(w) => crate::bench_jobs::worker(w).await,
         BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
     }
 }

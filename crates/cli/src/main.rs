@@ -4,6 +4,8 @@
 mod bench;
 mod bench_devices;
 mod bench_failover;
+mod bench_jobs;
+mod bench_wire;
 mod cli;
 mod cluster;
 mod jobs;
@@ -19,10 +21,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A benchmark worker process does one thing at a time: a single-threaded runtime spares
+    // it the cross-thread wake-ups (the same for every system it drives).
+    let single = matches!(
+        &args.command,
+        cli::Cmd::Bench(b) if matches!(b.what, bench::BenchCmd::JobsWorker(_))
+    );
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use switchyard_types::JobEnding as Ending;
 use switchyard_types::{Job as JobView, JobLogs, JobSpec, LogLine, LogStream, NewLogLine, rfc3339};
 
-use crate::timers::Timers;
+use crate::timers::{TimerKey, Timers};
 use crate::{CommandError, Ctx, Event, Timer};
 
 /// Longest argv element list, environment, label sets: bounds on what one job stores.
@@ -87,6 +87,8 @@ pub struct Lease {
     pub expires_ms: i64,
     /// Log lines appended under this lease: a retried batch is recognised by its `seq`.
     pub log_lines: u64,
+    /// The expiry timer, cancelled when the lease ends first (so no tick is spent on it).
+    pub timer: TimerKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +153,12 @@ pub enum JobCommand {
         exit_code: Option<i32>,
         error: Option<String>,
     },
+    /// A `Finish` and then a `Lease`, as one command: a worker that ends a job and wants the
+    /// next one spends one round trip and one log entry. A refused finish refuses both.
+    FinishThenLease {
+        finish: Box<JobCommand>,
+        lease: Box<JobCommand>,
+    },
     /// Give a job back unrun (a worker shutting down): queued again, the attempt not counted.
     Release { id: u64, token: u64 },
     /// Append output lines to the log of the job leased with `token`, keeping at most
@@ -188,6 +196,11 @@ pub enum JobReply {
     /// Lines appended; the offset after the last one.
     Logged {
         next: u64,
+    },
+    /// `FinishThenLease`: the finished job, then the leased ones.
+    FinishedThenLeased {
+        finished: Box<JobView>,
+        jobs: Vec<(JobView, u64)>,
     },
 }
 
@@ -395,6 +408,14 @@ pub fn validate(cmd: &JobCommand) -> Result<(), CommandError> {
             }
             Ok(())
         }
+        JobCommand::FinishThenLease { finish, lease } => {
+            if !matches!(**finish, JobCommand::Finish { .. })
+                || !matches!(**lease, JobCommand::Lease { .. })
+            {
+                return Err(invalid("finish", "must be a finish followed by a lease"));
+            }
+            validate(lease)
+        }
         JobCommand::Log { lines, .. } => {
             if lines.is_empty() || lines.len() > MAX_LOG_BATCH {
                 return Err(invalid(
@@ -469,9 +490,16 @@ impl Jobs {
         !self.open.contains_key(queue)
     }
 
-    /// A job of `queue` that a worker with `labels` could lease at `now`.
-    pub fn has_ready(&self, queue: &str, labels: &BTreeMap<String, String>, now: i64) -> bool {
-        self.ready_ids(queue, labels, now).next().is_some()
+    /// How many jobs of `queue` a worker with `labels` could lease at `now`, counting at most
+    /// `up_to`.
+    pub fn ready_count(
+        &self,
+        queue: &str,
+        labels: &BTreeMap<String, String>,
+        now: i64,
+        up_to: usize,
+    ) -> usize {
+        self.ready_ids(queue, labels, now).take(up_to).count()
     }
 
     fn ready_ids<'a>(
@@ -609,43 +637,9 @@ impl Jobs {
                 queue,
                 labels,
                 max,
-            } => {
-                let candidates: Vec<u64> = self
-                    .ready_ids(queue, labels, now)
-                    .take(*max as usize)
-                    .collect();
-                let mut leased = Vec::new();
-                for id in candidates {
-                    let job = self.jobs.get_mut(&id).expect("indexed");
-                    let ttl = job.spec.lease_ttl as i64 * 1000;
-                    job.status = Status::Running;
-                    job.attempts += 1;
-                    job.started_ms = Some(now);
-                    job.finished_ms = None;
-                    job.exit_code = None;
-                    job.worker = Some(worker.clone());
-                    job.lease = Some(Lease {
-                        token: ctx.index,
-                        worker: worker.clone(),
-                        expires_ms: now + ttl,
-                        log_lines: 0,
-                    });
-                    job.revision = ctx.index;
-                    timers.schedule(
-                        now + ttl,
-                        Timer::JobLease {
-                            job: id,
-                            token: ctx.index,
-                        },
-                    );
-                    let job = job.clone();
-                    self.ready.remove(&ready_key(&job));
-                    self.held.entry(worker.clone()).or_default().insert(id);
-                    events.push(event(&job, "leased"));
-                    leased.push((job.view(), ctx.index));
-                }
-                Ok(JobReply::Leased { jobs: leased })
-            }
+            } => Ok(JobReply::Leased {
+                jobs: self.lease(worker, queue, labels, *max, ctx, now, timers, events),
+            }),
             JobCommand::Heartbeat { id, token } => {
                 let job = self.leased(*id, *token)?;
                 let ttl = job.spec.lease_ttl as i64 * 1000;
@@ -664,29 +658,45 @@ impl Jobs {
                 exit_code,
                 error,
             } => {
-                let job = self.leased(*id, *token)?;
-                job.status = match ending {
-                    Ending::Exited if *exit_code == Some(0) => Status::Succeeded,
-                    Ending::Exited | Ending::Failed => Status::Failed,
-                    Ending::TimedOut => Status::TimedOut,
-                    Ending::Cancelled => Status::Cancelled,
-                };
-                job.exit_code = *exit_code;
-                job.error = error.clone();
-                job.finished_ms = Some(now);
-                let lease = job.lease.take().expect("leased");
-                job.revision = ctx.index;
-                let job = job.clone();
-                self.unhold(job.id, &lease);
-                self.closed(&job);
+                let job = self.finish(*id, *token, *ending, *exit_code, error, ctx, now, timers)?;
                 events.push(event(&job, "finished"));
                 Ok(JobReply::Job(Box::new(job.view())))
+            }
+            JobCommand::FinishThenLease { finish, lease } => {
+                let (
+                    JobCommand::Finish {
+                        id,
+                        token,
+                        ending,
+                        exit_code,
+                        error,
+                    },
+                    JobCommand::Lease {
+                        worker,
+                        queue,
+                        labels,
+                        max,
+                    },
+                ) = (&**finish, &**lease)
+                else {
+                    return Err(invalid("finish", "must be a finish followed by a lease"));
+                };
+                // The finish is refused before it changes anything, and a validated lease is
+                // never refused: the pair is all or nothing.
+                let job = self.finish(*id, *token, *ending, *exit_code, error, ctx, now, timers)?;
+                events.push(event(&job, "finished"));
+                let jobs = self.lease(worker, queue, labels, *max, ctx, now, timers, events);
+                Ok(JobReply::FinishedThenLeased {
+                    finished: Box::new(job.view()),
+                    jobs,
+                })
             }
             JobCommand::Release { id, token } => {
                 let job = self.leased(*id, *token)?;
                 job.status = Status::Queued;
                 job.attempts -= 1;
                 let lease = job.lease.take().expect("leased");
+                timers.cancel(lease.timer);
                 job.not_before_ms = now;
                 job.revision = ctx.index;
                 let job = job.clone();
@@ -760,6 +770,89 @@ impl Jobs {
         }
     }
 
+    /// Lease up to `max` ready jobs of `queue` to `worker` (`Lease`).
+    #[allow(clippy::too_many_arguments)]
+    fn lease(
+        &mut self,
+        worker: &str,
+        queue: &str,
+        labels: &BTreeMap<String, String>,
+        max: u32,
+        ctx: Ctx,
+        now: i64,
+        timers: &mut Timers,
+        events: &mut Vec<Event>,
+    ) -> Vec<(JobView, u64)> {
+        let candidates: Vec<u64> = self
+            .ready_ids(queue, labels, now)
+            .take(max as usize)
+            .collect();
+        let mut leased = Vec::new();
+        for id in candidates {
+            let job = self.jobs.get_mut(&id).expect("indexed");
+            let ttl = job.spec.lease_ttl as i64 * 1000;
+            job.status = Status::Running;
+            job.attempts += 1;
+            job.started_ms = Some(now);
+            job.finished_ms = None;
+            job.exit_code = None;
+            job.worker = Some(worker.to_string());
+            let timer = timers.schedule(
+                now + ttl,
+                Timer::JobLease {
+                    job: id,
+                    token: ctx.index,
+                },
+            );
+            job.lease = Some(Lease {
+                token: ctx.index,
+                worker: worker.to_string(),
+                expires_ms: now + ttl,
+                log_lines: 0,
+                timer,
+            });
+            job.revision = ctx.index;
+            let job = job.clone();
+            self.ready.remove(&ready_key(&job));
+            self.held.entry(worker.to_string()).or_default().insert(id);
+            events.push(event(&job, "leased"));
+            leased.push((job.view(), ctx.index));
+        }
+        leased
+    }
+
+    /// End the attempt holding `token` (`Finish`); refused before any change if stale.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        id: u64,
+        token: u64,
+        ending: Ending,
+        exit_code: Option<i32>,
+        error: &Option<String>,
+        ctx: Ctx,
+        now: i64,
+        timers: &mut Timers,
+    ) -> Result<Job, CommandError> {
+        let job = self.leased(id, token)?;
+        job.status = match ending {
+            Ending::Exited if exit_code == Some(0) => Status::Succeeded,
+            Ending::Exited | Ending::Failed => Status::Failed,
+            Ending::TimedOut => Status::TimedOut,
+            Ending::Cancelled => Status::Cancelled,
+        };
+        job.exit_code = exit_code;
+        job.error = error.clone();
+        job.finished_ms = Some(now);
+        let lease = job.lease.take().expect("leased");
+        timers.cancel(lease.timer);
+        job.revision = ctx.index;
+        let job = job.clone();
+        self.unhold(job.id, &lease);
+        self.closed(&job);
+        Ok(job)
+    }
+
     /// Heartbeats for many leases of one worker at once: each current lease is extended; the
     /// answer lists the jobs whose cancel is waiting and the leases that are not current.
     pub fn heartbeat_many(&mut self, leases: &[(u64, u64)], now: i64) -> (Vec<u64>, Vec<u64>) {
@@ -790,14 +883,14 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
-        let Some(lease) = self.jobs.get(&id).and_then(|j| j.lease.as_ref()) else {
+        let Some(lease) = self.jobs.get_mut(&id).and_then(|j| j.lease.as_mut()) else {
             return;
         };
         if lease.token != token {
             return;
         }
         if lease.expires_ms > now {
-            timers.schedule(lease.expires_ms, Timer::JobLease { job: id, token });
+            lease.timer = timers.schedule(lease.expires_ms, Timer::JobLease { job: id, token });
             return;
         }
         let why = format!("lease of worker {} expired", lease.worker);
@@ -832,6 +925,8 @@ impl Jobs {
     ) {
         let job = self.jobs.get_mut(&id).expect("a leased job exists");
         let lease = job.lease.take().expect("leased");
+        // Already fired when the lease expired; pending when the worker was lost or left.
+        timers.cancel(lease.timer);
         job.revision = ctx.index;
         job.error = Some(format!("{why} (attempt {})", job.attempts));
         let kind = if job.cancel_requested {
@@ -1260,5 +1355,48 @@ mod tests {
         assert!(w.jobs.log(id, 0, 100).unwrap().complete);
         assert!(!w.jobs.log(id, 0, 2).unwrap().complete, "lines remain");
         assert!(w.jobs.drained("default"));
+    }
+
+    #[test]
+    fn finish_then_lease_is_all_or_nothing() {
+        let mut w = World::new();
+        w.run(JobCommand::Enqueue {
+            specs: vec![spec(&["a"]), spec(&["b"])],
+        })
+        .0
+        .unwrap();
+        let (id, token) = w.lease("w1", 1)[0];
+        let pair = |token| JobCommand::FinishThenLease {
+            finish: Box::new(JobCommand::Finish {
+                id,
+                token,
+                ending: Ending::Exited,
+                exit_code: Some(0),
+                error: None,
+            }),
+            lease: Box::new(JobCommand::Lease {
+                worker: "w1".into(),
+                queue: "default".into(),
+                labels: BTreeMap::new(),
+                max: 1,
+            }),
+        };
+        let before = w.jobs.clone();
+        let (r, events) = w.run(pair(token + 100));
+        assert!(matches!(r, Err(CommandError::Conflict { .. })), "{r:?}");
+        assert!(events.is_empty());
+        assert_eq!(w.jobs, before, "a refused finish leases nothing");
+        let (r, events) = w.run(pair(token));
+        let Ok(JobReply::FinishedThenLeased { finished, jobs }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((finished.id, finished.status.as_str()), (id, "succeeded"));
+        assert_eq!(jobs.len(), 1);
+        assert_ne!(jobs[0].0.id, id);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| e.body["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["finished", "leased"]);
     }
 }

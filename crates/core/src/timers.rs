@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timer;
 
+/// Names one scheduled timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerKey((i64, u64));
+
 /// Pending timers ordered by due time, then by scheduling order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timers {
@@ -21,10 +25,17 @@ pub struct Timers {
 }
 
 impl Timers {
-    /// Schedule `timer` to fire at `due_ms`.
-    pub fn schedule(&mut self, due_ms: i64, timer: Timer) {
-        self.pending.insert((due_ms, self.next_seq), timer);
+    /// Schedule `timer` to fire at `due_ms`; the key cancels it.
+    pub fn schedule(&mut self, due_ms: i64, timer: Timer) -> TimerKey {
+        let key = (due_ms, self.next_seq);
+        self.pending.insert(key, timer);
         self.next_seq += 1;
+        TimerKey(key)
+    }
+
+    /// Drop a pending timer (nothing happens if it already fired).
+    pub fn cancel(&mut self, key: TimerKey) {
+        self.pending.remove(&key.0);
     }
 
     /// The earliest due time, if any timer is pending.

@@ -158,6 +158,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         node: node.clone(),
         shutdown: shutdown.clone(),
         prometheus: prometheus(),
+        lease_claims: Default::default(),
     });
     if let Some(mv) = listeners.mv {
         let face = faces::mv::router(state.clone(), node.config.mv_device.clone());

@@ -22,6 +22,7 @@ fn lease_req(worker: &str, wait: f64) -> LeaseRequest {
         labels: BTreeMap::new(),
         max: 1,
         wait,
+        finish: None,
     }
 }
 
@@ -220,6 +221,21 @@ async fn a_long_poll_lease_wakes_on_enqueue_and_says_when_the_queue_is_drained()
         running.jobs.is_empty() && !running.drained,
         "a job still runs"
     );
+    // Finishing with the next lease request: nothing else is queued, so the finish commits
+    // alone, and the queue is drained.
+    let mut next = lease_req("w1", 0.0);
+    next.finish = Some(switchyard_types::FinishJob {
+        id: job.id,
+        token: got.jobs[0].token,
+        ending: JobEnding::Exited,
+        exit_code: Some(0),
+        error: None,
+    });
+    let after = client.lease(&next).await.unwrap();
+    assert_eq!(after.finished.unwrap().status, "succeeded");
+    assert!(after.jobs.is_empty() && after.drained);
+    let again = client.lease(&next).await.unwrap_err();
+    assert!(matches!(again, Error::Api { status, .. } if status.as_u16() == 409));
     server.stop().await;
 }
 

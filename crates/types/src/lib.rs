@@ -473,6 +473,23 @@ pub struct LeaseRequest {
     /// Seconds to wait for a job when none is ready (0 to 60, default 0: answer at once).
     #[serde(default)]
     pub wait: f64,
+    /// End this job first, in the same command as the lease (one round trip and one log entry
+    /// for "done with that one, give me the next"). A refused finish refuses the lease too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<FinishJob>,
+}
+
+/// The `finish` of a lease request: `POST /v1/jobs/{id}/finish` with the job id inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishJob {
+    pub id: u64,
+    pub token: u64,
+    pub ending: JobEnding,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A leased job and the fencing token every report about it must carry.
@@ -488,6 +505,9 @@ pub struct LeasedJob {
 pub struct Leased {
     pub jobs: Vec<LeasedJob>,
     pub drained: bool,
+    /// The job the request's `finish` ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Job>,
 }
 
 /// A fencing token: `POST /v1/jobs/{id}/heartbeat` and `/release` bodies.

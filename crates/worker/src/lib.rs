@@ -201,6 +201,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Summary, String
             labels: shared.cfg.labels.clone(),
             max: permits.len() as u32,
             wait: LEASE_WAIT,
+            finish: None,
         };
         // Abandoned on stop: should the server grant a lease in that instant anyway, leaving
         // (below) ends it and the job is queued again at once.

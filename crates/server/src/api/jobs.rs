@@ -36,6 +36,55 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(append_logs, logs))
 }
 
+/// Ready jobs being claimed by lease requests in flight on this node, per queue. A parked
+/// request that wakes proposes a lease only for ready jobs nobody here is claiming yet, so one
+/// new job wakes every parked worker but costs one lease command, not one per worker.
+#[derive(Debug, Default)]
+pub struct Claims(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// A claim on `n` ready jobs of a queue; given back when dropped.
+struct Claim<'a> {
+    claims: &'a Claims,
+    queue: String,
+    n: usize,
+}
+
+impl Claims {
+    /// Claim up to `max` of the jobs `count(k)` says are ready (counting at most `k`).
+    fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        count: impl FnOnce(usize) -> usize,
+    ) -> Option<Claim<'_>> {
+        let mut m = self.0.lock().expect("not poisoned");
+        let taken = m.get(queue).copied().unwrap_or(0);
+        let free = count(taken + max).saturating_sub(taken);
+        if free == 0 {
+            return None;
+        }
+        let n = free.min(max);
+        *m.entry(queue.to_string()).or_default() += n;
+        Some(Claim {
+            claims: self,
+            queue: queue.to_string(),
+            n,
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut m = self.claims.0.lock().expect("not poisoned");
+        if let Some(t) = m.get_mut(&self.queue) {
+            *t -= self.n;
+            if *t == 0 {
+                m.remove(&self.queue);
+            }
+        }
+    }
+}
+
 /// Longest a lease request may wait for a job, in seconds.
 const MAX_LEASE_WAIT: f64 = 60.0;
 /// Most log lines one read returns.
@@ -219,42 +268,81 @@ async fn lease(
             format!("must be 0 to {MAX_LEASE_WAIT} seconds; got {}", req.wait),
         ));
     }
-    let cmd = JobCommand::Lease {
+    let lease = JobCommand::Lease {
         worker: req.worker,
         queue: req.queue.clone(),
         labels: req.labels.clone(),
         max: req.max,
     };
-    jobs::validate(&cmd)?;
+    jobs::validate(&lease)?;
+    let mut finish = match req.finish {
+        Some(f) => {
+            check_error_text(&f.error)?;
+            Some(JobCommand::Finish {
+                id: f.id,
+                token: f.token,
+                ending: f.ending,
+                exit_code: f.exit_code,
+                error: f.error,
+            })
+        }
+        None => None,
+    };
+    let mut finished = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(req.wait);
     let mut revisions = s.node.view.subscribe();
     loop {
         revisions.borrow_and_update();
-        let (ready, drained) = s.node.view.read(|st| {
-            (
-                st.jobs.has_ready(&req.queue, &req.labels, now_ms()),
-                st.jobs.drained(&req.queue),
-            )
+        let claim = s.lease_claims.claim(&req.queue, req.max as usize, |up_to| {
+            s.node.view.read(|st| {
+                st.jobs
+                    .ready_count(&req.queue, &req.labels, now_ms(), up_to)
+            })
         });
-        if ready {
-            let JobReply::Leased { jobs } = run(&s, cmd.clone(), None).await? else {
-                return Err(ApiError::internal("lease answered something else"));
-            };
-            if !jobs.is_empty() {
-                let jobs = jobs
-                    .into_iter()
-                    .map(|(job, token)| LeasedJob { job, token })
-                    .collect();
-                return Ok(Json(Leased {
-                    jobs,
-                    drained: false,
-                }));
+        let leased = match (claim.is_some(), finish.take()) {
+            (true, Some(f)) => {
+                let cmd = JobCommand::FinishThenLease {
+                    finish: Box::new(f),
+                    lease: Box::new(claimed(&lease, claim.as_ref())),
+                };
+                match run(&s, cmd, None).await? {
+                    JobReply::FinishedThenLeased { finished: f, jobs } => {
+                        finished = Some(*f);
+                        jobs
+                    }
+                    other => return Err(ApiError::internal(format!("answered {other:?}"))),
+                }
             }
+            (true, None) => match run(&s, claimed(&lease, claim.as_ref()), None).await? {
+                JobReply::Leased { jobs } => jobs,
+                other => return Err(ApiError::internal(format!("answered {other:?}"))),
+            },
+            // Nothing to lease now: the finish does not wait for one.
+            (false, Some(f)) => {
+                finished = Some(job(run(&s, f, None).await?)?.0);
+                continue;
+            }
+            (false, None) => Vec::new(),
+        };
+        drop(claim);
+        if !leased.is_empty() {
+            let jobs = leased
+                .into_iter()
+                .map(|(job, token)| LeasedJob { job, token })
+                .collect();
+            return Ok(Json(Leased {
+                jobs,
+                drained: false,
+                finished,
+            }));
         }
         if tokio::time::Instant::now() >= deadline {
+            // Read again: a finish just committed may have drained the queue.
+            let drained = s.node.view.read(|st| st.jobs.drained(&req.queue));
             return Ok(Json(Leased {
                 jobs: vec![],
                 drained,
+                finished,
             }));
         }
         tokio::select! {
@@ -264,6 +352,22 @@ async fn lease(
                 return Err(ApiError::unavailable("the server is shutting down", None));
             }
         }
+    }
+}
+
+/// The lease command for as many jobs as the claim holds.
+fn claimed(lease: &JobCommand, claim: Option<&Claim<'_>>) -> JobCommand {
+    let mut cmd = lease.clone();
+    if let (JobCommand::Lease { max, .. }, Some(c)) = (&mut cmd, claim) {
+        *max = c.n as u32;
+    }
+    cmd
+}
+
+fn check_error_text(error: &Option<String>) -> Result<(), ApiError> {
+    match error {
+        Some(e) if e.len() > 4096 => Err(ApiError::invalid("error", "at most 4096 bytes")),
+        _ => Ok(()),
     }
 }
 
@@ -300,11 +404,7 @@ async fn finish(
     Body(b): Body<FinishRequest>,
 ) -> Result<Json<Job>, ApiError> {
     let id = job_id(&id)?;
-    if let Some(e) = &b.error
-        && e.len() > 4096
-    {
-        return Err(ApiError::invalid("error", "at most 4096 bytes"));
-    }
+    check_error_text(&b.error)?;
     let cmd = JobCommand::Finish {
         id,
         token: b.token,

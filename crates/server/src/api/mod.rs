@@ -4,7 +4,7 @@ mod agents;
 mod bank;
 mod beers;
 pub mod devices;
-mod jobs;
+pub mod jobs;
 mod node;
 pub mod watch;
 
@@ -32,6 +32,8 @@ pub struct AppState {
     /// Cancelled on shutdown; long-lived sessions (watches) end with it.
     pub shutdown: CancellationToken,
     pub prometheus: PrometheusHandle,
+    /// Ready jobs that lease requests on this node are claiming right now, per queue.
+    pub lease_claims: jobs::Claims,
 }
 
 pub type Shared = Arc<AppState>;
