@@ -857,10 +857,18 @@ async fn drain(
         if let Some(at) = next_kill
             && Instant::now() >= at
         {
-            if w.kill_and_replace(kills)? {
-                kills += 1;
+            // Once every job has run, no more kills: the last workers only need to see the
+            // queue drained (a replacement started now would keep the run alive forever).
+            let ran: std::collections::HashSet<u64> =
+                w.executions()?.into_iter().map(|(id, _)| id).collect();
+            if ran.len() >= n {
+                next_kill = None;
+            } else {
+                if w.kill_and_replace(kills)? {
+                    kills += 1;
+                }
+                next_kill = chaos_every.map(|e| at + e);
             }
-            next_kill = chaos_every.map(|e| at + e);
         }
         if Instant::now() > deadline {
             bail!(
