@@ -290,15 +290,7 @@ async fn history(
     let mut before = u64::MAX;
     for (k, v) in &q {
         match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("must be 1 to 1000; got {v:?}"))
-                    })?
-            }
+            "limit" => limit = super::parse_limit(v, 1000)?,
             "before" => {
                 before = v.parse().map_err(|_| {
                     ApiError::invalid("before", format!("must be a transition id; got {v:?}"))

@@ -197,15 +197,7 @@ async fn list(
                     ApiError::invalid("after", format!("must be a job id; got {v:?}"))
                 })?)
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("must be 1 to 1000; got {v:?}"))
-                    })?
-            }
+            "limit" => limit = super::parse_limit(v, 1000)?,
             "consistency" => {}
             other => {
                 return Err(ApiError::invalid(
@@ -476,18 +468,7 @@ async fn logs(
                     ApiError::invalid("from", format!("must be a log offset; got {v:?}"))
                 })?
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LOG_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "limit",
-                            format!("must be 1 to {MAX_LOG_PAGE}; got {v:?}"),
-                        )
-                    })?
-            }
+            "limit" => limit = super::parse_limit(v, MAX_LOG_PAGE)?,
             "follow" => {
                 follow = v.parse().map_err(|_| {
                     ApiError::invalid("follow", format!("must be true or false; got {v:?}"))

@@ -187,6 +187,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A `limit` query parameter: 1 to `max`.
+pub fn parse_limit(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {max}; got {v:?}")))
+}
+
 /// The optional `Idempotency-Key` header, checked.
 pub struct IdempotencyKey(pub Option<String>);
 
