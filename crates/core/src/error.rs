@@ -23,6 +23,14 @@ pub enum CommandError {
         message: String,
         transition: Box<Transition>,
     },
+    /// A deployment action is running (409 `busy`, the action in `details.action`).
+    #[error("{message}")]
+    ActionRunning {
+        message: String,
+        action_id: String,
+        action: String,
+        job_id: u64,
+    },
     /// Not allowed from the current state (409 `not_allowed`); `allowed_from` lists the
     /// guards under which it would be.
     #[error("{message}")]
@@ -46,7 +54,7 @@ impl CommandError {
             CommandError::Invalid { .. } => "invalid",
             CommandError::NotFound { .. } => "not_found",
             CommandError::Conflict { .. } => "conflict",
-            CommandError::Busy { .. } => "busy",
+            CommandError::Busy { .. } | CommandError::ActionRunning { .. } => "busy",
             CommandError::NotAllowed { .. } => "not_allowed",
             CommandError::InsufficientFunds { .. } => "insufficient_funds",
         }

@@ -108,6 +108,8 @@ pub struct Job {
     pub error: Option<String>,
     pub cancel_requested: bool,
     pub revision: u64,
+    /// What queued it, when an app did (e.g. `deployments/NAME/ACTION_ID`).
+    pub owner: Option<String>,
 }
 
 impl Job {
@@ -126,6 +128,7 @@ impl Job {
             error: self.error.clone(),
             cancel_requested: self.cancel_requested,
             revision: self.revision,
+            owner: self.owner.clone(),
         }
     }
 }
@@ -584,11 +587,32 @@ impl Jobs {
             error: None,
             cancel_requested: false,
             revision: ctx.index,
+            owner: None,
         };
         self.ready.insert(ready_key(&job));
         *self.open.entry(job.spec.queue.clone()).or_default() += 1;
         self.jobs.insert(id, job.clone());
         job
+    }
+
+    /// Queue a job on behalf of an app (`owner` names what it belongs to); its id.
+    pub fn enqueue_owned(
+        &mut self,
+        spec: JobSpec,
+        owner: String,
+        ctx: Ctx,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> Result<u64, CommandError> {
+        validate_spec(&spec, "")?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.enqueue_one(id, spec, now, now, ctx);
+        let job = self.jobs.get_mut(&id).expect("just queued");
+        job.owner = Some(owner);
+        let job = job.clone();
+        events.push(event(&job, "queued"));
+        Ok(id)
     }
 
     /// Index bookkeeping after `job` reached a final state.

@@ -16,6 +16,7 @@
 pub mod agents;
 pub mod bank;
 pub mod beers;
+pub mod deployments;
 pub mod devices;
 pub mod error;
 pub mod idempotency;
@@ -83,6 +84,8 @@ pub enum Command {
     Jobs(jobs::JobCommand),
     /// An agents command.
     Agents(agents::AgentCommand),
+    /// A deployments command.
+    Deployments(deployments::DeploymentCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -103,6 +106,8 @@ pub enum Reply {
     Jobs(jobs::JobReply),
     /// Agents replies.
     Agents(agents::AgentReply),
+    /// Deployments replies.
+    Deployments(deployments::DeploymentReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -133,6 +138,8 @@ pub struct State {
     pub jobs: jobs::Jobs,
     /// The hosts that run jobs.
     pub agents: agents::Agents,
+    /// Deployments and their actions.
+    pub deployments: deployments::Deployments,
 }
 
 /// Timers the core can schedule.
@@ -213,7 +220,14 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
                 &mut events,
             )
             .map(Reply::Agents),
+        Command::Deployments(cmd) => state
+            .deployments
+            .apply(cmd, &mut state.jobs, ctx, now, &mut events)
+            .map(Reply::Deployments),
     };
+    if outcome.is_ok() {
+        jobs_ended(state, ctx, &mut events);
+    }
 
     if let Some(key) = &proposal.idempotency_key {
         let expires = now.saturating_add(proposal.idempotency_window_ms.max(0));
@@ -228,6 +242,30 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .schedule(expires, Timer::ExpireIdempotencyKey(key.clone()));
     }
     (outcome, events)
+}
+
+/// Tell the apps that own jobs which of them reached a final state in this entry.
+fn jobs_ended(state: &mut State, ctx: Ctx, events: &mut Vec<Event>) {
+    let ended: Vec<(String, String, Option<i32>)> = events
+        .iter()
+        .filter(|e| e.topic.starts_with("jobs/"))
+        .filter_map(|e| {
+            let id = e.body["job"]["id"].as_u64()?;
+            let job = state.jobs.get(id)?;
+            let owner = job.owner.clone()?;
+            job.status
+                .is_final()
+                .then(|| (owner, job.status.as_str().to_string(), job.exit_code))
+        })
+        .collect();
+    for (owner, status, exit_code) in ended {
+        if owner.starts_with("deployments/") {
+            let now = state.now_ms;
+            state
+                .deployments
+                .job_ended(&owner, &status, exit_code, ctx, now, events);
+        }
+    }
 }
 
 fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {

@@ -79,6 +79,14 @@ impl From<CommandError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "busy", message)
                     .with_details(json!({"transition": transition}))
             }
+            CommandError::ActionRunning {
+                action_id,
+                action,
+                job_id,
+                ..
+            } => Self::new(StatusCode::CONFLICT, "busy", message).with_details(
+                json!({"action": {"action_id": action_id, "action": action, "job_id": job_id}}),
+            ),
             CommandError::NotAllowed { allowed_from, .. } => {
                 Self::new(StatusCode::CONFLICT, "not_allowed", message)
                     .with_details(json!({"allowed_from": allowed_from}))

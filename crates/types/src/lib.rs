@@ -416,6 +416,9 @@ pub struct Job {
     /// A cancel is waiting for the worker to stop the process.
     pub cancel_requested: bool,
     pub revision: u64,
+    /// What queued it, when an app did (e.g. `deployments/NAME/ACTION_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `POST /v1/jobs/batch` body: all the jobs are queued, or none.

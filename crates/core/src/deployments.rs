@@ -1,0 +1,502 @@
+//! Deployments (seed 003): named projects whose actions (`up`, `down`, `snapshot`, custom) run as
+//! jobs, one at a time, with a state that follows them and a history of every action.
+//!
+//! An action's command comes from the deployment's argv template for it: `{name}`, `{action}`
+//! and `{dir}` are substituted inside an element; an element that is exactly `{args}` becomes the
+//! request's arguments, one element each. Nothing goes through a shell unless the template
+//! itself runs one, so an argument is always one literal argv element.
+//!
+//! States: `down` at creation; `running` while an action runs; a successful `up` or `snapshot`
+//! leaves `up`, a successful `down` leaves `down`, another successful action returns to the state
+//! before it; a failed one leaves `failed`, naming the action.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use switchyard_types::JobSpec;
+
+use crate::jobs::{Jobs, validate_name};
+use crate::{CommandError, Ctx, Event};
+
+/// Most actions kept in a deployment's history (the oldest go first).
+pub const MAX_HISTORY: usize = 1000;
+/// Most arguments one action takes.
+pub const MAX_ARGS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    Down,
+    Running,
+    Up,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Down => "down",
+            State::Running => "running",
+            State::Up => "up",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One action: requested, running as a job, then ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRun {
+    pub action_id: String,
+    pub action: String,
+    pub args: Vec<String>,
+    pub job_id: u64,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    /// `running`, then the job's final status (`succeeded`, `failed`, `timed_out`, ...).
+    pub state: String,
+}
+
+/// Where and how a deployment's actions run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub name: String,
+    /// Action name → argv template.
+    pub actions: BTreeMap<String, Vec<String>>,
+    /// The project folder (`{dir}`, and the job's working directory when set).
+    pub dir: Option<String>,
+    pub queue: String,
+    /// Labels a worker must have to run its actions (e.g. one agent's).
+    pub labels: BTreeMap<String, String>,
+    /// Seconds an action may run (none: no limit).
+    pub timeout: Option<u64>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub spec: Spec,
+    pub state: State,
+    /// The state an action other than up/down/snapshot returns to when it succeeds.
+    pub before: State,
+    /// The action whose failure left the deployment `failed`.
+    pub failed_action: Option<String>,
+    pub current: Option<ActionRun>,
+    pub history: Vec<ActionRun>,
+    pub created_ms: i64,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentCommand {
+    Create(Spec),
+    Delete {
+        name: String,
+    },
+    /// Start `action` with `args`.
+    Act {
+        name: String,
+        action: String,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentReply {
+    Deployment(Box<Deployment>),
+    Started { action_id: String, job_id: u64 },
+    Deleted,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deployments {
+    deployments: BTreeMap<String, Deployment>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> CommandError {
+    CommandError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
+    match cmd {
+        DeploymentCommand::Create(s) => {
+            validate_name("name", &s.name)?;
+            validate_name("queue", &s.queue)?;
+            if s.actions.is_empty() {
+                return Err(invalid(
+                    "actions",
+                    "no action templates: give `actions` or configure defaults ([actions.NAME])",
+                ));
+            }
+            for (a, argv) in &s.actions {
+                validate_name(&format!("actions.{a}"), a)?;
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(invalid(
+                        &format!("actions.{a}"),
+                        "must be a non-empty argv template",
+                    ));
+                }
+                if argv.iter().any(|e| e.contains('\0')) {
+                    return Err(invalid(&format!("actions.{a}"), "must not contain NUL"));
+                }
+            }
+            if let Some(d) = &s.dir
+                && (d.is_empty() || d.contains('\0'))
+            {
+                return Err(invalid("dir", "must be a non-empty path without NUL"));
+            }
+            Ok(())
+        }
+        DeploymentCommand::Delete { name } => validate_name("name", name),
+        DeploymentCommand::Act { name, action, args } => {
+            validate_name("name", name)?;
+            validate_name("action", action)?;
+            if args.len() > MAX_ARGS {
+                return Err(invalid("args", format!("at most {MAX_ARGS} arguments")));
+            }
+            if args.iter().any(|a| a.contains('\0')) {
+                return Err(invalid("args", "must not contain NUL characters"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The argv of `action` from `template`: placeholders substituted, `{args}` expanded.
+pub fn render(template: &[String], spec: &Spec, action: &str, args: &[String]) -> Vec<String> {
+    let mut argv = Vec::with_capacity(template.len() + args.len());
+    for element in template {
+        if element == "{args}" {
+            argv.extend(args.iter().cloned());
+        } else {
+            argv.push(
+                element
+                    .replace("{name}", &spec.name)
+                    .replace("{action}", action)
+                    .replace("{dir}", spec.dir.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    argv
+}
+
+/// A unique action id in the form of a UUID, derived from the log index (apply stays pure).
+fn action_id(index: u64, name: &str) -> String {
+    // FNV-1a of the name, so two deployments acting at the same index still differ.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (index >> 32) as u32,
+        (index >> 16) as u16,
+        index as u16 & 0xfff,
+        (h >> 48) as u16 & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
+fn event(d: &Deployment, kind: &str) -> Event {
+    Event {
+        topic: format!("deployments/{}", d.spec.name),
+        body: serde_json::json!({
+            "kind": kind,
+            "name": d.spec.name,
+            "state": d.state.as_str(),
+            "failed_action": d.failed_action,
+            "action": d.current.as_ref().or(d.history.last()).map(|a| serde_json::json!({
+                "action_id": a.action_id, "action": a.action, "job_id": a.job_id,
+                "exit_code": a.exit_code, "state": a.state,
+            })),
+            "revision": d.revision,
+        }),
+    }
+}
+
+impl Deployments {
+    pub fn get(&self, name: &str) -> Option<&Deployment> {
+        self.deployments.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Deployment> {
+        self.deployments.values()
+    }
+
+    fn found(&mut self, name: &str) -> Result<&mut Deployment, CommandError> {
+        self.deployments
+            .get_mut(name)
+            .ok_or_else(|| CommandError::NotFound {
+                message: format!("deployment {name:?} does not exist"),
+            })
+    }
+
+    fn busy(d: &Deployment) -> CommandError {
+        let a = d.current.as_ref().expect("running");
+        CommandError::ActionRunning {
+            message: format!(
+                "deployment {:?} is running action {} ({}); wait for it to end",
+                d.spec.name, a.action, a.action_id
+            ),
+            action_id: a.action_id.clone(),
+            action: a.action.clone(),
+            job_id: a.job_id,
+        }
+    }
+
+    pub fn apply(
+        &mut self,
+        cmd: &DeploymentCommand,
+        jobs: &mut Jobs,
+        ctx: Ctx,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> Result<DeploymentReply, CommandError> {
+        validate(cmd)?;
+        match cmd {
+            DeploymentCommand::Create(spec) => {
+                if self.deployments.contains_key(&spec.name) {
+                    return Err(CommandError::Conflict {
+                        message: format!("deployment {:?} already exists", spec.name),
+                    });
+                }
+                let d = Deployment {
+                    spec: spec.clone(),
+                    state: State::Down,
+                    before: State::Down,
+                    failed_action: None,
+                    current: None,
+                    history: Vec::new(),
+                    created_ms: now,
+                    revision: ctx.index,
+                };
+                events.push(event(&d, "created"));
+                self.deployments.insert(spec.name.clone(), d.clone());
+                Ok(DeploymentReply::Deployment(Box::new(d)))
+            }
+            DeploymentCommand::Delete { name } => {
+                let d = self.found(name)?;
+                if d.current.is_some() {
+                    return Err(Self::busy(d));
+                }
+                let mut d = d.clone();
+                d.revision = ctx.index;
+                events.push(event(&d, "deleted"));
+                self.deployments.remove(name);
+                Ok(DeploymentReply::Deleted)
+            }
+            DeploymentCommand::Act { name, action, args } => {
+                let d = self.found(name)?;
+                if d.current.is_some() {
+                    return Err(Self::busy(d));
+                }
+                let Some(template) = d.spec.actions.get(action) else {
+                    return Err(invalid(
+                        "action",
+                        format!(
+                            "deployment {name:?} has no action {action:?}; actions: {}",
+                            d.spec
+                                .actions
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                let action_id = action_id(ctx.index, name);
+                let spec = JobSpec {
+                    command: render(template, &d.spec, action, args),
+                    queue: d.spec.queue.clone(),
+                    timeout: d.spec.timeout,
+                    max_attempts: 1,
+                    lease_ttl: 30,
+                    env: d.spec.env.clone(),
+                    labels: d.spec.labels.clone(),
+                    priority: 0,
+                    cwd: d.spec.dir.clone(),
+                };
+                let owner = format!("deployments/{name}/{action_id}");
+                let job_id = jobs.enqueue_owned(spec, owner, ctx, now, events)?;
+                let d = self.found(name)?;
+                d.before = d.state;
+                d.state = State::Running;
+                d.current = Some(ActionRun {
+                    action_id: action_id.clone(),
+                    action: action.clone(),
+                    args: args.clone(),
+                    job_id,
+                    started_ms: now,
+                    finished_ms: None,
+                    exit_code: None,
+                    state: "running".into(),
+                });
+                d.revision = ctx.index;
+                let d = d.clone();
+                events.push(event(&d, "action_started"));
+                Ok(DeploymentReply::Started { action_id, job_id })
+            }
+        }
+    }
+
+    /// The job of an action ended (`owner` is the job's, `status` its final status).
+    pub fn job_ended(
+        &mut self,
+        owner: &str,
+        status: &str,
+        exit_code: Option<i32>,
+        ctx: Ctx,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) {
+        let Some((name, action_id)) = owner
+            .strip_prefix("deployments/")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return;
+        };
+        let Some(d) = self.deployments.get_mut(name) else {
+            return;
+        };
+        let Some(mut run) = d.current.take_if(|c| c.action_id == action_id) else {
+            return;
+        };
+        run.finished_ms = Some(now);
+        run.exit_code = exit_code;
+        run.state = status.to_string();
+        d.state = if status == "succeeded" {
+            d.failed_action = None;
+            match run.action.as_str() {
+                "up" | "snapshot" => State::Up,
+                "down" => State::Down,
+                _ => d.before,
+            }
+        } else {
+            d.failed_action = Some(run.action.clone());
+            State::Failed
+        };
+        d.history.push(run);
+        if d.history.len() > MAX_HISTORY {
+            d.history.remove(0);
+        }
+        d.revision = ctx.index;
+        let d = d.clone();
+        events.push(event(&d, "action_ended"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            name: "web".into(),
+            actions: BTreeMap::from([
+                (
+                    "up".into(),
+                    vec!["deploy".into(), "--name={name}".into(), "{args}".into()],
+                ),
+                ("check".into(), vec!["check".into(), "{dir}/x".into()]),
+            ]),
+            dir: Some("/srv/web".into()),
+            queue: "default".into(),
+            labels: BTreeMap::new(),
+            timeout: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn templates_keep_every_argument_one_literal_element() {
+        let args = vec![
+            "a b".to_string(),
+            "$(rm -rf /); echo `x` | y > z".into(),
+            "".into(),
+        ];
+        let argv = render(&spec().actions["up"], &spec(), "up", &args);
+        assert_eq!(
+            argv,
+            [
+                "deploy",
+                "--name=web",
+                "a b",
+                "$(rm -rf /); echo `x` | y > z",
+                ""
+            ]
+        );
+        assert_eq!(
+            render(&spec().actions["check"], &spec(), "check", &[]),
+            ["check", "/srv/web/x"]
+        );
+    }
+
+    #[test]
+    fn states_follow_actions_and_a_second_action_is_busy() {
+        let (mut ds, mut jobs) = (Deployments::default(), Jobs::default());
+        let mut ev = Vec::new();
+        let mut at = |i: u64| Ctx { index: i };
+        ds.apply(
+            &DeploymentCommand::Create(spec()),
+            &mut jobs,
+            at(1),
+            0,
+            &mut ev,
+        )
+        .unwrap();
+        let act = |a: &str| DeploymentCommand::Act {
+            name: "web".into(),
+            action: a.into(),
+            args: vec![],
+        };
+        let Ok(DeploymentReply::Started { action_id, job_id }) =
+            ds.apply(&act("up"), &mut jobs, at(2), 0, &mut ev)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            jobs.get(job_id).unwrap().owner.as_deref(),
+            Some(format!("deployments/web/{action_id}").as_str())
+        );
+        assert_eq!(ds.get("web").unwrap().state, State::Running);
+        let before = ds.clone();
+        let r = ds.apply(&act("check"), &mut jobs, at(3), 0, &mut ev);
+        assert!(
+            matches!(r, Err(CommandError::ActionRunning { .. })),
+            "{r:?}"
+        );
+        assert_eq!(ds, before, "nothing started");
+        ds.job_ended(
+            &format!("deployments/web/{action_id}"),
+            "succeeded",
+            Some(0),
+            at(4),
+            5,
+            &mut ev,
+        );
+        assert_eq!(ds.get("web").unwrap().state, State::Up);
+        // A failing custom action leaves failed, naming it; the history has both.
+        let Ok(DeploymentReply::Started { action_id, .. }) =
+            ds.apply(&act("check"), &mut jobs, at(5), 0, &mut ev)
+        else {
+            panic!()
+        };
+        ds.job_ended(
+            &format!("deployments/web/{action_id}"),
+            "failed",
+            Some(3),
+            at(6),
+            9,
+            &mut ev,
+        );
+        let d = ds.get("web").unwrap();
+        assert_eq!(
+            (d.state, d.failed_action.as_deref()),
+            (State::Failed, Some("check"))
+        );
+        assert_eq!(d.history.len(), 2);
+        assert_eq!(d.history[1].exit_code, Some(3));
+        let _ = &mut at;
+    }
+}
