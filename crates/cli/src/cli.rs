@@ -72,6 +72,9 @@ pub enum Cmd {
     Jobs(crate::jobs::JobsCmd),
     /// A job's output; -f follows it until the job ends.
     Logs(crate::jobs::LogsArgs),
+    /// Deployments: create, up, down, snapshot, run, list, get, history, delete.
+    #[command(subcommand)]
+    Deploy(crate::deploy::DeployCmd),
     /// The agents (worker hosts): status, host facts, jobs held.
     Agents {
         /// Print the full JSON.
@@ -187,6 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
         Cmd::Worker(w) => crate::jobs::worker(&args.server, args.token.clone(), w).await?,
         Cmd::Jobs(j) => return crate::jobs::jobs(&client, j).await.with_context(ctx),
+        Cmd::Deploy(d) => return crate::deploy::deploy(&client, d).await.with_context(ctx),
         Cmd::Logs(l) => return crate::jobs::logs(&client, l).await.with_context(ctx),
         Cmd::Agents { json } => return crate::jobs::agents(&client, json).await.with_context(ctx),
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),

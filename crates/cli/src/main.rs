@@ -8,6 +8,7 @@ mod bench_jobs;
 mod bench_wire;
 mod cli;
 mod cluster;
+mod deploy;
 mod jobs;
 mod serve;
 mod tap;

@@ -125,6 +125,13 @@ struct FileDevice {
     type_name: String,
 }
 
+/// `[actions.NAME]` in the TOML file: the default argv template of a deployment action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAction {
+    command: Vec<String>,
+}
+
 /// The TOML file: the same settings, all optional; unknown keys are an error.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +168,8 @@ struct FileConfig {
     local_worker_queue: Option<String>,
     job_log_max_bytes: Option<u64>,
     agent_check_interval: Option<f64>,
+    #[serde(default)]
+    actions: std::collections::BTreeMap<String, FileAction>,
 }
 
 /// The merged, checked settings.
@@ -278,6 +287,11 @@ impl ServeArgs {
         if let Some(v) = self.agent_check_interval.or(f.agent_check_interval) {
             c.agent_check_interval = seconds("agent_check_interval", v)?;
         }
+        c.deployment_actions = f
+            .actions
+            .into_iter()
+            .map(|(name, a)| (name, a.command))
+            .collect();
         let local_workers = self.local_workers.or(f.local_workers).unwrap_or(1);
         if local_workers > 1024 {
             bail!("local_workers: must be 0 to 1024; got {local_workers}");

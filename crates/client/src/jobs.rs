@@ -352,3 +352,64 @@ impl LogFollower {
 fn find_event_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
 }
+
+/// Deployments (seed 003).
+impl Client {
+    pub async fn create_deployment(
+        &self,
+        d: &switchyard_types::CreateDeployment,
+    ) -> Result<switchyard_types::Deployment, Error> {
+        self.request(Method::POST, "/v1/deployments", Some(d), None)
+            .await
+    }
+
+    pub async fn deployment(&self, name: &str) -> Result<switchyard_types::Deployment, Error> {
+        self.get(&format!("/v1/deployments/{name}")).await
+    }
+
+    pub async fn deployments(&self) -> Result<Vec<switchyard_types::Deployment>, Error> {
+        let l: switchyard_types::DeploymentList = self.get("/v1/deployments").await?;
+        Ok(l.deployments)
+    }
+
+    pub async fn delete_deployment(&self, name: &str) -> Result<(), Error> {
+        match self
+            .request::<serde_json::Value>(
+                Method::DELETE,
+                &format!("/v1/deployments/{name}"),
+                None::<&()>,
+                None,
+            )
+            .await
+        {
+            // 204: no body to decode.
+            Ok(_) | Err(Error::Decode(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Start an action; answers at once with its id and the job running it.
+    pub async fn deployment_action(
+        &self,
+        name: &str,
+        action: &str,
+        args: &[String],
+    ) -> Result<switchyard_types::ActionStarted, Error> {
+        self.post(
+            &format!("/v1/deployments/{name}/actions/{action}"),
+            json!({ "args": args }),
+            None,
+        )
+        .await
+    }
+
+    /// Every action of a deployment, oldest first.
+    pub async fn deployment_actions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<switchyard_types::DeploymentAction>, Error> {
+        let l: switchyard_types::ActionList =
+            self.get(&format!("/v1/deployments/{name}/actions")).await?;
+        Ok(l.actions)
+    }
+}

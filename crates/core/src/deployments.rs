@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use switchyard_types::JobSpec;
+use switchyard_types::{JobSpec, rfc3339};
 
 use crate::jobs::{Jobs, validate_name};
 use crate::{CommandError, Ctx, Event};
@@ -212,6 +212,47 @@ fn event(d: &Deployment, kind: &str) -> Event {
             })),
             "revision": d.revision,
         }),
+    }
+}
+
+impl ActionRun {
+    pub fn view(&self) -> switchyard_types::DeploymentAction {
+        switchyard_types::DeploymentAction {
+            action_id: self.action_id.clone(),
+            action: self.action.clone(),
+            args: self.args.clone(),
+            job_id: self.job_id,
+            started_at: rfc3339(self.started_ms),
+            finished_at: self.finished_ms.map(rfc3339),
+            exit_code: self.exit_code,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl Deployment {
+    pub fn view(&self) -> switchyard_types::Deployment {
+        switchyard_types::Deployment {
+            name: self.spec.name.clone(),
+            state: self.state.as_str().into(),
+            action: self.current.as_ref().map(ActionRun::view),
+            failed_action: self.failed_action.clone(),
+            actions: self.spec.actions.clone(),
+            dir: self.spec.dir.clone(),
+            queue: self.spec.queue.clone(),
+            labels: self.spec.labels.clone(),
+            created_at: rfc3339(self.created_ms),
+            revision: self.revision,
+        }
+    }
+
+    /// Every action, oldest first, the running one last.
+    pub fn actions(&self) -> Vec<switchyard_types::DeploymentAction> {
+        self.history
+            .iter()
+            .chain(self.current.iter())
+            .map(ActionRun::view)
+            .collect()
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Config {
     /// and after how many failed probes in a row it marks the agent lost.
     pub agent_check_interval: Duration,
     pub agent_check_failures: u32,
+    /// Default argv templates of deployment actions (`[actions.NAME] command = [...]`).
+    pub deployment_actions: BTreeMap<String, Vec<String>>,
 }
 
 impl Config {
@@ -95,6 +97,7 @@ impl Config {
             job_log_max_bytes: switchyard_core::jobs::DEFAULT_LOG_CAP_BYTES,
             agent_check_interval: Duration::from_secs(5),
             agent_check_failures: 3,
+            deployment_actions: BTreeMap::new(),
         }
     }
 
@@ -177,6 +180,16 @@ impl Config {
                 "agent_check_interval: must be at least 100 ms (agent_check_failures at least 1)"
                     .into(),
             );
+        }
+        for (name, argv) in &self.deployment_actions {
+            if let Err(e) = switchyard_core::jobs::validate_name("actions", name) {
+                return Err(format!("actions.{name}: {e}"));
+            }
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(format!(
+                    "actions.{name}.command: must be a non-empty argv template"
+                ));
+            }
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

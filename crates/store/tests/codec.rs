@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use switchyard_core::agents::{AgentCommand, AgentInfo};
 use switchyard_core::bank::BankCommand;
+use switchyard_core::deployments::{DeploymentCommand, Spec};
 use switchyard_core::jobs::{Ending, JobCommand};
 use switchyard_core::{Command, Ctx, Proposal, State, apply};
 use switchyard_types::{JobSpec, LogStream, NewLogLine};
@@ -68,6 +69,20 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
             error: None,
         }),
         Command::Jobs(JobCommand::Cancel { id: 1 }),
+        Command::Deployments(DeploymentCommand::Create(Spec {
+            name: "web".into(),
+            actions: BTreeMap::from([("up".into(), vec!["up.sh".into(), "{args}".into()])]),
+            dir: Some("/srv".into()),
+            queue: "q1".into(),
+            labels: BTreeMap::new(),
+            timeout: Some(5),
+            env: BTreeMap::new(),
+        })),
+        Command::Deployments(DeploymentCommand::Act {
+            name: "web".into(),
+            action: "up".into(),
+            args: vec!["a b".into()],
+        }),
         Command::Tick,
     ];
     let mut state = State::default();

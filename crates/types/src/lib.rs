@@ -416,8 +416,9 @@ pub struct Job {
     /// A cancel is waiting for the worker to stop the process.
     pub cancel_requested: bool,
     pub revision: u64,
-    /// What queued it, when an app did (e.g. `deployments/NAME/ACTION_ID`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What queued it, when an app did (e.g. `deployments/NAME/ACTION_ID`). (Never skipped
+    /// when empty: this type is also stored in the Raft log, whose format has no field names.)
+    #[serde(default)]
     pub owner: Option<String>,
 }
 
@@ -679,4 +680,90 @@ pub struct AgentHeartbeat {
 pub struct AgentHeartbeatReply {
     pub cancel: Vec<u64>,
     pub stale: Vec<u64>,
+}
+
+/// `POST /v1/deployments`: a deployment and the argv templates of its actions (these override
+/// the server's default templates of the same name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    pub name: String,
+    /// Action name → argv template; `{name}`, `{action}`, `{dir}` substitute inside an element,
+    /// an element that is exactly `{args}` expands to the action's arguments.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Vec<String>>,
+    /// Project folder: `{dir}`, and the working directory of its actions.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Queue its actions go to (default `default`).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Labels a worker must have to run its actions (e.g. to pin them to one agent).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Seconds an action may run; none: no limit.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One action of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentAction {
+    pub action_id: String,
+    pub action: String,
+    pub args: Vec<String>,
+    pub job_id: u64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    /// `running`, then the job's final status (`succeeded`, `failed`, `timed_out`, ...).
+    pub state: String,
+}
+
+/// A deployment as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub name: String,
+    /// `down`, `running`, `up` or `failed`.
+    pub state: String,
+    /// The action running now, if any.
+    pub action: Option<DeploymentAction>,
+    /// The action whose failure left it `failed`.
+    pub failed_action: Option<String>,
+    pub actions: BTreeMap<String, Vec<String>>,
+    pub dir: Option<String>,
+    pub queue: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: String,
+    pub revision: u64,
+}
+
+/// `GET /v1/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentList {
+    pub deployments: Vec<Deployment>,
+}
+
+/// `POST /v1/deployments/{name}/actions/{action}` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// `POST /v1/deployments/{name}/actions/{action}` answer (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ActionStarted {
+    pub action_id: String,
+    pub job_id: u64,
+}
+
+/// `GET /v1/deployments/{name}/actions`: every action, oldest first, the running one last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ActionList {
+    pub actions: Vec<DeploymentAction>,
 }

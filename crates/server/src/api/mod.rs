@@ -3,6 +3,7 @@
 mod agents;
 mod bank;
 mod beers;
+mod deployments;
 pub mod devices;
 pub mod jobs;
 mod node;
@@ -64,6 +65,7 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .merge(devices::routes())
         .merge(jobs::routes())
         .merge(agents::routes())
+        .merge(deployments::routes())
         .merge(watch::routes())
         .split_for_parts()
 }

@@ -1,0 +1,167 @@
+//! `switchyard deploy ...`: deployments and their actions, with the action's log streamed to
+//! the terminal as the original TestbedOS client does.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use switchyard_client::Client;
+use switchyard_types::CreateDeployment;
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCmd {
+    /// Create a deployment.
+    Create {
+        name: String,
+        /// Action template, NAME='["argv", "{name}", "{args}"]' (JSON array; repeatable); these
+        /// override the server's [actions.NAME] defaults.
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// Project folder ({dir}, and the actions' working directory).
+        #[arg(long)]
+        dir: Option<String>,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// Labels a worker must have to run its actions, KEY=VALUE (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Seconds an action may run.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Bring a deployment up, streaming the action's log; non-zero exit on failure.
+    Up { name: String, args: Vec<String> },
+    /// Bring it down.
+    Down { name: String, args: Vec<String> },
+    /// Snapshot it.
+    Snapshot { name: String, args: Vec<String> },
+    /// Run any action of it.
+    Run {
+        name: String,
+        action: String,
+        args: Vec<String>,
+    },
+    /// List deployments.
+    List,
+    /// Show one deployment (JSON).
+    Get { name: String },
+    /// Its actions, oldest first.
+    History { name: String },
+    /// Delete it (refused while an action runs).
+    Delete { name: String },
+}
+
+fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("--label: expected KEY=VALUE; got {kv:?}"),
+        })
+        .collect()
+}
+
+pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode> {
+    let (name, action, args) = match cmd {
+        DeployCmd::Create {
+            name,
+            actions,
+            dir,
+            queue,
+            label,
+            timeout,
+        } => {
+            let mut templates = BTreeMap::new();
+            for a in &actions {
+                let (k, v) = a
+                    .split_once('=')
+                    .with_context(|| format!("--action: expected NAME=JSON_ARRAY; got {a:?}"))?;
+                let argv: Vec<String> = serde_json::from_str(v)
+                    .with_context(|| format!("--action {k}: not a JSON array of strings"))?;
+                templates.insert(k.to_string(), argv);
+            }
+            let d = client
+                .create_deployment(&CreateDeployment {
+                    name,
+                    actions: templates,
+                    dir,
+                    queue,
+                    labels: labels(&label)?,
+                    timeout,
+                    env: BTreeMap::new(),
+                })
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::List => {
+            for d in client.deployments().await? {
+                let running = d.action.as_ref().map_or(String::new(), |a| {
+                    format!(" ({} {})", a.action, a.action_id)
+                });
+                println!("{:<24} {}{running}", d.name, d.state);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::Get { name } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.deployment(&name).await?)?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::History { name } => {
+            for a in client.deployment_actions(&name).await? {
+                println!(
+                    "{} {:<10} {:<10} exit={} started={} finished={} job={} args={:?}",
+                    a.action_id,
+                    a.action,
+                    a.state,
+                    a.exit_code.map_or("-".into(), |c| c.to_string()),
+                    a.started_at,
+                    a.finished_at.as_deref().unwrap_or("-"),
+                    a.job_id,
+                    a.args
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::Delete { name } => {
+            client.delete_deployment(&name).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::Up { name, args } => (name, "up".to_string(), args),
+        DeployCmd::Down { name, args } => (name, "down".to_string(), args),
+        DeployCmd::Snapshot { name, args } => (name, "snapshot".to_string(), args),
+        DeployCmd::Run { name, action, args } => (name, action, args),
+    };
+    let started = client.deployment_action(&name, &action, &args).await?;
+    eprintln!(
+        "{action} {name}: action {} (job {})",
+        started.action_id, started.job_id
+    );
+    let mut log = client.follow_logs(started.job_id, 0);
+    while let Some(l) = log.next().await? {
+        println!("{}", l.text);
+    }
+    // The log ends with the job; the deployment records the end in the same command.
+    let record = client
+        .deployment_actions(&name)
+        .await?
+        .into_iter()
+        .find(|a| a.action_id == started.action_id)
+        .context("the action is missing from the deployment's history")?;
+    let d = client.deployment(&name).await?;
+    eprintln!(
+        "{action} {name}: {} (exit code {}); deployment {}",
+        record.state,
+        record.exit_code.map_or("none".into(), |c| c.to_string()),
+        d.state
+    );
+    Ok(if record.state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,160 @@
+//! `/v1/deployments/...`: deployments whose actions run as jobs (seed 003).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use switchyard_core::deployments::{DeploymentCommand, DeploymentReply, Spec};
+use switchyard_core::jobs::validate_name;
+use switchyard_core::{Command, Reply};
+use switchyard_types::{
+    ActionList, ActionRequest, ActionStarted, CreateDeployment, Deployment, DeploymentList,
+    ErrorBody,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Body, Consistency, IdempotencyKey, Shared};
+use crate::error::ApiError;
+
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(act))
+        .routes(routes!(actions))
+}
+
+async fn run(
+    s: &Shared,
+    cmd: DeploymentCommand,
+    key: Option<String>,
+) -> Result<DeploymentReply, ApiError> {
+    switchyard_core::deployments::validate(&cmd)?;
+    match s.node.write(Command::Deployments(cmd), key).await? {
+        (Reply::Deployments(r), _) => Ok(r),
+        (other, _) => Err(ApiError::internal(format!(
+            "deployments command answered {other:?}"
+        ))),
+    }
+}
+
+fn lookup(s: &Shared, name: &str) -> Result<switchyard_core::deployments::Deployment, ApiError> {
+    validate_name("name", name)?;
+    s.node
+        .view
+        .read(|st| st.deployments.get(name).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("deployment {name:?} does not exist")))
+}
+
+/// Create a deployment; its action templates override the server's defaults of the same name.
+#[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create(
+    State(s): State<Shared>,
+    IdempotencyKey(key): IdempotencyKey,
+    Body(b): Body<CreateDeployment>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    if let Some(t) = b.timeout
+        && !(1..=7 * 86_400).contains(&t)
+    {
+        return Err(ApiError::invalid(
+            "timeout",
+            "must be 1 to 604800 seconds, or absent",
+        ));
+    }
+    let mut actions = s.node.config.deployment_actions.clone();
+    actions.extend(b.actions);
+    let spec = Spec {
+        name: b.name,
+        actions,
+        dir: b.dir,
+        queue: b.queue,
+        labels: b.labels,
+        timeout: b.timeout,
+        env: b.env,
+    };
+    match run(&s, DeploymentCommand::Create(spec), key).await? {
+        DeploymentReply::Deployment(d) => Ok((StatusCode::CREATED, Json(d.view()))),
+        other => Err(ApiError::internal(format!("create answered {other:?}"))),
+    }
+}
+
+/// Every deployment.
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+    params(("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    responses((status = 200, body = DeploymentList)))]
+async fn list(
+    State(s): State<Shared>,
+    consistency: Consistency,
+) -> Result<Json<DeploymentList>, ApiError> {
+    consistency.ready(&s.node).await?;
+    let deployments = s
+        .node
+        .view
+        .read(|st| st.deployments.iter().map(|d| d.view()).collect());
+    Ok(Json(DeploymentList { deployments }))
+}
+
+/// One deployment: state, the action running now, templates.
+#[utoipa::path(get, path = "/v1/deployments/{name}", tag = "deployments",
+    params(("name" = String, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorBody)))]
+async fn get_one(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    consistency: Consistency,
+) -> Result<Json<Deployment>, ApiError> {
+    consistency.ready(&s.node).await?;
+    Ok(Json(lookup(&s, &name)?.view()))
+}
+
+/// Delete a deployment (409 `busy` while an action runs).
+#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete(State(s): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    run(&s, DeploymentCommand::Delete { name }, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Start an action: answers at once (202) with the action id and the job running it, whose
+/// log is `GET /v1/jobs/{job_id}/logs`. 409 `busy` while another action runs.
+#[utoipa::path(post, path = "/v1/deployments/{name}/actions/{action}", tag = "deployments",
+    request_body = ActionRequest,
+    params(("name" = String, Path), ("action" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, body = ActionStarted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn act(
+    State(s): State<Shared>,
+    Path((name, action)): Path<(String, String)>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<ActionStarted>), ApiError> {
+    // The body is optional: no body, no arguments.
+    let args = if body.is_empty() {
+        Vec::new()
+    } else {
+        super::parse_json::<ActionRequest>(&body)?.args
+    };
+    match run(&s, DeploymentCommand::Act { name, action, args }, key).await? {
+        DeploymentReply::Started { action_id, job_id } => Ok((
+            StatusCode::ACCEPTED,
+            Json(ActionStarted { action_id, job_id }),
+        )),
+        other => Err(ApiError::internal(format!("action answered {other:?}"))),
+    }
+}
+
+/// Every action of a deployment, oldest first, the running one last.
+#[utoipa::path(get, path = "/v1/deployments/{name}/actions", tag = "deployments",
+    params(("name" = String, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    responses((status = 200, body = ActionList), (status = 404, body = ErrorBody)))]
+async fn actions(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    consistency: Consistency,
+) -> Result<Json<ActionList>, ApiError> {
+    consistency.ready(&s.node).await?;
+    Ok(Json(ActionList {
+        actions: lookup(&s, &name)?.actions(),
+    }))
+}
