@@ -90,7 +90,7 @@ pub async fn worker(server: &str, token: Option<String>, a: WorkerArgs) -> anyho
             bail!("{}: must hold a JSON object", p.display());
         }
     }
-    crate::serve::init_logging(false);
+    crate::serve::init_logging(false, None);
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod jobs;
+mod logfile;
 mod serve;
 mod tap;
 

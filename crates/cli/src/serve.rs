@@ -111,6 +111,15 @@ pub struct ServeArgs {
     /// Most bytes of output kept per job (the oldest lines go first) [default: 1048576]
     #[arg(long, env = "SWITCHYARD_JOB_LOG_MAX_BYTES")]
     pub job_log_max_bytes: Option<u64>,
+    /// Write the server's log to this file (rotated by size) instead of stderr
+    #[arg(long, env = "SWITCHYARD_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Size at which the log file is rotated, in bytes [default: 10485760]
+    #[arg(long, env = "SWITCHYARD_LOG_MAX_BYTES")]
+    pub log_max_bytes: Option<u64>,
+    /// Rotated log files kept (switchyard.log.1 ... .N) [default: 5]
+    #[arg(long, env = "SWITCHYARD_LOG_KEEP")]
+    pub log_keep: Option<usize>,
     /// Seconds between the leader's active checks of agents that gave a URL [default: 5]
     #[arg(long, env = "SWITCHYARD_AGENT_CHECK_INTERVAL")]
     pub agent_check_interval: Option<f64>,
@@ -168,6 +177,9 @@ struct FileConfig {
     local_worker_queue: Option<String>,
     job_log_max_bytes: Option<u64>,
     agent_check_interval: Option<f64>,
+    log_file: Option<PathBuf>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<usize>,
     #[serde(default)]
     actions: std::collections::BTreeMap<String, FileAction>,
 }
@@ -180,6 +192,8 @@ pub struct Settings {
     pub mv_listen: Option<String>,
     pub altair_listen: Option<String>,
     pub json_logs: bool,
+    /// The log file (path, rotation size, files kept); none: stderr.
+    pub log_file: Option<(PathBuf, u64, usize)>,
     /// Concurrency of the in-process worker (0: none) and its queue.
     pub local_workers: usize,
     pub local_worker_queue: String,
@@ -292,6 +306,20 @@ impl ServeArgs {
             .into_iter()
             .map(|(name, a)| (name, a.command))
             .collect();
+        let log_file = match self.log_file.or(f.log_file) {
+            Some(p) => {
+                let max = self.log_max_bytes.or(f.log_max_bytes).unwrap_or(10 << 20);
+                if max < 4096 {
+                    bail!("log_max_bytes: must be at least 4096; got {max}");
+                }
+                let keep = self.log_keep.or(f.log_keep).unwrap_or(5);
+                if keep > 1000 {
+                    bail!("log_keep: must be 0 to 1000; got {keep}");
+                }
+                Some((p, max, keep))
+            }
+            None => None,
+        };
         let local_workers = self.local_workers.or(f.local_workers).unwrap_or(1);
         if local_workers > 1024 {
             bail!("local_workers: must be 0 to 1024; got {local_workers}");
@@ -327,20 +355,20 @@ impl ServeArgs {
             altair_listen: self.altair_listen.or(f.altair_listen),
             local_workers,
             local_worker_queue,
+            log_file,
         })
     }
 }
 
-pub fn init_logging(json: bool) {
+pub fn init_logging(json: bool, file: Option<crate::logfile::RotatingFile>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (file, json) {
+        (Some(f), true) => builder.with_writer(f).with_ansi(false).json().init(),
+        (Some(f), false) => builder.with_writer(f).with_ansi(false).init(),
+        (None, true) => builder.with_writer(std::io::stderr).json().init(),
+        (None, false) => builder.with_writer(std::io::stderr).init(),
     }
 }
 
@@ -361,7 +389,14 @@ pub async fn terminated() {
 /// Run the server until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
-    init_logging(s.json_logs);
+    let file = match &s.log_file {
+        Some((path, max, keep)) => Some(
+            crate::logfile::RotatingFile::open(path, *max, *keep)
+                .with_context(|| format!("log_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    init_logging(s.json_logs, file);
     let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
