@@ -31,21 +31,6 @@ fn spawn_at(dir: &Path, listen: &str) -> Proc {
     common::serve("server", args)
 }
 
-/// Wait until the node leads (it is the only member).
-async fn ready(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if client.status().await.is_ok_and(|s| s.role == "leader") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not become leader in 20s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_write_load_loses_no_acknowledged_command() {
     let rounds: u64 = std::env::var("SWITCHYARD_KILL9_ROUNDS")
@@ -59,7 +44,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
 
     let mut proc = spawn(dir.path());
     let client = Client::new(proc.url());
-    ready(&client).await;
+    common::ready(&client).await;
     for w in 0..writers {
         client.open_account(&format!("w{w}"), None).await.unwrap();
     }
@@ -98,7 +83,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_command() {
         // Phase 3: restart; every acknowledged credit is there, and nothing never sent.
         proc = spawn(dir.path());
         let client = Client::new(proc.url());
-        ready(&client).await;
+        common::ready(&client).await;
         for w in 0..writers {
             let balance = client.account(&format!("w{w}")).await.unwrap().balance;
             let (a, s) = (
@@ -123,7 +108,7 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     let dir = TempDir::new().unwrap();
     let mut proc = spawn(dir.path());
     let client = Client::new(proc.url());
-    ready(&client).await;
+    common::ready(&client).await;
     client.open_account("a", None).await.unwrap();
     client.credit("a", 42, None).await.unwrap();
 
@@ -135,7 +120,7 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
 
     let mut proc = spawn(dir.path());
     let client = Client::new(proc.url());
-    ready(&client).await;
+    common::ready(&client).await;
     assert_eq!(client.account("a").await.unwrap().balance, 42);
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
@@ -146,7 +131,7 @@ async fn a_tap_survives_a_server_restart_and_carries_on() {
     let dir = TempDir::new().unwrap();
     let mut proc = spawn(dir.path());
     let client = Client::new(proc.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let addr = proc.api.clone();
 
     // Phase 1: a tap pouring every 20 ms until 40 pours are acknowledged.
@@ -189,7 +174,7 @@ async fn a_tap_survives_a_server_restart_and_carries_on() {
     proc.child.wait().unwrap();
     let mut proc = spawn_at(dir.path(), &addr);
     let client = Client::new(proc.url());
-    ready(&client).await;
+    common::ready(&client).await;
 
     // Phase 3: the tap finishes its pours against the new process and exits 0.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -5,21 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use switchyard_client::{Client, Error};
 use switchyard_types::CreateDeployment;
 use tempfile::TempDir;
 
 mod common;
-
-async fn ready(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client.status().await.is_ok_and(|s| s.role == "leader") {
-        assert!(Instant::now() < deadline, "the node did not lead in 20s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A project folder with `up.sh`: prints five lines over about a second, then each argument
 /// on its own line, then waits for `release` to exist (if `HOLD` is set), then exits `CODE`.
@@ -78,19 +69,9 @@ async fn an_action_streams_its_log_and_the_state_follows_its_end() {
     let data = TempDir::new().unwrap();
     let work = TempDir::new().unwrap();
     let dir = project(work.path());
-    let server = common::serve(
-        "server",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-    );
+    let server = common::serve_in(data.path(), &[]);
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let d = client
         .create_deployment(&create("web", &dir, &[]))
         .await
@@ -163,19 +144,9 @@ async fn a_second_action_while_one_runs_is_refused_and_starts_nothing() {
     let data = TempDir::new().unwrap();
     let work = TempDir::new().unwrap();
     let dir = project(work.path());
-    let server = common::serve(
-        "server",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-    );
+    let server = common::serve_in(data.path(), &[]);
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     client
         .create_deployment(&create("web", &dir, &[("HOLD", "1")]))
         .await

@@ -35,14 +35,6 @@ fn spawn(dir: &Path) -> Proc {
     spawn_at(dir, "127.0.0.1:0", "127.0.0.1:0")
 }
 
-async fn ready(client: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client.status().await.is_ok_and(|s| s.role == "leader") {
-        assert!(Instant::now() < deadline, "the node did not lead in 20s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A `switchyard worker` process, killed on drop.
 struct Worker(Child);
 
@@ -133,7 +125,7 @@ async fn a_thousand_jobs_through_four_worker_processes_each_end_exactly_once() {
     let dir = TempDir::new().unwrap();
     let server = spawn(dir.path());
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let start = client.status().await.unwrap().revision;
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -193,7 +185,7 @@ async fn kill_9_of_workers_mid_job_loses_no_job_and_counts_every_rerun() {
     let dir = TempDir::new().unwrap();
     let server = spawn(dir.path());
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let start = client.status().await.unwrap().revision;
     let jobs =
         vec![spec(json!({"command": ["sleep", "0.3"], "lease_ttl": 2, "max_attempts": 50})); 20];
@@ -271,7 +263,7 @@ async fn cancel_reaches_the_process_within_the_grace_period() {
     let dir = TempDir::new().unwrap();
     let server = spawn(dir.path());
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let _w = worker(&server.url(), &["--concurrency", "2", "--kill-grace", "2"]);
     // One exits on SIGTERM; the other ignores it and needs the SIGKILL after the grace.
     let polite = client
@@ -318,7 +310,7 @@ async fn a_log_follower_sees_every_line_in_order_across_a_server_restart() {
     let mut server = spawn(dir.path());
     let (api, peer) = (server.api.clone(), server.peer.clone());
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let _w = worker(&server.url(), &[]);
     let job = client
         .enqueue(
@@ -355,7 +347,7 @@ async fn a_log_follower_sees_every_line_in_order_across_a_server_restart() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let server = spawn_at(dir.path(), &api, &peer);
-    ready(&Client::new(server.url())).await;
+    common::ready(&Client::new(server.url())).await;
     let (got, status, reconnects) = common::within(90, "the follower to end", reader)
         .await
         .unwrap();
@@ -377,7 +369,7 @@ async fn sigterm_stops_taking_work_and_releases_what_runs_past_the_grace() {
     let dir = TempDir::new().unwrap();
     let server = spawn(dir.path());
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let mut w = worker(
         &server.url(),
         &[
@@ -413,19 +405,9 @@ async fn sigterm_stops_taking_work_and_releases_what_runs_past_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_a_local_worker_by_default() {
     let dir = TempDir::new().unwrap();
-    let server = common::serve(
-        "server",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--peer-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let server = common::serve_in(dir.path(), &[]);
     let client = Client::new(server.url());
-    ready(&client).await;
+    common::ready(&client).await;
     let job = client
         .enqueue(
             &spec(json!({"command": ["echo", "from the local worker"]})),

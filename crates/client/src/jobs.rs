@@ -190,16 +190,15 @@ impl Client {
 
     /// Leave (or forget an agent): the leases it still holds end now.
     pub async fn remove_agent(&self, id: &str) -> Result<(), Error> {
+        self.delete_no_content(&format!("/v1/agents/{id}")).await
+    }
+
+    /// `DELETE path` answered 204 (no body to decode).
+    async fn delete_no_content(&self, path: &str) -> Result<(), Error> {
         match self
-            .request::<serde_json::Value>(
-                Method::DELETE,
-                &format!("/v1/agents/{id}"),
-                None::<&()>,
-                None,
-            )
+            .request::<serde_json::Value>(Method::DELETE, path, None::<&()>, None)
             .await
         {
-            // 204: no body to decode.
             Ok(_) | Err(Error::Decode(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -373,19 +372,8 @@ impl Client {
     }
 
     pub async fn delete_deployment(&self, name: &str) -> Result<(), Error> {
-        match self
-            .request::<serde_json::Value>(
-                Method::DELETE,
-                &format!("/v1/deployments/{name}"),
-                None::<&()>,
-                None,
-            )
+        self.delete_no_content(&format!("/v1/deployments/{name}"))
             .await
-        {
-            // 204: no body to decode.
-            Ok(_) | Err(Error::Decode(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Start an action; answers at once with its id and the job running it.

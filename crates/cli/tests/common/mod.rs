@@ -75,3 +75,25 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Outp
         .await
         .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
 }
+
+/// Wait until the node at `client` leads (it is the only member), for at most 20 s.
+pub async fn ready(client: &switchyard_client::Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !client.status().await.is_ok_and(|s| s.role == "leader") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not become leader in 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `switchyard serve` on port 0 with data in `dir` and `extra` flags.
+pub fn serve_in(dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let mut args: Vec<OsString> = ["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"]
+        .map(Into::into)
+        .into();
+    args.extend(["--data-dir".into(), dir.into()]);
+    args.extend(extra.iter().map(Into::into));
+    serve("server", args)
+}
