@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// Most bytes of output kept per job (the oldest lines go first) [default: 1048576]
     #[arg(long, env = "SWITCHYARD_JOB_LOG_MAX_BYTES")]
     pub job_log_max_bytes: Option<u64>,
+    /// Keep the cluster configuration document (every live agent's host document) in this file
+    #[arg(long, env = "SWITCHYARD_CLUSTER_CONFIG_FILE")]
+    pub cluster_config_file: Option<PathBuf>,
     /// Write the server's log to this file (rotated by size) instead of stderr
     #[arg(long, env = "SWITCHYARD_LOG_FILE")]
     pub log_file: Option<PathBuf>,
@@ -177,6 +180,7 @@ struct FileConfig {
     local_worker_queue: Option<String>,
     job_log_max_bytes: Option<u64>,
     agent_check_interval: Option<f64>,
+    cluster_config_file: Option<PathBuf>,
     log_file: Option<PathBuf>,
     log_max_bytes: Option<u64>,
     log_keep: Option<usize>,
@@ -301,6 +305,7 @@ impl ServeArgs {
         if let Some(v) = self.agent_check_interval.or(f.agent_check_interval) {
             c.agent_check_interval = seconds("agent_check_interval", v)?;
         }
+        c.cluster_config_file = self.cluster_config_file.or(f.cluster_config_file);
         c.deployment_actions = f
             .actions
             .into_iter()

@@ -124,6 +124,12 @@ pub fn validate(cmd: &AgentCommand) -> Result<(), CommandError> {
     match cmd {
         AgentCommand::Join(a) => {
             validate_name("id", &a.id)?;
+            if a.id == "config" {
+                return Err(invalid(
+                    "id",
+                    "\"config\" is reserved (GET /v1/agents/config is the cluster document)",
+                ));
+            }
             if a.hostname.is_empty() {
                 return Err(invalid("hostname", "must not be empty"));
             }

@@ -65,6 +65,9 @@ pub struct Config {
     /// and after how many failed probes in a row it marks the agent lost.
     pub agent_check_interval: Duration,
     pub agent_check_failures: u32,
+    /// Where to keep the cluster configuration document (seed 003's `kvm-compose-config.json`):
+    /// rewritten whenever the live agents or their host documents change.
+    pub cluster_config_file: Option<PathBuf>,
     /// Default argv templates of deployment actions (`[actions.NAME] command = [...]`).
     pub deployment_actions: BTreeMap<String, Vec<String>>,
 }
@@ -98,6 +101,7 @@ impl Config {
             agent_check_interval: Duration::from_secs(5),
             agent_check_failures: 3,
             deployment_actions: BTreeMap::new(),
+            cluster_config_file: None,
         }
     }
 

@@ -14,6 +14,7 @@
 mod agent_check;
 pub mod api;
 pub mod auth;
+pub mod cluster_config;
 pub mod config;
 pub mod error;
 pub mod faces;
@@ -120,6 +121,13 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         node.clone(),
         shutdown.clone(),
     )));
+    if let Some(path) = node.config.cluster_config_file.clone() {
+        tasks.push(tokio::spawn(cluster_config::run(
+            node.clone(),
+            path,
+            shutdown.clone(),
+        )));
+    }
     if let Some(target) = node.config.join.clone() {
         let me = node
             .raft

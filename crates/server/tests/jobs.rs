@@ -387,3 +387,61 @@ async fn a_silent_agent_is_lost_once_and_its_leases_are_released() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn agents_joining_and_leaving_rewrite_the_cluster_configuration_document() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("config/kvm-compose-config.json");
+    // An operator's key already in the file is kept.
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, r#"{"ssh_public_key_location": "/keys/id.pub"}"#).unwrap();
+    let data = dir.path().join("data");
+    let server = common::start(&data, |c| c.cluster_config_file = Some(file.clone())).await;
+    let client = Client::new(server.url());
+    let hosts_in_file = |want: &'static [&'static str]| {
+        let file = file.clone();
+        async move {
+            loop {
+                let doc: serde_json::Value = std::fs::read_to_string(&file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+                let hosts = &doc["testbed_host_ssh_config"];
+                let ids: Vec<&str> = hosts
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                if ids == want {
+                    return doc;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    within(30, "an empty document", hosts_in_file(&[])).await;
+    client.join_agent(&join("a1", 3600, None)).await.unwrap();
+    client.join_agent(&join("b1", 3600, None)).await.unwrap();
+    let doc = within(30, "both hosts", hosts_in_file(&["a1", "b1"])).await;
+    assert_eq!(doc["testbed_host_ssh_config"]["a1"]["ip"], "10.0.0.7");
+    assert_eq!(doc["ssh_public_key_location"], "/keys/id.pub");
+    client.remove_agent("a1").await.unwrap();
+    within(30, "a1 gone", hosts_in_file(&["b1"])).await;
+    let served: serde_json::Value = client
+        .request(reqwest::Method::GET, "/v1/agents/config", None::<&()>, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        served["testbed_host_ssh_config"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["b1"]
+    );
+    let e = client
+        .join_agent(&join("config", 10, None))
+        .await
+        .unwrap_err();
+    assert_eq!(field(&e), (400, "id".into()));
+    server.stop().await;
+}

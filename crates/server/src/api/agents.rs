@@ -20,6 +20,21 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(join, list))
         .routes(routes!(get_one, remove))
         .routes(routes!(heartbeat))
+        .routes(routes!(cluster_config))
+}
+
+/// The cluster configuration document (seed 003's `kvm-compose-config.json`): every live
+/// agent's host document under `testbed_host_ssh_config`, keyed by agent id.
+#[utoipa::path(get, path = "/v1/agents/config", tag = "agents",
+    params(("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    responses((status = 200, description = "`{\"testbed_host_ssh_config\": {AGENT_ID: HOST_DOCUMENT}}`")))]
+async fn cluster_config(
+    State(s): State<Shared>,
+    consistency: Consistency,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    consistency.ready(&s.node).await?;
+    let hosts = s.node.view.read(crate::cluster_config::hosts);
+    Ok(Json(crate::cluster_config::document(None, hosts)))
 }
 
 async fn run(s: &Shared, cmd: AgentCommand) -> Result<AgentReply, ApiError> {
