@@ -28,6 +28,8 @@ pub const MAX_LOG_BATCH: usize = 10_000;
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Default cap on one job's stored log; the oldest lines go first.
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
+/// How long a job in a final state (and its log) is kept before it is forgotten: 7 days.
+pub const RETENTION_MS: i64 = 7 * 86_400_000;
 /// Backoff after an expired lease: 1 s, doubling per attempt, at most 60 s.
 const BACKOFF_BASE_MS: i64 = 1000;
 const BACKOFF_MAX_MS: i64 = 60_000;
@@ -615,13 +617,31 @@ impl Jobs {
         Ok(id)
     }
 
-    /// Index bookkeeping after `job` reached a final state.
-    fn closed(&mut self, job: &Job) {
+    /// Index bookkeeping after `job` reached a final state, and its retention timer.
+    fn closed(&mut self, job: &Job, timers: &mut Timers) {
         if let Some(n) = self.open.get_mut(&job.spec.queue) {
             *n -= 1;
             if *n == 0 {
                 self.open.remove(&job.spec.queue);
             }
+        }
+        let finished = job.finished_ms.unwrap_or_default();
+        timers.schedule(finished + RETENTION_MS, Timer::JobExpire { job: job.id });
+    }
+
+    /// A finished job's retention ended: forget it and its log (unless it was retried since).
+    pub fn expire_due(&mut self, id: u64, now: i64, events: &mut Vec<Event>) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let over = job.status.is_final()
+            && job
+                .finished_ms
+                .is_some_and(|f| f.saturating_add(RETENTION_MS) <= now);
+        if over {
+            let job = self.jobs.remove(&id).expect("present");
+            self.logs.remove(&id);
+            events.push(event(&job, "expired"));
         }
     }
 
@@ -761,7 +781,7 @@ impl Jobs {
                         job.revision = ctx.index;
                         let job = job.clone();
                         self.ready.remove(&ready_key(&job));
-                        self.closed(&job);
+                        self.closed(&job, timers);
                         events.push(event(&job, "cancelled"));
                         Ok(JobReply::Job(Box::new(job.view())))
                     }
@@ -873,7 +893,7 @@ impl Jobs {
         job.revision = ctx.index;
         let job = job.clone();
         self.unhold(job.id, &lease);
-        self.closed(&job);
+        self.closed(&job, timers);
         Ok(job)
     }
 
@@ -972,7 +992,7 @@ impl Jobs {
         if job.status == Status::Queued {
             self.ready.insert(ready_key(&job));
         } else {
-            self.closed(&job);
+            self.closed(&job, timers);
         }
         events.push(event(&job, kind));
     }
@@ -1044,6 +1064,7 @@ mod tests {
                         &mut events,
                     ),
                     Timer::JobReady { job } => self.jobs.ready_due(job, ctx, &mut events),
+                    Timer::JobExpire { job } => self.jobs.expire_due(job, self.now, &mut events),
                     other => panic!("unexpected timer {other:?}"),
                 }
             }
@@ -1422,5 +1443,60 @@ mod tests {
             .map(|e| e.body["kind"].as_str().unwrap())
             .collect();
         assert_eq!(kinds, ["finished", "leased"]);
+    }
+
+    #[test]
+    fn finished_jobs_are_forgotten_after_the_retention_unless_retried() {
+        let mut w = World::new();
+        w.run(JobCommand::Enqueue {
+            specs: vec![spec(&["a"]), spec(&["b"])],
+        })
+        .0
+        .unwrap();
+        for (id, token) in w.lease("w1", 2) {
+            w.run(JobCommand::Log {
+                id,
+                token,
+                seq: 0,
+                lines: vec![NewLogLine {
+                    stream: LogStream::Stdout,
+                    time_ms: 1,
+                    text: "x".into(),
+                }],
+                cap_bytes: 100,
+            })
+            .0
+            .unwrap();
+            w.run(JobCommand::Finish {
+                id,
+                token,
+                ending: Ending::Exited,
+                exit_code: Some(0),
+                error: None,
+            })
+            .0
+            .unwrap();
+        }
+        // Job 1 is retried a day later: its first retention timer must not forget it.
+        w.advance(86_400_000);
+        w.run(JobCommand::Retry { id: 1 }).0.unwrap();
+        let events = w.advance(RETENTION_MS - 86_400_000);
+        let kinds: Vec<(&str, u64)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.body["kind"].as_str().unwrap(),
+                    e.body["job"]["id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [("expired", 0)]);
+        assert!(w.jobs.get(0).is_none() && w.jobs.log(0, 0, 10).is_none());
+        assert_eq!(w.jobs.get(1).unwrap().status, Status::Queued);
+        assert_eq!(
+            w.jobs.log(1, 0, 10).unwrap().lines.len(),
+            1,
+            "kept with the job"
+        );
     }
 }

@@ -157,6 +157,8 @@ pub enum Timer {
     JobLease { job: u64, token: u64 },
     /// A requeued job's backoff ends.
     JobReady { job: u64 },
+    /// A finished job's retention ends.
+    JobExpire { job: u64 },
     /// An agent's heartbeat deadline (for the join or revival `epoch`).
     AgentCheck { agent: String, epoch: u64 },
 }
@@ -285,6 +287,10 @@ fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {
                 .lease_due(job, token, ctx, now, &mut state.timers, events)
         }
         Timer::JobReady { job } => state.jobs.ready_due(job, ctx, events),
+        Timer::JobExpire { job } => {
+            let now = state.now_ms;
+            state.jobs.expire_due(job, now, events)
+        }
         Timer::AgentCheck { agent, epoch } => {
             let now = state.now_ms;
             state.agents.check_due(
