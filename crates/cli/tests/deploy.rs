@@ -172,6 +172,13 @@ async fn a_second_action_while_one_runs_is_refused_and_starts_nothing() {
     }
     let e = client.delete_deployment("web").await.unwrap_err();
     assert!(matches!(e, Error::Api { status, .. } if status.as_u16() == 409));
+    let mut changed = create("web", &dir, &[]);
+    changed.actions.insert(
+        "check".into(),
+        vec!["sh".into(), "-c".into(), "exit 0".into()],
+    );
+    let e = client.update_deployment(&changed).await.unwrap_err();
+    assert!(matches!(e, Error::Api { status, .. } if status.as_u16() == 409));
     assert_eq!(
         client
             .jobs(None, None, None, 1000)
@@ -186,8 +193,11 @@ async fn a_second_action_while_one_runs_is_refused_and_starts_nothing() {
     std::fs::write(work.path().join("release"), "").unwrap();
     let (_, status) = follow(&client, first.job_id).await;
     assert_eq!(status, "succeeded");
-    // Once it ended, the deployment is up and can be deleted.
+    // Once it ended, the deployment is up and can be updated (state kept) and deleted.
     assert_eq!(client.deployment("web").await.unwrap().state, "up");
+    let updated = client.update_deployment(&changed).await.unwrap();
+    assert_eq!(updated.state, "up");
+    assert!(updated.actions.contains_key("check"));
     client.delete_deployment("web").await.unwrap();
     assert!(client.deployments().await.unwrap().is_empty());
 }

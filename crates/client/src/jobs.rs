@@ -362,6 +362,20 @@ impl Client {
             .await
     }
 
+    /// Replace a deployment's templates and settings (refused while an action runs).
+    pub async fn update_deployment(
+        &self,
+        d: &switchyard_types::CreateDeployment,
+    ) -> Result<switchyard_types::Deployment, Error> {
+        self.request(
+            Method::PUT,
+            &format!("/v1/deployments/{}", d.name),
+            Some(d),
+            None,
+        )
+        .await
+    }
+
     pub async fn deployment(&self, name: &str) -> Result<switchyard_types::Deployment, Error> {
         self.get(&format!("/v1/deployments/{name}")).await
     }

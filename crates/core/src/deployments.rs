@@ -89,6 +89,8 @@ pub struct Deployment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeploymentCommand {
     Create(Spec),
+    /// Replace the spec of an existing deployment (refused while an action runs).
+    Update(Spec),
     Delete {
         name: String,
     },
@@ -121,7 +123,7 @@ fn invalid(field: &str, message: impl Into<String>) -> CommandError {
 
 pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
     match cmd {
-        DeploymentCommand::Create(s) => {
+        DeploymentCommand::Create(s) | DeploymentCommand::Update(s) => {
             validate_name("name", &s.name)?;
             validate_name("queue", &s.queue)?;
             if s.actions.is_empty() {
@@ -314,6 +316,17 @@ impl Deployments {
                 };
                 events.push(event(&d, "created"));
                 self.deployments.insert(spec.name.clone(), d.clone());
+                Ok(DeploymentReply::Deployment(Box::new(d)))
+            }
+            DeploymentCommand::Update(spec) => {
+                let d = self.found(&spec.name)?;
+                if d.current.is_some() {
+                    return Err(Self::busy(d));
+                }
+                d.spec = spec.clone();
+                d.revision = ctx.index;
+                let d = d.clone();
+                events.push(event(&d, "updated"));
                 Ok(DeploymentReply::Deployment(Box::new(d)))
             }
             DeploymentCommand::Delete { name } => {

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
-        .routes(routes!(get_one, delete))
+        .routes(routes!(get_one, update, delete))
         .routes(routes!(act))
         .routes(routes!(actions))
 }
@@ -55,6 +55,14 @@ async fn create(
     IdempotencyKey(key): IdempotencyKey,
     Body(b): Body<CreateDeployment>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    match run(&s, DeploymentCommand::Create(spec(&s, b)?), key).await? {
+        DeploymentReply::Deployment(d) => Ok((StatusCode::CREATED, Json(d.view()))),
+        other => Err(ApiError::internal(format!("create answered {other:?}"))),
+    }
+}
+
+/// The spec a create or update body asks for, on top of the server's default templates.
+fn spec(s: &Shared, b: CreateDeployment) -> Result<Spec, ApiError> {
     if let Some(t) = b.timeout
         && !(1..=7 * 86_400).contains(&t)
     {
@@ -65,7 +73,7 @@ async fn create(
     }
     let mut actions = s.node.config.deployment_actions.clone();
     actions.extend(b.actions);
-    let spec = Spec {
+    Ok(Spec {
         name: b.name,
         actions,
         dir: b.dir,
@@ -73,10 +81,28 @@ async fn create(
         labels: b.labels,
         timeout: b.timeout,
         env: b.env,
-    };
-    match run(&s, DeploymentCommand::Create(spec), key).await? {
-        DeploymentReply::Deployment(d) => Ok((StatusCode::CREATED, Json(d.view()))),
-        other => Err(ApiError::internal(format!("create answered {other:?}"))),
+    })
+}
+
+/// Replace a deployment's templates and settings (409 `busy` while an action runs); its state
+/// and history stay.
+#[utoipa::path(put, path = "/v1/deployments/{name}", tag = "deployments", request_body = CreateDeployment,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Body(b): Body<CreateDeployment>,
+) -> Result<Json<Deployment>, ApiError> {
+    if b.name != name {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must match the path ({name:?}); got {:?}", b.name),
+        ));
+    }
+    match run(&s, DeploymentCommand::Update(spec(&s, b)?), None).await? {
+        DeploymentReply::Deployment(d) => Ok(Json(d.view())),
+        other => Err(ApiError::internal(format!("update answered {other:?}"))),
     }
 }
 
