@@ -43,6 +43,9 @@ data_dir = "/var/lib/switchyard/data"
 log_file = "/var/lib/switchyard/logs/switchyard.log"
 log_max_bytes = 10485760
 log_keep = 5
+cluster_config_file = "/var/lib/switchyard/config/kvm-compose-config.json"
+# The TestbedOS routes (/api/deployments, /api/cluster, ...) on the original's port:
+# testbed_listen = "0.0.0.0:3355"
 TOML
   chmod 0644 "$root/etc/switchyard/switchyard.toml"
 fi

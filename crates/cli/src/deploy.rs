@@ -50,6 +50,13 @@ pub enum DeployCmd {
     History { name: String },
     /// Delete it (refused while an action runs).
     Delete { name: String },
+    /// Set its state by hand, e.g. back to down after a failure (refused while an action runs).
+    Reset {
+        name: String,
+        /// up, down or failed.
+        #[arg(long, default_value = "down")]
+        state: String,
+    },
 }
 
 fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -129,6 +136,11 @@ pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode>
         }
         DeployCmd::Delete { name } => {
             client.delete_deployment(&name).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        DeployCmd::Reset { name, state } => {
+            let d = client.set_deployment_state(&name, &state, None).await?;
+            println!("{} {}", d.name, d.state);
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::Up { name, args } => (name, "up".to_string(), args),

@@ -81,6 +81,13 @@ pub struct ServeArgs {
     /// too (it is always on the API listener)
     #[arg(long, env = "SWITCHYARD_ALTAIR_LISTEN")]
     pub altair_listen: Option<String>,
+    /// Serve the seed-003 TestbedOS face (`/api/deployments`, `/api/cluster`, ...) on this
+    /// address (the original's port is 3355)
+    #[arg(long, env = "SWITCHYARD_TESTBED_LISTEN")]
+    pub testbed_listen: Option<String>,
+    /// The port TestbedOS cluster clients serve `/api/config/status` on [default: 3355]
+    #[arg(long, env = "SWITCHYARD_TESTBED_CLIENT_PORT")]
+    pub testbed_client_port: Option<u16>,
     /// The device the mv face serves, created with type mv if missing [default: mv]
     #[arg(long, env = "SWITCHYARD_MV_DEVICE")]
     pub mv_device: Option<String>,
@@ -171,6 +178,8 @@ struct FileConfig {
     mv_listen: Option<String>,
     mv_device: Option<String>,
     altair_listen: Option<String>,
+    testbed_listen: Option<String>,
+    testbed_client_port: Option<u16>,
     auth_tokens: Option<PathBuf>,
     join: Option<String>,
     forward_writes: Option<bool>,
@@ -195,6 +204,7 @@ pub struct Settings {
     pub peer_listen: String,
     pub mv_listen: Option<String>,
     pub altair_listen: Option<String>,
+    pub testbed_listen: Option<String>,
     pub json_logs: bool,
     /// The log file (path, rotation size, files kept); none: stderr.
     pub log_file: Option<(PathBuf, u64, usize)>,
@@ -306,6 +316,12 @@ impl ServeArgs {
             c.agent_check_interval = seconds("agent_check_interval", v)?;
         }
         c.cluster_config_file = self.cluster_config_file.or(f.cluster_config_file);
+        if let Some(port) = self.testbed_client_port.or(f.testbed_client_port) {
+            if port == 0 {
+                anyhow::bail!("testbed_client_port: must be 1 to 65535");
+            }
+            c.testbed_client_port = port;
+        }
         c.deployment_actions = f
             .actions
             .into_iter()
@@ -358,6 +374,7 @@ impl ServeArgs {
             json_logs,
             mv_listen: self.mv_listen.or(f.mv_listen),
             altair_listen: self.altair_listen.or(f.altair_listen),
+            testbed_listen: self.testbed_listen.or(f.testbed_listen),
             local_workers,
             local_worker_queue,
             log_file,
@@ -421,6 +438,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             l.local_addr()?
         );
         listeners.altair = Some(l);
+    }
+    if let Some(addr) = &s.testbed_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the TestbedOS face"))?;
+        eprintln!("switchyard TestbedOS face on http://{}", l.local_addr()?);
+        listeners.testbed = Some(l);
     }
     let token = s
         .config

@@ -405,6 +405,27 @@ impl Client {
         .await
     }
 
+    /// Set a deployment's state by hand (`up`, `down`, or `failed` naming the action); refused
+    /// while an action runs.
+    pub async fn set_deployment_state(
+        &self,
+        name: &str,
+        state: &str,
+        failed_action: Option<&str>,
+    ) -> Result<switchyard_types::Deployment, Error> {
+        let body = switchyard_types::DeploymentStateRequest {
+            state: state.into(),
+            failed_action: failed_action.map(str::to_string),
+        };
+        self.request(
+            Method::PUT,
+            &format!("/v1/deployments/{name}/state"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
     /// Every action of a deployment, oldest first.
     pub async fn deployment_actions(
         &self,

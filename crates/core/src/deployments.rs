@@ -6,9 +6,12 @@
 //! request's arguments, one element each. Nothing goes through a shell unless the template
 //! itself runs one, so an argument is always one literal argv element.
 //!
-//! States: `down` at creation; `running` while an action runs; a successful `up` or `snapshot`
-//! leaves `up`, a successful `down` leaves `down`, another successful action returns to the state
-//! before it; a failed one leaves `failed`, naming the action.
+//! States: `down` at creation; `running` while an action runs; a successful `up` leaves `up`, a
+//! successful `down` leaves `down`, another successful action (`snapshot`, custom ones) returns
+//! to the state before it; a failed one leaves `failed`, naming the action (seed 003's rules).
+//!
+//! A deployment also keeps its orchestrator's state document (seed 003's `{name}-state.json`),
+//! an opaque JSON text of at most [`MAX_DOCUMENT`] bytes, replicated like everything else.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +25,8 @@ use crate::{CommandError, Ctx, Event};
 pub const MAX_HISTORY: usize = 1000;
 /// Most arguments one action takes.
 pub const MAX_ARGS: usize = 256;
+/// Largest orchestrator state document, in bytes.
+pub const MAX_DOCUMENT: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -54,6 +59,8 @@ pub struct ActionRun {
     pub exit_code: Option<i32>,
     /// `running`, then the job's final status (`succeeded`, `failed`, `timed_out`, ...).
     pub state: String,
+    /// The deployment's state once the action ended.
+    pub end_state: Option<State>,
 }
 
 /// Where and how a deployment's actions run.
@@ -82,6 +89,8 @@ pub struct Deployment {
     pub failed_action: Option<String>,
     pub current: Option<ActionRun>,
     pub history: Vec<ActionRun>,
+    /// The orchestrator's state document (JSON text), once one was stored.
+    pub document: Option<String>,
     pub created_ms: i64,
     pub revision: u64,
 }
@@ -91,14 +100,29 @@ pub enum DeploymentCommand {
     Create(Spec),
     /// Replace the spec of an existing deployment (refused while an action runs).
     Update(Spec),
+    /// Forget a deployment (refused while an action runs; with `refuse_up`, also while `up`).
     Delete {
         name: String,
+        refuse_up: bool,
     },
     /// Start `action` with `args`.
     Act {
         name: String,
         action: String,
         args: Vec<String>,
+    },
+    /// Set the state and the project folder by hand (seed 003's `PUT`, e.g. to reset a failed
+    /// deployment); refused while an action runs; `running` only comes from an action.
+    Amend {
+        name: String,
+        dir: Option<String>,
+        state: State,
+        failed_action: Option<String>,
+    },
+    /// Store the orchestrator's state document.
+    SetDocument {
+        name: String,
+        document: String,
     },
 }
 
@@ -144,14 +168,38 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
                     return Err(invalid(&format!("actions.{a}"), "must not contain NUL"));
                 }
             }
-            if let Some(d) = &s.dir
-                && (d.is_empty() || d.contains('\0'))
-            {
-                return Err(invalid("dir", "must be a non-empty path without NUL"));
+            validate_dir(&s.dir)
+        }
+        DeploymentCommand::Delete { name, .. } => validate_name("name", name),
+        DeploymentCommand::Amend {
+            name,
+            dir,
+            state,
+            failed_action,
+        } => {
+            validate_name("name", name)?;
+            validate_dir(dir)?;
+            if *state == State::Running {
+                return Err(invalid(
+                    "state",
+                    "cannot be set to running: an action sets it; allowed: up, down, failed",
+                ));
+            }
+            if let Some(a) = failed_action {
+                validate_name("failed_action", a)?;
             }
             Ok(())
         }
-        DeploymentCommand::Delete { name } => validate_name("name", name),
+        DeploymentCommand::SetDocument { name, document } => {
+            validate_name("name", name)?;
+            if document.len() > MAX_DOCUMENT {
+                return Err(invalid(
+                    "document",
+                    format!("at most {MAX_DOCUMENT} bytes; got {}", document.len()),
+                ));
+            }
+            Ok(())
+        }
         DeploymentCommand::Act { name, action, args } => {
             validate_name("name", name)?;
             validate_name("action", action)?;
@@ -163,6 +211,15 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
             }
             Ok(())
         }
+    }
+}
+
+fn validate_dir(dir: &Option<String>) -> Result<(), CommandError> {
+    match dir {
+        Some(d) if d.is_empty() || d.contains('\0') => {
+            Err(invalid("dir", "must be a non-empty path without NUL"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -228,6 +285,7 @@ impl ActionRun {
             finished_at: self.finished_ms.map(rfc3339),
             exit_code: self.exit_code,
             state: self.state.clone(),
+            end_state: self.end_state.map(|s| s.as_str().to_string()),
         }
     }
 }
@@ -311,6 +369,7 @@ impl Deployments {
                     failed_action: None,
                     current: None,
                     history: Vec::new(),
+                    document: None,
                     created_ms: now,
                     revision: ctx.index,
                 };
@@ -329,10 +388,17 @@ impl Deployments {
                 events.push(event(&d, "updated"));
                 Ok(DeploymentReply::Deployment(Box::new(d)))
             }
-            DeploymentCommand::Delete { name } => {
+            DeploymentCommand::Delete { name, refuse_up } => {
                 let d = self.found(name)?;
                 if d.current.is_some() {
                     return Err(Self::busy(d));
+                }
+                if *refuse_up && d.state == State::Up {
+                    return Err(CommandError::Conflict {
+                        message: format!(
+                            "cannot delete deployment {name:?} while it is up; run its down action first"
+                        ),
+                    });
                 }
                 let mut d = d.clone();
                 d.revision = ctx.index;
@@ -385,11 +451,42 @@ impl Deployments {
                     finished_ms: None,
                     exit_code: None,
                     state: "running".into(),
+                    end_state: None,
                 });
                 d.revision = ctx.index;
                 let d = d.clone();
                 events.push(event(&d, "action_started"));
                 Ok(DeploymentReply::Started { action_id, job_id })
+            }
+            DeploymentCommand::Amend {
+                name,
+                dir,
+                state,
+                failed_action,
+            } => {
+                let d = self.found(name)?;
+                if d.current.is_some() {
+                    return Err(Self::busy(d));
+                }
+                d.spec.dir = dir.clone();
+                d.state = *state;
+                d.failed_action = if *state == State::Failed {
+                    failed_action.clone()
+                } else {
+                    None
+                };
+                d.revision = ctx.index;
+                let d = d.clone();
+                events.push(event(&d, "updated"));
+                Ok(DeploymentReply::Deployment(Box::new(d)))
+            }
+            DeploymentCommand::SetDocument { name, document } => {
+                let d = self.found(name)?;
+                d.document = Some(document.clone());
+                d.revision = ctx.index;
+                let d = d.clone();
+                events.push(event(&d, "document"));
+                Ok(DeploymentReply::Deployment(Box::new(d)))
             }
         }
     }
@@ -422,7 +519,7 @@ impl Deployments {
         d.state = if status == "succeeded" {
             d.failed_action = None;
             match run.action.as_str() {
-                "up" | "snapshot" => State::Up,
+                "up" => State::Up,
                 "down" => State::Down,
                 _ => d.before,
             }
@@ -430,6 +527,7 @@ impl Deployments {
             d.failed_action = Some(run.action.clone());
             State::Failed
         };
+        run.end_state = Some(d.state);
         d.history.push(run);
         if d.history.len() > MAX_HISTORY {
             d.history.remove(0);
@@ -551,6 +649,83 @@ mod tests {
         );
         assert_eq!(d.history.len(), 2);
         assert_eq!(d.history[1].exit_code, Some(3));
+        assert_eq!(d.history[1].end_state, Some(State::Failed));
         let _ = &mut at;
+    }
+
+    #[test]
+    fn a_snapshot_returns_to_the_state_before_and_a_reset_is_refused_while_running() {
+        let (mut ds, mut jobs) = (Deployments::default(), Jobs::default());
+        let mut ev = Vec::new();
+        let mut s = spec();
+        s.actions
+            .insert("snapshot".into(), vec!["snap".into(), "{args}".into()]);
+        let at = |i: u64| Ctx { index: i };
+        ds.apply(&DeploymentCommand::Create(s), &mut jobs, at(1), 0, &mut ev)
+            .unwrap();
+        let mut run = |ds: &mut Deployments, jobs: &mut Jobs, action: &str, i: u64, status| {
+            let act = DeploymentCommand::Act {
+                name: "web".into(),
+                action: action.into(),
+                args: vec![],
+            };
+            let Ok(DeploymentReply::Started { action_id, .. }) =
+                ds.apply(&act, jobs, at(i), 0, &mut ev)
+            else {
+                panic!("{action} did not start")
+            };
+            let reset = DeploymentCommand::Amend {
+                name: "web".into(),
+                dir: None,
+                state: State::Down,
+                failed_action: None,
+            };
+            let r = ds.apply(&reset, jobs, at(i), 0, &mut ev);
+            assert!(
+                matches!(r, Err(CommandError::ActionRunning { .. })),
+                "{r:?}"
+            );
+            let owner = format!("deployments/web/{action_id}");
+            ds.job_ended(&owner, status, Some(0), at(i + 1), 1, &mut ev);
+            ds.get("web").unwrap().state
+        };
+        // From down, a snapshot leaves down; from up, up (seed 003: other commands return).
+        assert_eq!(
+            run(&mut ds, &mut jobs, "snapshot", 2, "succeeded"),
+            State::Down
+        );
+        assert_eq!(run(&mut ds, &mut jobs, "up", 4, "succeeded"), State::Up);
+        assert_eq!(
+            run(&mut ds, &mut jobs, "snapshot", 6, "succeeded"),
+            State::Up
+        );
+        assert_eq!(
+            run(&mut ds, &mut jobs, "snapshot", 8, "failed"),
+            State::Failed
+        );
+        // A reset by hand: state and folder; running cannot be set; up refuses a guarded delete.
+        let amend = |state| DeploymentCommand::Amend {
+            name: "web".into(),
+            dir: Some("/srv/new".into()),
+            state,
+            failed_action: Some("snapshot".into()),
+        };
+        assert!(validate(&amend(State::Running)).is_err());
+        ds.apply(&amend(State::Up), &mut jobs, at(10), 0, &mut ev)
+            .unwrap();
+        let d = ds.get("web").unwrap();
+        assert_eq!(
+            (d.state, d.failed_action.as_deref(), d.spec.dir.as_deref()),
+            (State::Up, None, Some("/srv/new"))
+        );
+        let delete = |refuse_up| DeploymentCommand::Delete {
+            name: "web".into(),
+            refuse_up,
+        };
+        let r = ds.apply(&delete(true), &mut jobs, at(11), 0, &mut ev);
+        assert!(matches!(r, Err(CommandError::Conflict { .. })), "{r:?}");
+        ds.apply(&delete(false), &mut jobs, at(12), 0, &mut ev)
+            .unwrap();
+        assert!(ds.get("web").is_none());
     }
 }

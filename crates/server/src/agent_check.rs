@@ -1,5 +1,5 @@
 //! The leader's active agent check: every agent that joined with a `url` is probed
-//! (`GET {url}/health`) on an interval; one that fails `agent_check_failures` probes in a row
+//! (`GET {url}/health`, or `GET {url}` when the URL has a path of its own) on an interval; one that fails `agent_check_failures` probes in a row
 //! is marked lost through an ordinary replicated command (its leases end, its jobs run
 //! elsewhere). Heartbeats are the agent's half of the check; this is the server's half.
 //!
@@ -48,7 +48,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         let probes = targets.into_iter().map(|(id, url)| {
             let http = http.clone();
             async move {
-                let url = format!("{}/health", url.trim_end_matches('/'));
+                let url = probe_url(&url);
                 let r = http.get(&url).send().await;
                 let failed = match r {
                     Ok(resp) if resp.status().is_success() => None,
@@ -81,5 +81,28 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 tracing::warn!(error = %e.message, "could not mark an agent lost");
             }
         }
+    }
+}
+
+/// The URL probed for an agent that joined with `url`: `{url}/health` for a bare
+/// `http://host:port`, the URL itself when it names a path (e.g. seed 003's
+/// `/api/config/status`).
+pub fn probe_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if !matches!(u.path(), "" | "/") => url.to_string(),
+        _ => format!("{}/health", url.trim_end_matches('/')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_url_gets_health_and_a_path_is_kept() {
+        assert_eq!(super::probe_url("http://h:9"), "http://h:9/health");
+        assert_eq!(super::probe_url("http://h:9/"), "http://h:9/health");
+        assert_eq!(
+            super::probe_url("http://h:3355/api/config/status"),
+            "http://h:3355/api/config/status"
+        );
     }
 }

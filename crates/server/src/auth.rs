@@ -107,6 +107,8 @@ pub enum Style {
     Altair,
     /// FastAPI: `{"detail": ...}`.
     FastApi,
+    /// TestbedOS: `{"code", "message"}`.
+    Testbed,
 }
 
 /// Middleware state.
@@ -134,6 +136,11 @@ fn refuse(
         Style::Altair => (
             status,
             axum::Json(json!({"status": status.as_u16(), "message": message})),
+        )
+            .into_response(),
+        Style::Testbed => (
+            status,
+            axum::Json(json!({"code": status.as_u16(), "message": message})),
         )
             .into_response(),
         _ => (status, axum::Json(json!({"detail": message}))).into_response(),

@@ -70,6 +70,9 @@ pub struct Config {
     pub cluster_config_file: Option<PathBuf>,
     /// Default argv templates of deployment actions (`[actions.NAME] command = [...]`).
     pub deployment_actions: BTreeMap<String, Vec<String>>,
+    /// The port seed-003 cluster clients listen on: a client that joins through
+    /// `POST /api/cluster` is checked at `http://{ip}:{port}/api/config/status`.
+    pub testbed_client_port: u16,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
             agent_check_failures: 3,
             deployment_actions: BTreeMap::new(),
             cluster_config_file: None,
+            testbed_client_port: 3355,
         }
     }
 

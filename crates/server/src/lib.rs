@@ -50,6 +50,8 @@ pub struct Listeners {
     pub mv: Option<TcpListener>,
     /// The seed-001 Altair beer-tap face, if enabled (it is on the API listener too).
     pub altair: Option<TcpListener>,
+    /// The seed-003 TestbedOS face, if enabled.
+    pub testbed: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -60,6 +62,7 @@ impl Listeners {
             peer: TcpListener::bind(peer).await?,
             mv: None,
             altair: None,
+            testbed: None,
         })
     }
 }
@@ -187,6 +190,22 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "Altair face listener failed");
+            }
+        }));
+    }
+    if let Some(l) = listeners.testbed {
+        // The original trims a trailing slash before routing.
+        let face = tower::Layer::layer(
+            &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+            faces::testbed::router(state.clone()),
+        );
+        let face = axum::ServiceExt::<axum::extract::Request>::into_make_service(face);
+        let stop = shutdown.clone();
+        tracing::info!(addr = ?l.local_addr().ok(), "serving the TestbedOS face");
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "TestbedOS face listener failed");
             }
         }));
     }

@@ -83,6 +83,29 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
             action: "up".into(),
             args: vec!["a b".into()],
         }),
+        Command::Deployments(DeploymentCommand::SetDocument {
+            name: "web".into(),
+            document: "{\"machines\": []}".into(),
+        }),
+        Command::Deployments(DeploymentCommand::Create(Spec {
+            name: "db".into(),
+            actions: BTreeMap::from([("up".into(), vec!["up.sh".into()])]),
+            dir: None,
+            queue: "q1".into(),
+            labels: BTreeMap::new(),
+            timeout: None,
+            env: BTreeMap::new(),
+        })),
+        Command::Deployments(DeploymentCommand::Amend {
+            name: "db".into(),
+            dir: Some("/srv/db".into()),
+            state: switchyard_core::deployments::State::Failed,
+            failed_action: Some("up".into()),
+        }),
+        Command::Deployments(DeploymentCommand::Delete {
+            name: "db".into(),
+            refuse_up: true,
+        }),
         Command::Tick,
     ];
     let mut state = State::default();

@@ -622,7 +622,8 @@ pub struct AgentJoin {
     #[serde(default = "default_agent_ttl")]
     pub ttl: u64,
     /// Where the server can reach it (`http://host:port`): the leader then also checks it
-    /// actively (`GET {url}/health`) and marks it lost after repeated failures.
+    /// actively (`GET {url}/health`, or `GET {url}` when the URL names a path) and marks it
+    /// lost after repeated failures.
     #[serde(default)]
     pub url: Option<String>,
 }
@@ -721,6 +722,8 @@ pub struct DeploymentAction {
     pub exit_code: Option<i32>,
     /// `running`, then the job's final status (`succeeded`, `failed`, `timed_out`, ...).
     pub state: String,
+    /// The deployment's state once the action ended (`up`, `down` or `failed`).
+    pub end_state: Option<String>,
 }
 
 /// A deployment as the API shows it.
@@ -753,6 +756,18 @@ pub struct DeploymentList {
 pub struct ActionRequest {
     #[serde(default)]
     pub args: Vec<String>,
+}
+
+/// `PUT /v1/deployments/{name}/state` body: set the state by hand (e.g. reset a failed
+/// deployment to `down`); refused while an action runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentStateRequest {
+    /// `up`, `down` or `failed`.
+    pub state: String,
+    /// With `failed`: the action that failed.
+    #[serde(default)]
+    pub failed_action: Option<String>,
 }
 
 /// `POST /v1/deployments/{name}/actions/{action}` answer (202).

@@ -14,6 +14,8 @@ pub struct Proc {
     pub api: String,
     /// host:port of the peer listener.
     pub peer: String,
+    /// host:port of the TestbedOS face, when `--testbed-listen` was given.
+    pub testbed: Option<String>,
 }
 
 impl Proc {
@@ -46,7 +48,13 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut testbed = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Faces are announced before the API.
+            if let Some(addr) = line.split("TestbedOS face on http://").nth(1) {
+                testbed = Some(addr.trim().to_string());
+                continue;
+            }
             // "switchyard node N serving the API on http://A (peer RPC on P)"
             if let Some(rest) = line.split("serving the API on http://").nth(1) {
                 let api = rest.split_whitespace().next().unwrap_or_default();
@@ -56,17 +64,22 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
                     .unwrap_or_default()
                     .trim_end_matches(')');
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send((api.to_string(), peer.to_string()));
+                    let _ = tx.send((api.to_string(), peer.to_string(), testbed.take()));
                 }
             } else {
                 eprintln!("[{label}] {line}");
             }
         }
     });
-    let (api, peer) = rx
+    let (api, peer, testbed) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server prints its addresses");
-    Proc { child, api, peer }
+    Proc {
+        child,
+        api,
+        peer,
+        testbed,
+    }
 }
 
 /// Await `fut` for at most `secs` seconds, failing the test with `what` otherwise.

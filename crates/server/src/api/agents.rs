@@ -37,7 +37,7 @@ async fn cluster_config(
     Ok(Json(crate::cluster_config::document(None, hosts)))
 }
 
-async fn run(s: &Shared, cmd: AgentCommand) -> Result<AgentReply, ApiError> {
+pub(crate) async fn run(s: &Shared, cmd: AgentCommand) -> Result<AgentReply, ApiError> {
     switchyard_core::agents::validate(&cmd)?;
     match s.node.write(Command::Agents(cmd), None).await? {
         (Reply::Agents(r), _) => Ok(r),

@@ -3,12 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use switchyard_core::deployments::{DeploymentCommand, DeploymentReply, Spec};
+use switchyard_core::deployments::{
+    DeploymentCommand, DeploymentReply, Spec, State as DeployState,
+};
 use switchyard_core::jobs::validate_name;
 use switchyard_core::{Command, Reply};
 use switchyard_types::{
     ActionList, ActionRequest, ActionStarted, CreateDeployment, Deployment, DeploymentList,
-    ErrorBody,
+    DeploymentStateRequest, ErrorBody,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,6 +24,8 @@ pub fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(get_one, update, delete))
         .routes(routes!(act))
         .routes(routes!(actions))
+        .routes(routes!(set_state))
+        .routes(routes!(get_document, put_document))
 }
 
 async fn run(
@@ -139,7 +143,11 @@ async fn get_one(
 #[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete(State(s): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    run(&s, DeploymentCommand::Delete { name }, None).await?;
+    let cmd = DeploymentCommand::Delete {
+        name,
+        refuse_up: false,
+    };
+    run(&s, cmd, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,4 +191,110 @@ async fn actions(
     Ok(Json(ActionList {
         actions: lookup(&s, &name)?.actions(),
     }))
+}
+
+/// A state set by hand: `up`, `down` or `failed`.
+pub fn parse_state(field: &str, name: &str) -> Result<DeployState, ApiError> {
+    match name {
+        "up" => Ok(DeployState::Up),
+        "down" => Ok(DeployState::Down),
+        "failed" => Ok(DeployState::Failed),
+        other => Err(ApiError::invalid(
+            field,
+            format!("must be up, down or failed (running comes from an action); got {other:?}"),
+        )),
+    }
+}
+
+/// Set the state by hand (e.g. reset a failed deployment to `down`); 409 `busy` while an
+/// action runs. The folder and templates stay.
+#[utoipa::path(put, path = "/v1/deployments/{name}/state", tag = "deployments",
+    request_body = DeploymentStateRequest, params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_state(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Body(b): Body<DeploymentStateRequest>,
+) -> Result<Json<Deployment>, ApiError> {
+    let state = parse_state("state", &b.state)?;
+    if state != DeployState::Failed && b.failed_action.is_some() {
+        return Err(ApiError::invalid("failed_action", "only with state failed"));
+    }
+    let dir = lookup(&s, &name)?.spec.dir;
+    let cmd = DeploymentCommand::Amend {
+        name,
+        dir,
+        state,
+        failed_action: b.failed_action,
+    };
+    match run(&s, cmd, None).await? {
+        DeploymentReply::Deployment(d) => Ok(Json(d.view())),
+        other => Err(ApiError::internal(format!("state answered {other:?}"))),
+    }
+}
+
+/// The orchestrator's state document (seed 003's `{name}-state.json`); 404 until one is stored.
+#[utoipa::path(get, path = "/v1/deployments/{name}/document", tag = "deployments",
+    params(("name" = String, Path), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    responses((status = 200, description = "the JSON document as stored"), (status = 404, body = ErrorBody)))]
+async fn get_document(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    consistency: Consistency,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    consistency.ready(&s.node).await?;
+    let doc = lookup(&s, &name)?.document.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "deployment {name:?} has no state document yet (its orchestrator stores one)"
+        ))
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc,
+    )
+        .into_response())
+}
+
+/// Store the orchestrator's state document: any JSON value, at most 1 MiB.
+#[utoipa::path(put, path = "/v1/deployments/{name}/document", tag = "deployments",
+    request_body(content = String, content_type = "application/json", description = "any JSON document"),
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn put_document(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    store_document(&s, name, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validate `body` as JSON and store it as `name`'s state document.
+pub async fn store_document(s: &Shared, name: String, body: &[u8]) -> Result<(), ApiError> {
+    validate_name("name", &name)?;
+    if body.len() > switchyard_core::deployments::MAX_DOCUMENT {
+        return Err(ApiError::invalid(
+            "document",
+            format!(
+                "at most {} bytes; got {}",
+                switchyard_core::deployments::MAX_DOCUMENT,
+                body.len()
+            ),
+        ));
+    }
+    let document = std::str::from_utf8(body)
+        .ok()
+        .filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok())
+        .ok_or_else(|| ApiError::invalid("document", "must be a JSON document"))?;
+    run(
+        s,
+        DeploymentCommand::SetDocument {
+            name,
+            document: document.to_string(),
+        },
+        None,
+    )
+    .await?;
+    Ok(())
 }

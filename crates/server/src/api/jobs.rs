@@ -88,7 +88,7 @@ impl Drop for Claim<'_> {
 /// Longest a lease request may wait for a job, in seconds.
 const MAX_LEASE_WAIT: f64 = 60.0;
 /// Most log lines one read returns.
-const MAX_LOG_PAGE: usize = 10_000;
+pub const MAX_LOG_PAGE: usize = 10_000;
 
 async fn run(s: &Shared, cmd: JobCommand, key: Option<String>) -> Result<JobReply, ApiError> {
     match s.node.write(Command::Jobs(cmd), key).await? {
@@ -497,9 +497,60 @@ async fn logs(
     if !follow {
         return Ok(Json(page).into_response());
     }
-    let view = s.node.view.clone();
-    let shutdown = s.shutdown.clone();
+    let mut followed = follow_log(s.node.view.clone(), id, from, s.shutdown.clone());
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        while let Some(f) = followed.recv().await {
+            let e = match f {
+                Followed::Line(line) => Event::default()
+                    .event("line")
+                    .id(line.offset.to_string())
+                    .data(serde_json::to_string(&line).expect("a log line serialises")),
+                Followed::End {
+                    next,
+                    status,
+                    dropped,
+                } => {
+                    let end = json!({"next": next, "status": status, "dropped": dropped});
+                    Event::default().event("end").data(end.to_string())
+                }
+            };
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// What a log follower receives: each line, then `End` once the job is over and every line
+/// was sent.
+pub enum Followed {
+    Line(switchyard_types::LogLine),
+    End {
+        next: u64,
+        status: Option<&'static str>,
+        dropped: u64,
+    },
+}
+
+/// Follow job `id`'s log from offset `from`: the lines stored, then each new one as it is
+/// applied, then `End`. The channel closes early if the job is forgotten, on shutdown, or when
+/// the receiver is dropped.
+pub fn follow_log(
+    view: switchyard_store::StateView,
+    id: u64,
+    from: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::sync::mpsc::Receiver<Followed> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         let mut revisions = view.subscribe();
         let mut next = from;
@@ -508,22 +559,20 @@ async fn logs(
             let Some(page) = view.read(|st| st.jobs.log(id, next, MAX_LOG_PAGE)) else {
                 return;
             };
-            for line in &page.lines {
-                let data = serde_json::to_string(line).expect("a log line serialises");
-                let e = Event::default()
-                    .event("line")
-                    .id(line.offset.to_string())
-                    .data(data);
-                if tx.send(e).await.is_err() {
+            for line in page.lines.iter().cloned() {
+                if tx.send(Followed::Line(line)).await.is_err() {
                     return;
                 }
             }
             next = page.next;
             if page.complete {
                 let status = view.read(|st| st.jobs.get(id).map(|j| j.status.as_str()));
-                let end = json!({"next": next, "status": status, "dropped": page.dropped});
                 let _ = tx
-                    .send(Event::default().event("end").data(end.to_string()))
+                    .send(Followed::End {
+                        next,
+                        status,
+                        dropped: page.dropped,
+                    })
                     .await;
                 return;
             }
@@ -537,12 +586,5 @@ async fn logs(
             }
         }
     });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    rx
 }

@@ -1,9 +1,9 @@
 //! The client API: `/v1/...` routes, `/metrics`, and the extractors every handler shares.
 
-mod agents;
+pub(crate) mod agents;
 mod bank;
 mod beers;
-mod deployments;
+pub(crate) mod deployments;
 pub mod devices;
 pub mod jobs;
 mod node;

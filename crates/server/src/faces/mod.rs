@@ -3,3 +3,4 @@
 
 pub mod altair;
 pub mod mv;
+pub mod testbed;
