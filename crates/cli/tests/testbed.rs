@@ -341,6 +341,16 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
         .post("/api/cluster", json!({"ovn": {"chassis_name": "c1"}}))
         .await;
     assert_error(code, &text, 400, "ip");
+    // A worker's agent id cannot be taken over by a client.
+    let worker = reqwest::Client::new()
+        .post(format!("{}/v1/agents", proc.url()))
+        .json(&json!({"id": "w1", "hostname": "h", "ttl": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(worker.status(), 200);
+    let (code, text) = face.post("/api/cluster", host_json("w1")).await;
+    assert_error(code, &text, 409, "worker agent");
     let host = face
         .base
         .trim_start_matches("http://")

@@ -604,6 +604,18 @@ async fn join(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Answ
             "ovn.chassis_name: missing; the client's unique name in the cluster",
         ));
     };
+    // A worker's agent id is not a client's to take over.
+    let taken = s.node.view.read(|st| {
+        st.agents
+            .get(&id)
+            .is_some_and(|a| a.info.labels.get("testbed").map(String::as_str) != Some("client"))
+    });
+    if taken {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("ovn.chassis_name: {id:?} is the name of a worker agent; choose another"),
+        ));
+    }
     // As the original: whatever the client says, it joins as a client.
     host.insert("is_main_host".into(), Value::Bool(false));
     let port = s.node.config.testbed_client_port;
