@@ -6,9 +6,10 @@
 //! request's arguments, one element each. Nothing goes through a shell unless the template
 //! itself runs one, so an argument is always one literal argv element.
 //!
-//! States: `down` at creation; `running` while an action runs; a successful `up` leaves `up`, a
-//! successful `down` leaves `down`, another successful action (`snapshot`, custom ones) returns
-//! to the state before it; a failed one leaves `failed`, naming the action (seed 003's rules).
+//! States: `down` at creation; `running` while an action runs; a successful `up` or `snapshot`
+//! leaves `up` (the /v1 contract: a snapshot is of a live deployment), a successful `down`
+//! leaves `down`, another successful action returns to the state before it; a failed one
+//! leaves `failed`, naming the action.
 //!
 //! A deployment also keeps its orchestrator's state document (seed 003's `{name}-state.json`),
 //! an opaque JSON text of at most [`MAX_DOCUMENT`] bytes, replicated like everything else.
@@ -519,7 +520,7 @@ impl Deployments {
         d.state = if status == "succeeded" {
             d.failed_action = None;
             match run.action.as_str() {
-                "up" => State::Up,
+                "up" | "snapshot" => State::Up,
                 "down" => State::Down,
                 _ => d.before,
             }
@@ -654,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_returns_to_the_state_before_and_a_reset_is_refused_while_running() {
+    fn custom_actions_return_to_the_state_before_and_a_reset_is_refused_while_running() {
         let (mut ds, mut jobs) = (Deployments::default(), Jobs::default());
         let mut ev = Vec::new();
         let mut s = spec();
@@ -689,16 +690,16 @@ mod tests {
             ds.job_ended(&owner, status, Some(0), at(i + 1), 1, &mut ev);
             ds.get("web").unwrap().state
         };
-        // From down, a snapshot leaves down; from up, up (seed 003: other commands return).
+        // A snapshot leaves up; a custom action returns to the state before it.
         assert_eq!(
-            run(&mut ds, &mut jobs, "snapshot", 2, "succeeded"),
+            run(&mut ds, &mut jobs, "check", 2, "succeeded"),
             State::Down
         );
-        assert_eq!(run(&mut ds, &mut jobs, "up", 4, "succeeded"), State::Up);
         assert_eq!(
-            run(&mut ds, &mut jobs, "snapshot", 6, "succeeded"),
+            run(&mut ds, &mut jobs, "snapshot", 4, "succeeded"),
             State::Up
         );
+        assert_eq!(run(&mut ds, &mut jobs, "check", 6, "succeeded"), State::Up);
         assert_eq!(
             run(&mut ds, &mut jobs, "snapshot", 8, "failed"),
             State::Failed
