@@ -625,8 +625,21 @@ impl Jobs {
                 self.open.remove(&job.spec.queue);
             }
         }
+        // A run keeps its jobs for as long as it is kept itself.
+        if job.owner.as_deref().is_some_and(|o| o.starts_with("runs/")) {
+            return;
+        }
         let finished = job.finished_ms.unwrap_or_default();
         timers.schedule(finished + RETENTION_MS, Timer::JobExpire { job: job.id });
+    }
+
+    /// Forget a finished job and its log now (its owner is removing it).
+    pub fn forget(&mut self, id: u64, events: &mut Vec<Event>) {
+        if self.jobs.get(&id).is_some_and(|j| j.status.is_final()) {
+            let job = self.jobs.remove(&id).expect("present");
+            self.logs.remove(&id);
+            events.push(event(&job, "expired"));
+        }
     }
 
     /// A finished job's retention ended: forget it and its log (unless it was retried since).

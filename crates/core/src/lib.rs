@@ -21,6 +21,7 @@ pub mod devices;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
+pub mod runs;
 pub mod timers;
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,8 @@ pub enum Command {
     Agents(agents::AgentCommand),
     /// A deployments command.
     Deployments(deployments::DeploymentCommand),
+    /// A runs command.
+    Runs(runs::RunCommand),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -108,6 +111,8 @@ pub enum Reply {
     Agents(agents::AgentReply),
     /// Deployments replies.
     Deployments(deployments::DeploymentReply),
+    /// Runs replies.
+    Runs(runs::RunReply),
 }
 
 /// A change notification, emitted by apply; the revision is the log index of the entry.
@@ -140,6 +145,8 @@ pub struct State {
     pub agents: agents::Agents,
     /// Deployments and their actions.
     pub deployments: deployments::Deployments,
+    /// Test-matrix runs.
+    pub runs: runs::Runs,
 }
 
 /// Timers the core can schedule.
@@ -161,6 +168,8 @@ pub enum Timer {
     JobExpire { job: u64 },
     /// An agent's heartbeat deadline (for the join or revival `epoch`).
     AgentCheck { agent: String, epoch: u64 },
+    /// A finished run's retention ends.
+    RunExpire { run: u64 },
 }
 
 /// Apply one proposal. Pure: the same state, proposal and ctx always give the same result.
@@ -226,9 +235,20 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
             .deployments
             .apply(cmd, &mut state.jobs, ctx, now, &mut events)
             .map(Reply::Deployments),
+        Command::Runs(cmd) => state
+            .runs
+            .apply(
+                cmd,
+                &mut state.jobs,
+                ctx,
+                now,
+                &mut state.timers,
+                &mut events,
+            )
+            .map(Reply::Runs),
     };
     if outcome.is_ok() {
-        jobs_ended(state, ctx, &mut events);
+        jobs_changed(state, ctx, &mut events);
     }
 
     if let Some(key) = &proposal.idempotency_key {
@@ -246,26 +266,39 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
     (outcome, events)
 }
 
-/// Tell the apps that own jobs which of them reached a final state in this entry.
-fn jobs_ended(state: &mut State, ctx: Ctx, events: &mut Vec<Event>) {
-    let ended: Vec<(String, String, Option<i32>)> = events
+/// Tell the apps that own jobs which of them changed in this entry (each job once, as it is
+/// now): deployments hear of the ends, runs of every change.
+fn jobs_changed(state: &mut State, ctx: Ctx, events: &mut Vec<Event>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let changed: Vec<(String, jobs::Job)> = events
         .iter()
         .filter(|e| e.topic.starts_with("jobs/"))
         .filter_map(|e| {
             let id = e.body["job"]["id"].as_u64()?;
+            if !seen.insert(id) {
+                return None;
+            }
             let job = state.jobs.get(id)?;
-            let owner = job.owner.clone()?;
-            job.status
-                .is_final()
-                .then(|| (owner, job.status.as_str().to_string(), job.exit_code))
+            Some((job.owner.clone()?, job.clone()))
         })
         .collect();
-    for (owner, status, exit_code) in ended {
-        if owner.starts_with("deployments/") {
-            let now = state.now_ms;
+    let now = state.now_ms;
+    for (owner, job) in changed {
+        if owner.starts_with("deployments/") && job.status.is_final() {
+            let status = job.status.as_str();
             state
                 .deployments
-                .job_ended(&owner, &status, exit_code, ctx, now, events);
+                .job_ended(&owner, status, job.exit_code, ctx, now, events);
+        } else if owner.starts_with("runs/") {
+            state.runs.job_changed(
+                &owner,
+                &job,
+                &mut state.jobs,
+                ctx,
+                now,
+                &mut state.timers,
+                events,
+            );
         }
     }
 }
@@ -302,6 +335,10 @@ fn fire(state: &mut State, timer: Timer, ctx: Ctx, events: &mut Vec<Event>) {
                 &mut state.timers,
                 events,
             )
+        }
+        Timer::RunExpire { run } => {
+            let now = state.now_ms;
+            state.runs.expire_due(run, now, &mut state.jobs, events)
         }
     }
 }
