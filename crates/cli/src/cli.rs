@@ -75,6 +75,9 @@ pub enum Cmd {
     /// Deployments: create, up, down, snapshot, run, list, get, history, delete.
     #[command(subcommand)]
     Deploy(crate::deploy::DeployCmd),
+    /// Run a test matrix (`--matrix FILE`): one job per cell, live progress, failures as they
+    /// happen, a summary, JUnit XML; exits non-zero if any cell failed. Also cancel, list, get.
+    Run(crate::run::RunArgs),
     /// The agents (worker hosts): status, host facts, jobs held.
     Agents {
         /// Print the full JSON.
@@ -191,6 +194,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Worker(w) => crate::jobs::worker(&args.server, args.token.clone(), w).await?,
         Cmd::Jobs(j) => return crate::jobs::jobs(&client, j).await.with_context(ctx),
         Cmd::Deploy(d) => return crate::deploy::deploy(&client, d).await.with_context(ctx),
+        Cmd::Run(r) => {
+            return crate::run::run(&client, args.token.clone(), r)
+                .await
+                .with_context(ctx);
+        }
         Cmd::Logs(l) => return crate::jobs::logs(&client, l).await.with_context(ctx),
         Cmd::Agents { json } => return crate::jobs::agents(&client, json).await.with_context(ctx),
         Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),

@@ -11,6 +11,7 @@ mod cluster;
 mod deploy;
 mod jobs;
 mod logfile;
+mod run;
 mod serve;
 mod tap;
 

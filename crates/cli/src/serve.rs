@@ -85,6 +85,15 @@ pub struct ServeArgs {
     /// address (the original's port is 3355)
     #[arg(long, env = "SWITCHYARD_TESTBED_LISTEN")]
     pub testbed_listen: Option<String>,
+    /// Most cells one run may expand to [default: 10000]
+    #[arg(long, env = "SWITCHYARD_RUN_MAX_CELLS")]
+    pub run_max_cells: Option<usize>,
+    /// Seconds a finished run, its jobs and their logs are kept [default: 604800]
+    #[arg(long, env = "SWITCHYARD_RUN_RETENTION")]
+    pub run_retention: Option<f64>,
+    /// Finished runs kept at most (the oldest go first) [default: 100]
+    #[arg(long, env = "SWITCHYARD_RUN_KEEP")]
+    pub run_keep: Option<u32>,
     /// The port TestbedOS cluster clients serve `/api/config/status` on [default: 3355]
     #[arg(long, env = "SWITCHYARD_TESTBED_CLIENT_PORT")]
     pub testbed_client_port: Option<u16>,
@@ -180,6 +189,9 @@ struct FileConfig {
     altair_listen: Option<String>,
     testbed_listen: Option<String>,
     testbed_client_port: Option<u16>,
+    run_max_cells: Option<usize>,
+    run_retention: Option<f64>,
+    run_keep: Option<u32>,
     auth_tokens: Option<PathBuf>,
     join: Option<String>,
     forward_writes: Option<bool>,
@@ -321,6 +333,24 @@ impl ServeArgs {
                 anyhow::bail!("testbed_client_port: must be 1 to 65535");
             }
             c.testbed_client_port = port;
+        }
+        if let Some(n) = self.run_max_cells.or(f.run_max_cells) {
+            if !(1..=1_000_000).contains(&n) {
+                anyhow::bail!("run_max_cells: must be 1 to 1000000; got {n}");
+            }
+            c.run_max_cells = n;
+        }
+        if let Some(v) = self.run_retention.or(f.run_retention) {
+            c.run_retention = seconds_up_to("run_retention", v, 366.0 * 86_400.0)?;
+            if c.run_retention.is_zero() {
+                anyhow::bail!("run_retention: must be more than 0 seconds");
+            }
+        }
+        if let Some(n) = self.run_keep.or(f.run_keep) {
+            if n == 0 {
+                anyhow::bail!("run_keep: must be at least 1");
+            }
+            c.run_keep = n;
         }
         c.deployment_actions = f
             .actions

@@ -436,3 +436,39 @@ impl Client {
         Ok(l.actions)
     }
 }
+
+/// Runs (seed 004).
+impl Client {
+    /// Create a run from a `POST /v1/runs` body.
+    pub async fn create_run(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<switchyard_types::RunCreated, Error> {
+        self.request(Method::POST, "/v1/runs", Some(body), None)
+            .await
+    }
+
+    pub async fn run(&self, id: u64) -> Result<switchyard_types::Run, Error> {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    pub async fn runs(&self) -> Result<Vec<switchyard_types::Run>, Error> {
+        let l: switchyard_types::RunList = self.get("/v1/runs").await?;
+        Ok(l.runs)
+    }
+
+    pub async fn run_cells(&self, id: u64) -> Result<Vec<switchyard_types::RunCell>, Error> {
+        let l: switchyard_types::RunCells = self.get(&format!("/v1/runs/{id}/cells")).await?;
+        Ok(l.cells)
+    }
+
+    pub async fn cancel_run(&self, id: u64) -> Result<switchyard_types::Run, Error> {
+        self.post(&format!("/v1/runs/{id}/cancel"), json!({}), None)
+            .await
+    }
+
+    /// The base URL of the node this client talks to first (for links to show a person).
+    pub fn base_url(&self) -> String {
+        self.bases[0].clone()
+    }
+}

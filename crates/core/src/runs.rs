@@ -364,6 +364,102 @@ impl Run {
     }
 }
 
+/// The API's class of a job status: `passed` for succeeded, else its own name.
+fn class(status: Status) -> &'static str {
+    match status {
+        Status::Succeeded => "passed",
+        other => other.as_str(),
+    }
+}
+
+impl Run {
+    /// The run with its statistics at `now_ms`; `breakdown` adds the per-dimension counts.
+    pub fn view(&self, now_ms: i64, breakdown: bool) -> switchyard_types::Run {
+        use switchyard_types::rfc3339;
+        let total = self.cells.len() as u32;
+        let ended = self.ended();
+        let end = self.finished_ms.unwrap_or(now_ms.max(self.created_ms));
+        let duration = (end - self.created_ms) as f64 / 1000.0;
+        let throughput = if duration > 0.0 {
+            ended as f64 / duration
+        } else {
+            0.0
+        };
+        let eta = match self.finished_ms {
+            Some(_) => Some(0.0),
+            None if throughput > 0.0 => Some((total - ended) as f64 / throughput),
+            None => None,
+        };
+        let breakdown = breakdown.then(|| {
+            let mut b = switchyard_types::Breakdown::new();
+            for (spec, cell) in self.spec.cells.iter().zip(&self.cells) {
+                for (dim, value) in &spec.values {
+                    *b.entry(dim.clone())
+                        .or_default()
+                        .entry(value.clone())
+                        .or_default()
+                        .entry(class(cell.status).to_string())
+                        .or_default() += 1;
+                }
+            }
+            b
+        });
+        switchyard_types::Run {
+            id: self.id,
+            name: self.spec.name.clone(),
+            status: self.status().into(),
+            total,
+            queued: self.count(Status::Queued),
+            running: self.count(Status::Running),
+            passed: self.count(Status::Succeeded),
+            failed: self.count(Status::Failed) + self.count(Status::TimedOut),
+            timed_out: self.count(Status::TimedOut),
+            cancelled: self.count(Status::Cancelled),
+            dead: self.count(Status::Dead),
+            excluded: self.spec.excluded.iter().map(|e| e.cells).sum(),
+            started_at: rfc3339(self.created_ms),
+            finished_at: self.finished_ms.map(rfc3339),
+            duration_seconds: duration,
+            throughput,
+            eta_seconds: eta,
+            breakdown,
+            funkytown: switchyard_types::FunkytownRunMeta {
+                runid: self.id.to_string(),
+                tasksremaining: total - ended,
+                tasksfinished: ended,
+                finished: self.finished_ms.is_some(),
+            },
+            revision: self.revision,
+        }
+    }
+
+    /// Every cell, in order.
+    pub fn cell_views(&self) -> Vec<switchyard_types::RunCell> {
+        use switchyard_types::rfc3339;
+        self.spec
+            .cells
+            .iter()
+            .zip(&self.cells)
+            .enumerate()
+            .map(|(i, (spec, c))| switchyard_types::RunCell {
+                index: i as u32,
+                key: spec.key.clone(),
+                values: spec.values.clone(),
+                job_id: c.job_id,
+                status: c.status.as_str().into(),
+                attempts: c.attempts,
+                exit_code: c.exit_code,
+                started_at: c.started_ms.map(rfc3339),
+                finished_at: c.finished_ms.map(rfc3339),
+                duration_seconds: c
+                    .started_ms
+                    .zip(c.finished_ms)
+                    .map(|(s, f)| (f - s) as f64 / 1000.0),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunCommand {
     Create(Box<RunSpec>),
@@ -820,7 +916,7 @@ mod tests {
         );
         // Retention: a minute after it finished, the run and its jobs are removed by a timer.
         w.now = 2000 + 60_000;
-        w.run(crate::Command::Tick);
+        assert!(w.run(crate::Command::Tick).0.is_ok());
         assert!(w.state.runs.get(second).is_none());
         assert!(
             run2.cells

@@ -73,6 +73,11 @@ pub struct Config {
     /// The port seed-003 cluster clients listen on: a client that joins through
     /// `POST /api/cluster` is checked at `http://{ip}:{port}/api/config/status`.
     pub testbed_client_port: u16,
+    /// Most cells one run may expand to.
+    pub run_max_cells: usize,
+    /// How long a finished run (its jobs and logs too) is kept, and how many finished runs.
+    pub run_retention: Duration,
+    pub run_keep: u32,
 }
 
 impl Config {
@@ -106,6 +111,9 @@ impl Config {
             deployment_actions: BTreeMap::new(),
             cluster_config_file: None,
             testbed_client_port: 3355,
+            run_max_cells: 10_000,
+            run_retention: Duration::from_secs(7 * 24 * 60 * 60),
+            run_keep: 100,
         }
     }
 

@@ -782,3 +782,135 @@ pub struct ActionStarted {
 pub struct ActionList {
     pub actions: Vec<DeploymentAction>,
 }
+
+/// `POST /v1/runs`: a test matrix, or funkytown's spec file, and the command of each cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// A name to know it by (optional).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Dimension → values; cells are every combination (the last dimension varies fastest).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub matrix: Option<serde_json::Map<String, serde_json::Value>>,
+    /// funkytown's spec file as is, instead of `matrix`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub funkytown: Option<serde_json::Value>,
+    /// Rules dropping every cell that matches all of their pairs. With `funkytown`, absent
+    /// means the original's rule, `[{"viewport": "mobile", "browser": "firefox"}]`.
+    #[serde(default)]
+    pub exclude: Option<Vec<BTreeMap<String, String>>>,
+    /// argv template; `{dimension}` is replaced inside elements. With `funkytown` it defaults
+    /// to the original worker's `npx playwright test --project={viewport}-{browser} {spec}`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of every cell.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Cells one exclusion rule dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExcludedCells {
+    pub rule: BTreeMap<String, String>,
+    pub cells: u32,
+}
+
+/// `POST /v1/runs` answer (201).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunCreated {
+    pub id: u64,
+    /// Cells queued (one job each).
+    pub cells: u32,
+    /// Cells left out.
+    pub excluded: u32,
+    pub excluded_by: Vec<ExcludedCells>,
+}
+
+/// The original funkytown's run metadata (its Redis hash `runmeta`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FunkytownRunMeta {
+    pub runid: String,
+    pub tasksremaining: u32,
+    pub tasksfinished: u32,
+    pub finished: bool,
+}
+
+/// Dimension → value → status class (`passed`, `failed`, ...) → cells.
+pub type Breakdown = BTreeMap<String, BTreeMap<String, BTreeMap<String, u32>>>;
+
+/// A run and its statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: u64,
+    pub name: String,
+    /// `running`, `passed`, `failed` or `cancelled`.
+    pub status: String,
+    pub total: u32,
+    pub queued: u32,
+    pub running: u32,
+    pub passed: u32,
+    /// Failed, timed out included.
+    pub failed: u32,
+    pub timed_out: u32,
+    pub cancelled: u32,
+    pub dead: u32,
+    pub excluded: u32,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Seconds from creation to the end, or to now.
+    pub duration_seconds: f64,
+    /// Cells ended per second so far.
+    pub throughput: f64,
+    /// Estimated seconds to the end at the throughput so far (none before a cell ended).
+    pub eta_seconds: Option<f64>,
+    /// Per dimension, per value: cells by status (`passed`, `failed`, ...). Only on
+    /// `GET /v1/runs/{id}`.
+    #[schema(value_type = Option<Object>)]
+    pub breakdown: Option<Breakdown>,
+    pub funkytown: FunkytownRunMeta,
+    pub revision: u64,
+}
+
+/// `GET /v1/runs`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+}
+
+/// One cell of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunCell {
+    pub index: u32,
+    /// `task:<group>:<index>` for funkytown files, `cell:<index>` otherwise.
+    pub key: String,
+    pub values: BTreeMap<String, String>,
+    pub job_id: u64,
+    /// The job's status: `queued`, `running`, `succeeded`, `failed`, `timed_out`, ...
+    pub status: String,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// `GET /v1/runs/{id}/cells`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunCells {
+    pub cells: Vec<RunCell>,
+}

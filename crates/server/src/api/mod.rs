@@ -7,6 +7,7 @@ pub(crate) mod deployments;
 pub mod devices;
 pub mod jobs;
 mod node;
+pub(crate) mod runs;
 pub mod watch;
 
 use std::sync::Arc;
@@ -66,6 +67,7 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(agents::routes())
         .merge(deployments::routes())
+        .merge(runs::routes())
         .merge(watch::routes())
         .split_for_parts()
 }

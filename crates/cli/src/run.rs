@@ -1,0 +1,373 @@
+//! `switchyard run --matrix FILE`: a test matrix as one run, with its progress, its failures as
+//! they happen, a summary, JUnit XML, and local workers; funkytown's controller and workers in
+//! one command.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use switchyard_client::{Client, WatchItem};
+use switchyard_types::{Run, RunCell};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RunArgs {
+    #[command(subcommand)]
+    cmd: Option<RunCmd>,
+    /// The matrix file (JSON): a `POST /v1/runs` body (`matrix`, `exclude`, `command`, ...) or
+    /// funkytown's spec file (`{"groups": [...]}`).
+    #[arg(long)]
+    matrix: Option<PathBuf>,
+    /// argv template of each cell as a JSON array, e.g. '["./t.sh", "{spec}"]' (overrides the
+    /// file's).
+    #[arg(long)]
+    command: Option<String>,
+    /// Start N local worker processes for this run (they exit when its queue is empty).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Queue of the run's jobs (overrides the file's).
+    #[arg(long)]
+    queue: Option<String>,
+    /// A name for the run.
+    #[arg(long)]
+    name: Option<String>,
+    /// Write a JUnit XML report here at the end.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Submit and print the run id, without waiting.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCmd {
+    /// Cancel a run.
+    Cancel { id: u64 },
+    /// List runs.
+    List,
+    /// A run's statistics (JSON).
+    Get { id: u64 },
+    /// A run's cells (JSON lines).
+    Cells { id: u64 },
+}
+
+/// The `POST /v1/runs` body from the file and the flags.
+fn body(args: &RunArgs) -> anyhow::Result<Value> {
+    let path = args
+        .matrix
+        .as_ref()
+        .context("--matrix FILE is required (or a subcommand: cancel, list, get, cells)")?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON document", path.display()))?;
+    let Value::Object(map) = &file else {
+        bail!("{}: must be a JSON object", path.display());
+    };
+    let mut body = if map.contains_key("groups") {
+        serde_json::json!({ "funkytown": file })
+    } else {
+        file
+    };
+    if let Some(c) = &args.command {
+        let argv: Vec<String> =
+            serde_json::from_str(c).context("--command: not a JSON array of strings")?;
+        body["command"] = argv.into();
+    }
+    if let Some(q) = &args.queue {
+        body["queue"] = q.clone().into();
+    }
+    if let Some(n) = &args.name {
+        body["name"] = n.clone().into();
+    }
+    Ok(body)
+}
+
+fn label(c: &RunCell) -> String {
+    let values: Vec<String> = c.values.values().cloned().collect();
+    format!("{} [{}]", c.key, values.join(" "))
+}
+
+pub async fn run(
+    client: &Client,
+    token: Option<String>,
+    args: RunArgs,
+) -> anyhow::Result<ExitCode> {
+    match &args.cmd {
+        Some(RunCmd::Cancel { id }) => {
+            let r = client.cancel_run(*id).await?;
+            println!("run {} {}", r.id, r.status);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RunCmd::List) => {
+            for r in client.runs().await? {
+                println!(
+                    "{:<8} {:<10} {:>6} cells  passed {}  failed {}  running {}  queued {}  {}",
+                    r.id, r.status, r.total, r.passed, r.failed, r.running, r.queued, r.name
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RunCmd::Get { id }) => {
+            println!("{}", serde_json::to_string_pretty(&client.run(*id).await?)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(RunCmd::Cells { id }) => {
+            for c in client.run_cells(*id).await? {
+                println!("{}", serde_json::to_string(&c)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+    let body = body(&args)?;
+    let queue = body["queue"].as_str().unwrap_or("default").to_string();
+    // Watch from before the run exists, so no event of it is missed.
+    let mut watch = client.watch("runs/", None).await?;
+    let created = client.create_run(&body).await?;
+    let id = created.id;
+    eprintln!(
+        "run {id}: {} cells ({} excluded)",
+        created.cells, created.excluded
+    );
+    for e in &created.excluded_by {
+        eprintln!("  excluded {} by {:?}", e.cells, e.rule);
+    }
+    if args.detach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut workers = start_workers(client, token, &queue, id, args.workers)?;
+    let base = client.base_url();
+    let topic = format!("runs/{id}");
+    let tty = std::io::stderr().is_terminal();
+    let mut shown: Option<Instant> = None;
+    let mut cancelled = false;
+    let cells: Vec<RunCell> = client.run_cells(id).await?;
+    let mut stats = client.run(id).await?;
+    while stats.finished_at.is_none() {
+        let item = tokio::select! {
+            item = tokio::time::timeout(Duration::from_secs(1), watch.next()) => item,
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                eprintln!("\ncancelling run {id} (Ctrl-C again to leave it running)");
+                let _ = client.cancel_run(id).await;
+                tokio::spawn(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    std::process::exit(130);
+                });
+                continue;
+            }
+        };
+        match item {
+            Ok(Ok(WatchItem::Event(e))) if e.topic == topic => {
+                if e.event["kind"] == "cell" {
+                    failure(&e.event["cell"], &cells, &base, tty);
+                }
+                if e.event["kind"] == "finished" || e.event["kind"] == "cell" {
+                    // Counts ride on every event; the full statistics on a timer.
+                    if e.event["kind"] == "finished"
+                        || shown.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+                    {
+                        stats = client.run(id).await?;
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e).context("watching the run"),
+            // Quiet for a second: refresh the statistics anyway (ETA, duration).
+            Err(_) => stats = client.run(id).await?,
+        }
+        let every = Duration::from_millis(if tty { 200 } else { 5000 });
+        if shown.is_none_or(|t| t.elapsed() > every) || stats.finished_at.is_some() {
+            progress(&stats, tty);
+            shown = Some(Instant::now());
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let cells = client.run_cells(id).await?;
+    summary(&stats, &cells, &base);
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit(&stats, &cells))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("JUnit report: {}", path.display());
+    }
+    Ok(if stats.status == "passed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn start_workers(
+    client: &Client,
+    token: Option<String>,
+    queue: &str,
+    run: u64,
+    n: usize,
+) -> anyhow::Result<Vec<std::process::Child>> {
+    let exe = std::env::current_exe().context("finding the switchyard binary")?;
+    (0..n)
+        .map(|i| {
+            let mut c = std::process::Command::new(&exe);
+            c.args(["worker", "--server", &client.base_url(), "--queue", queue])
+                .args(["--exit-when-empty", "--id", &format!("run{run}-w{i}")])
+                .env("SWITCHYARD_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            if let Some(t) = &token {
+                c.env("SWITCHYARD_TOKEN", t);
+            }
+            c.spawn().context("starting a local worker")
+        })
+        .collect()
+}
+
+/// Print a failed cell as it ends, with the link to its log.
+fn failure(cell: &Value, cells: &[RunCell], base: &str, tty: bool) {
+    let status = cell["status"].as_str().unwrap_or_default();
+    if !matches!(status, "failed" | "timed_out" | "dead") {
+        return;
+    }
+    let Some(c) = cell["index"].as_u64().and_then(|i| cells.get(i as usize)) else {
+        return;
+    };
+    let code = cell["exit_code"]
+        .as_i64()
+        .map_or("-".to_string(), |c| c.to_string());
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    eprintln!(
+        "FAIL {} {status} (exit {code}) log: {base}/v1/jobs/{}/logs",
+        label(c),
+        c.job_id
+    );
+}
+
+fn progress(r: &Run, tty: bool) {
+    let done = r.total - r.queued - r.running;
+    let width = 30usize;
+    let filled = if r.total == 0 {
+        width
+    } else {
+        (done as usize * width) / r.total as usize
+    };
+    let eta = r
+        .eta_seconds
+        .map_or("-".to_string(), |e| format!("{}s", e.ceil()));
+    let line = format!(
+        "[{}{}] {done}/{} passed {} failed {} running {} queued {} eta {eta}",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        r.total,
+        r.passed,
+        r.failed,
+        r.running,
+        r.queued,
+    );
+    if tty {
+        eprint!("\r\x1b[K{line}");
+        let _ = std::io::stderr().flush();
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn summary(r: &Run, cells: &[RunCell], base: &str) {
+    println!(
+        "run {} {}: {} cells, {} passed, {} failed ({} timed out), {} cancelled, {} dead in {:.1}s ({:.1} cells/s)",
+        r.id,
+        r.status,
+        r.total,
+        r.passed,
+        r.failed,
+        r.timed_out,
+        r.cancelled,
+        r.dead,
+        r.duration_seconds,
+        r.throughput
+    );
+    for c in cells
+        .iter()
+        .filter(|c| matches!(c.status.as_str(), "failed" | "timed_out" | "dead"))
+    {
+        println!(
+            "  {} {} (exit {}) {base}/v1/jobs/{}/logs",
+            c.status,
+            label(c),
+            c.exit_code.map_or("-".into(), |c| c.to_string()),
+            c.job_id
+        );
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            '\'' => "&apos;".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A JUnit XML report: one test case per cell.
+pub fn junit(r: &Run, cells: &[RunCell]) -> String {
+    let failures = r.failed + r.dead;
+    let skipped = r.cancelled + r.queued + r.running;
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"switchyard run {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">\n",
+        r.id,
+        r.total,
+        r.duration_seconds,
+        xml(if r.name.is_empty() { "run" } else { &r.name }),
+        r.total,
+        r.duration_seconds,
+        xml(&r.started_at),
+    );
+    for c in cells {
+        let class = c
+            .values
+            .get("spec")
+            .or_else(|| c.values.values().next())
+            .cloned()
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            xml(&class),
+            xml(&label(c)),
+            c.duration_seconds.unwrap_or(0.0)
+        ));
+        match c.status.as_str() {
+            "succeeded" => out.push_str("/>\n"),
+            "failed" | "timed_out" | "dead" => out.push_str(&format!(
+                ">\n      <failure message=\"{} (exit {})\" type=\"{}\">job {}</failure>\n    </testcase>\n",
+                xml(&c.status),
+                c.exit_code.map_or("-".into(), |c| c.to_string()),
+                xml(&c.status),
+                c.job_id
+            )),
+            other => out.push_str(&format!(
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                xml(other)
+            )),
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}

@@ -1,0 +1,248 @@
+//! Runs on a real `switchyard serve`: `switchyard run --matrix FILE --workers 4` takes a run of
+//! 200 cells (some failing on purpose) through 4 worker processes; every cell ends once, the
+//! statistics and funkytown's run metadata match the truth, the CLI exits non-zero and its
+//! JUnit file lists the failures. Malformed, empty and oversized matrices create nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::{Value, json};
+use switchyard_client::{Client, WatchItem};
+use tempfile::TempDir;
+
+mod common;
+
+#[tokio::test]
+async fn a_run_of_200_cells_through_4_workers_ends_every_cell_once_and_reports_the_failures() {
+    let dir = TempDir::new().unwrap();
+    let script = dir.path().join("cell.sh");
+    // n % 10 == 7 fails with exit 3: 4 values of n × 5 kinds = 20 failures.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"cell $1 $2\"\nif [ $(( $1 % 10 )) -eq 7 ]; then echo boom >&2; exit 3; fi\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let matrix = dir.path().join("matrix.json");
+    let n: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+    std::fs::write(
+        &matrix,
+        json!({
+            "name": "two-hundred",
+            "matrix": {"n": n, "kind": ["a", "b", "c", "d", "e"]},
+            "command": [script.to_str().unwrap(), "{n}", "{kind}"],
+            "timeout": 60
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let proc = common::serve_in(&dir.path().join("data"), &["--local-workers", "0"]);
+    let client = Client::new(proc.url());
+    common::ready(&client).await;
+    let from = client.status().await.unwrap().revision;
+
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--server", &proc.url(), "--workers", "4"])
+        .arg("--matrix")
+        .arg(&matrix)
+        .arg("--junit")
+        .arg(&junit)
+        .output();
+    let out = common::within(120, "switchyard run to end", cli)
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("run "), "{stderr}");
+    assert_eq!(
+        stderr.matches("FAIL ").count(),
+        20,
+        "each failure printed as it happens: {stderr}"
+    );
+
+    let runs = client.runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = client.run(runs[0].id).await.unwrap();
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.total,
+            run.passed,
+            run.failed,
+            run.queued,
+            run.running
+        ),
+        ("failed", 200, 180, 20, 0, 0)
+    );
+    assert_eq!(run.funkytown.tasksfinished, 200);
+    assert_eq!(run.funkytown.tasksremaining, 0);
+    assert!(run.funkytown.finished);
+    assert_eq!(run.eta_seconds, Some(0.0));
+    let by_n = &run.breakdown.as_ref().unwrap()["n"];
+    assert_eq!(by_n["7"].get("failed"), Some(&5));
+    assert_eq!(by_n["8"].get("passed"), Some(&5));
+    assert!(stdout.contains("180 passed, 20 failed"), "{stdout}");
+
+    // Every cell ended once, on one of the run's 4 workers; the truth is the jobs themselves.
+    let cells = client.run_cells(run.id).await.unwrap();
+    let mut workers = BTreeSet::new();
+    for c in &cells {
+        let job = client.job(c.job_id).await.unwrap();
+        let n: u32 = c.values["n"].parse().unwrap();
+        let want = if n % 10 == 7 { "failed" } else { "succeeded" };
+        assert_eq!((job.status.as_str(), job.attempts), (want, 1), "{c:?}");
+        assert_eq!(c.status, want);
+        workers.insert(job.worker.clone().unwrap());
+    }
+    assert!(
+        workers.len() > 1,
+        "the cells spread over the workers: {workers:?}"
+    );
+    assert!(
+        workers
+            .iter()
+            .all(|w| w.starts_with(&format!("run{}-w", run.id))),
+        "{workers:?}"
+    );
+    // One final event per cell on the run's topic.
+    let mut watch = client
+        .watch(&format!("runs/{}", run.id), Some(from))
+        .await
+        .unwrap();
+    let mut ends: BTreeMap<u64, u32> = BTreeMap::new();
+    common::within(30, "the run's events up to its end", async {
+        loop {
+            let WatchItem::Event(e) = watch.next().await.unwrap() else {
+                continue;
+            };
+            if e.event["kind"] == "cell"
+                && matches!(
+                    e.event["cell"]["status"].as_str(),
+                    Some("succeeded" | "failed")
+                )
+            {
+                *ends
+                    .entry(e.event["cell"]["index"].as_u64().unwrap())
+                    .or_default() += 1;
+            }
+            if e.event["kind"] == "finished" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert_eq!(ends.len(), 200);
+    assert!(ends.values().all(|&n| n == 1), "a cell ended twice");
+
+    // The JUnit file lists exactly the failures.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"200\" failures=\"20\""), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 200);
+    assert_eq!(xml.matches("<failure ").count(), 20);
+    for n in [7, 17, 27, 37] {
+        assert!(
+            xml.contains(&format!("[a {n}]\"")) || xml.contains(&format!("[{n} a]\"")),
+            "{n} in {xml}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_empty_and_oversized_matrices_create_nothing() {
+    let dir = TempDir::new().unwrap();
+    let proc = common::serve_in(
+        &dir.path().join("data"),
+        &["--local-workers", "0", "--run-max-cells", "50"],
+    );
+    let client = Client::new(proc.url());
+    common::ready(&client).await;
+    let http = reqwest::Client::new();
+    let cases = [
+        (json!({"command": ["t"]}), "matrix"),
+        (json!({"matrix": {}, "command": ["t"]}), "matrix"),
+        (json!({"matrix": {"a": []}, "command": ["t"]}), "matrix.a"),
+        (
+            json!({"matrix": {"a": [1, 2]}, "command": ["t"]}),
+            "matrix.a",
+        ),
+        (json!({"matrix": {"a": ["x"]}}), "command"),
+        (json!({"matrix": {"a": ["x"]}, "command": []}), "command"),
+        (
+            json!({"matrix": {"a": ["x"]}, "command": ["t"], "exclude": [{"b": "y"}]}),
+            "exclude[0].b",
+        ),
+        (
+            json!({"matrix": {"a": ["x"]}, "command": ["t"], "exclude": [{"a": "x"}]}),
+            "matrix",
+        ),
+        (
+            json!({"matrix": {"a": (0..8).map(|i| i.to_string()).collect::<Vec<_>>(), "b": (0..8).map(|i| i.to_string()).collect::<Vec<_>>()}, "command": ["t"]}),
+            "matrix",
+        ),
+        (
+            json!({"matrix": {"a": ["x"]}, "command": ["t"], "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"funkytown": {"groups": [{"name": "g", "tasks": [{"spec": "s"}]}]}}),
+            "funkytown",
+        ),
+        (
+            json!({"funkytown": {"groups": [{"name": "g", "tasks": [{"spec": "s", "viewports": ["mobile"], "browsers": ["firefox"]}]}]}}),
+            "matrix",
+        ),
+        (
+            json!({"matrix": {"a": ["x"]}, "funkytown": {"groups": []}, "command": ["t"]}),
+            "funkytown",
+        ),
+    ];
+    for (body, field) in cases {
+        let resp = http
+            .post(format!("{}/v1/runs", proc.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(field),
+            "{body}: {message:?} names {field}"
+        );
+    }
+    let resp = http
+        .post(format!("{}/v1/runs", proc.url()))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // The CLI says what is wrong with a file and exits non-zero.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "[1, 2").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--server", &proc.url(), "--matrix"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a JSON document"));
+    assert!(
+        client.runs().await.unwrap().is_empty(),
+        "nothing was created"
+    );
+    let jobs = client.jobs(None, None, None, 10).await.unwrap();
+    assert!(jobs.jobs.is_empty(), "no job was queued");
+}
