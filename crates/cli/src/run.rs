@@ -149,7 +149,15 @@ pub async fn run(
     let mut cancelled = false;
     let cells: Vec<RunCell> = client.run_cells(id).await?;
     let mut stats = client.run(id).await?;
-    while stats.finished_at.is_none() {
+    // The run's events come in order, every cell's before `finished`: wait for that one, so
+    // no failure goes unprinted (or, should the watch be silent, 10 s past the statistics'
+    // end).
+    let mut seen_end = false;
+    let mut finished_seen_at: Option<Instant> = None;
+    while !seen_end && finished_seen_at.is_none_or(|t| t.elapsed() < Duration::from_secs(10)) {
+        if stats.finished_at.is_some() && finished_seen_at.is_none() {
+            finished_seen_at = Some(Instant::now());
+        }
         let item = tokio::select! {
             item = tokio::time::timeout(Duration::from_secs(1), watch.next()) => item,
             _ = tokio::signal::ctrl_c(), if !cancelled => {
@@ -167,6 +175,9 @@ pub async fn run(
             Ok(Ok(WatchItem::Event(e))) if e.topic == topic => {
                 if e.event["kind"] == "cell" {
                     failure(&e.event["cell"], &cells, &base, tty);
+                }
+                if e.event["kind"] == "finished" {
+                    seen_end = true;
                 }
                 if e.event["kind"] == "finished" || e.event["kind"] == "cell" {
                     // Counts ride on every event; the full statistics on a timer.
@@ -195,6 +206,7 @@ pub async fn run(
         let _ = w.kill();
         let _ = w.wait();
     }
+    let stats = client.run(id).await?;
     let cells = client.run_cells(id).await?;
     summary(&stats, &cells, &base);
     if let Some(path) = &args.junit {

@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// address (the original's port is 3355)
     #[arg(long, env = "SWITCHYARD_TESTBED_LISTEN")]
     pub testbed_listen: Option<String>,
+    /// Serve the seed-004 funkytown reporter (`/health`, `/results`) on this address (the
+    /// original's port is 3000)
+    #[arg(long, env = "SWITCHYARD_FUNKYTOWN_LISTEN")]
+    pub funkytown_listen: Option<String>,
     /// Most cells one run may expand to [default: 10000]
     #[arg(long, env = "SWITCHYARD_RUN_MAX_CELLS")]
     pub run_max_cells: Option<usize>,
@@ -188,6 +192,7 @@ struct FileConfig {
     mv_device: Option<String>,
     altair_listen: Option<String>,
     testbed_listen: Option<String>,
+    funkytown_listen: Option<String>,
     testbed_client_port: Option<u16>,
     run_max_cells: Option<usize>,
     run_retention: Option<f64>,
@@ -217,6 +222,7 @@ pub struct Settings {
     pub mv_listen: Option<String>,
     pub altair_listen: Option<String>,
     pub testbed_listen: Option<String>,
+    pub funkytown_listen: Option<String>,
     pub json_logs: bool,
     /// The log file (path, rotation size, files kept); none: stderr.
     pub log_file: Option<(PathBuf, u64, usize)>,
@@ -405,6 +411,7 @@ impl ServeArgs {
             mv_listen: self.mv_listen.or(f.mv_listen),
             altair_listen: self.altair_listen.or(f.altair_listen),
             testbed_listen: self.testbed_listen.or(f.testbed_listen),
+            funkytown_listen: self.funkytown_listen.or(f.funkytown_listen),
             local_workers,
             local_worker_queue,
             log_file,
@@ -475,6 +482,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} for the TestbedOS face"))?;
         eprintln!("switchyard TestbedOS face on http://{}", l.local_addr()?);
         listeners.testbed = Some(l);
+    }
+    if let Some(addr) = &s.funkytown_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the funkytown face"))?;
+        eprintln!(
+            "switchyard funkytown reporter face on http://{}",
+            l.local_addr()?
+        );
+        listeners.funkytown = Some(l);
     }
     let token = s
         .config

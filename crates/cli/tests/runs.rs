@@ -246,3 +246,101 @@ async fn malformed_empty_and_oversized_matrices_create_nothing() {
     let jobs = client.jobs(None, None, None, 10).await.unwrap();
     assert!(jobs.jobs.is_empty(), "no job was queued");
 }
+
+#[tokio::test]
+async fn a_funkytown_spec_file_runs_as_the_original_and_its_reporter_shows_it() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("spec_context_map.json");
+    std::fs::write(
+        &file,
+        json!({"groups": [
+            {"groupName": "alpha", "tasks": [
+                {"spec": "alpha_01.spec.ts", "viewports": ["desktop", "mobile"], "browsers": ["chrome", "firefox", "webkit"]},
+                {"spec": "alpha_02.spec.ts", "viewports": ["mobile"], "browsers": ["chrome", "webkit"]}]},
+            {"name": "beta", "tasks": [
+                {"spec": "beta_01.spec.ts", "viewports": ["mobile"], "browsers": ["webkit"]}]}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let proc = common::serve_in(
+        &dir.path().join("data"),
+        &["--local-workers", "0", "--funkytown-listen", "127.0.0.1:0"],
+    );
+    let client = Client::new(proc.url());
+    common::ready(&client).await;
+    let reporter = format!("http://{}", proc.funkytown.as_ref().unwrap());
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{reporter}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let none = http
+        .get(format!("{reporter}/results"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404, "no run yet");
+
+    // webkit cells fail; everything else passes.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--server", &proc.url(), "--workers", "2", "--matrix"])
+        .arg(&file)
+        .args([
+            "--command",
+            r#"["sh", "-c", "echo {spec}; test {browser} != webkit"]"#,
+        ])
+        .output();
+    let out = common::within(60, "the funkytown run", out).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("8 cells (1 excluded)"), "{stderr}");
+
+    let run = &client.runs().await.unwrap()[0];
+    let cells = client.run_cells(run.id).await.unwrap();
+    let keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "task:alpha:0",
+            "task:alpha:1",
+            "task:alpha:2",
+            "task:alpha:3",
+            "task:alpha:4",
+            "task:alpha:5",
+            "task:alpha:6",
+            "task:beta:0"
+        ]
+    );
+    assert_eq!((run.passed, run.failed), (4, 4));
+
+    let page = http
+        .get(format!("{reporter}/results"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Tasks Remaining: 0</div>"), "{html}");
+    assert!(html.contains("Tasks Finished: 8</div>"), "{html}");
+    assert!(html.contains("Finished: true</div>"), "{html}");
+    assert_eq!(html.matches("<td class='passed'>passed</td>").count(), 4);
+    assert_eq!(html.matches("<td class='failed'>failed</td>").count(), 4);
+    assert_eq!(
+        html.matches("<td class='complete'>complete</td>").count(),
+        8
+    );
+    assert!(
+        html.contains("<td>beta_01.spec.ts</td><td>mobile</td><td>webkit</td>"),
+        "{html}"
+    );
+}

@@ -52,6 +52,8 @@ pub struct Listeners {
     pub altair: Option<TcpListener>,
     /// The seed-003 TestbedOS face, if enabled.
     pub testbed: Option<TcpListener>,
+    /// The seed-004 funkytown reporter face, if enabled.
+    pub funkytown: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -63,6 +65,7 @@ impl Listeners {
             mv: None,
             altair: None,
             testbed: None,
+            funkytown: None,
         })
     }
 }
@@ -206,6 +209,17 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "TestbedOS face listener failed");
+            }
+        }));
+    }
+    if let Some(l) = listeners.funkytown {
+        let face = faces::funkytown::router(state.clone());
+        let stop = shutdown.clone();
+        tracing::info!(addr = ?l.local_addr().ok(), "serving the funkytown reporter face");
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "funkytown face listener failed");
             }
         }));
     }

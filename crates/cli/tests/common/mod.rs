@@ -16,6 +16,8 @@ pub struct Proc {
     pub peer: String,
     /// host:port of the TestbedOS face, when `--testbed-listen` was given.
     pub testbed: Option<String>,
+    /// host:port of the funkytown face, when `--funkytown-listen` was given.
+    pub funkytown: Option<String>,
 }
 
 impl Proc {
@@ -49,10 +51,15 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         let mut testbed = None;
+        let mut funkytown = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             // Faces are announced before the API.
             if let Some(addr) = line.split("TestbedOS face on http://").nth(1) {
                 testbed = Some(addr.trim().to_string());
+                continue;
+            }
+            if let Some(addr) = line.split("funkytown reporter face on http://").nth(1) {
+                funkytown = Some(addr.trim().to_string());
                 continue;
             }
             // "switchyard node N serving the API on http://A (peer RPC on P)"
@@ -64,14 +71,15 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
                     .unwrap_or_default()
                     .trim_end_matches(')');
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send((api.to_string(), peer.to_string(), testbed.take()));
+                    let faces = (testbed.take(), funkytown.take());
+                    let _ = tx.send((api.to_string(), peer.to_string(), faces));
                 }
             } else {
                 eprintln!("[{label}] {line}");
             }
         }
     });
-    let (api, peer, testbed) = rx
+    let (api, peer, (testbed, funkytown)) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server prints its addresses");
     Proc {
@@ -79,6 +87,7 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
         api,
         peer,
         testbed,
+        funkytown,
     }
 }
 

@@ -2,5 +2,6 @@
 //! /v1 behaviour (one state, two protocols). Each runs on its own listener.
 
 pub mod altair;
+pub mod funkytown;
 pub mod mv;
 pub mod testbed;
