@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster_config;
 pub mod config;
+mod dashboard;
 pub mod error;
 pub mod faces;
 pub mod network;

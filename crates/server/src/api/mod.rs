@@ -82,6 +82,7 @@ pub fn router(state: Shared) -> Router {
         .into();
     routes
         .merge(crate::faces::altair::routes())
+        .merge(crate::dashboard::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || {
