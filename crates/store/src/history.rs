@@ -55,6 +55,11 @@ impl History {
     }
 
     /// Change the capacity (e.g. after loading a snapshot taken with another setting).
+    /// The most events kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
         self.trim();
