@@ -530,16 +530,45 @@ impl Node {
     /// voter. Adding a node that is already a voter at the same addresses changes nothing.
     pub async fn add_member(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
         self.via_leader(LeaderRequest::AddMember { node_id: id, addr })
+            .await?;
+        // Read your write, as for a removal.
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| m.membership_config.nodes().any(|(n, _)| *n == id),
+                "the addition is known here",
+            )
             .await
-            .map(|_| ())
+            .map_err(|e| {
+                ApiError::unavailable(
+                    format!("node {id} was added, but this node has not seen it yet: {e}"),
+                    None,
+                )
+            })?;
+        Ok(())
     }
 
     /// Remove a member (voter or learner) from the cluster. Removing a node that is not a
     /// member changes nothing.
     pub async fn remove_member(&self, id: u64) -> Result<(), ApiError> {
         self.via_leader(LeaderRequest::RemoveMember { node_id: id })
+            .await?;
+        // Read your write: this node (perhaps a follower) answers with the membership, so it
+        // waits until it has seen the change the leader committed.
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| !m.membership_config.nodes().any(|(n, _)| *n == id),
+                "the removal is known here",
+            )
             .await
-            .map(|_| ())
+            .map_err(|e| {
+                ApiError::unavailable(
+                    format!("node {id} was removed, but this node has not seen it yet: {e}"),
+                    None,
+                )
+            })?;
+        Ok(())
     }
 
     /// Ask the leader to hand leadership to voter `id`, and wait until `id` leads.

@@ -258,8 +258,8 @@ impl Sim {
         within: Duration,
     ) -> Result<(Outcome, u64), WriteError> {
         self.next_key += 1;
-        let key = (self.opts.bug != Some(Bug::RetryWithoutKey))
-            .then(|| format!("sim-{}", self.next_key));
+        let key =
+            (self.opts.bug != Some(Bug::RetryWithoutKey)).then(|| format!("sim-{}", self.next_key));
         let deadline = tokio::time::Instant::now() + within;
         let mut last = WriteError::NotLeader(None);
         let mut proposed = false;
@@ -430,7 +430,12 @@ impl Sim {
 
 /// The leader's tick loop, as `switchyard-server`'s scheduler runs it: when a timer in the
 /// replicated state is due, propose a `Tick`; a paused node proposes nothing.
-async fn tick_loop(raft: Arc<Raft>, sm: SimStateMachine, clock: Clock, paused: watch::Receiver<bool>) {
+async fn tick_loop(
+    raft: Arc<Raft>,
+    sm: SimStateMachine,
+    clock: Clock,
+    paused: watch::Receiver<bool>,
+) {
     const IDLE: Duration = Duration::from_secs(60);
     const BACKOFF: Duration = Duration::from_millis(100);
     let mut metrics = raft.metrics();

@@ -237,7 +237,9 @@ impl Router {
         let out = f(target).await?;
         self.stage(rpc, from, to, Stage::AfterReceive).await?;
         if self.target(to, from).is_none() {
-            return Err(unreachable(format!("the answer of {to} to {from} was lost")));
+            return Err(unreachable(format!(
+                "the answer of {to} to {from} was lost"
+            )));
         }
         Ok(out)
     }

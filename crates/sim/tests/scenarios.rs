@@ -18,7 +18,10 @@ fn credit(id: &str, amount: u64) -> Command {
 }
 
 /// Run `scenario` twice on the same seed: the traces must be equal.
-fn twice(seed: u64, scenario: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String>>>) -> String {
+fn twice(
+    seed: u64,
+    scenario: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String>>>,
+) -> String {
     let a = run_seeded(seed, scenario());
     let b = run_seeded(seed, scenario());
     assert_eq!(a, b, "the same seed gave two traces");
@@ -45,7 +48,10 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
             };
             let t2 = sim.metrics(l2).unwrap().1;
             assert!(t2 > t1);
-            let (outcome, index) = sim.write(credit("a", 5), Duration::from_secs(5)).await.unwrap();
+            let (outcome, index) = sim
+                .write(credit("a", 5), Duration::from_secs(5))
+                .await
+                .unwrap();
             assert!(matches!(outcome, Ok(Reply::Bank(_))), "{outcome:?}");
             // The isolated old leader did not apply it; after healing it does.
             assert!(sim.sm(l1).revision() < index);
