@@ -90,6 +90,8 @@ fn raft_config(o: &SimOptions) -> Arc<openraft::Config> {
             election_timeout_max: o.election_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(o.snapshot_logs),
             max_in_snapshot_log_to_keep: 100,
+            // As the server: a restarted leader is elected again (see switchyard-server's node).
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

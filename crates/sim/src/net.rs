@@ -223,9 +223,31 @@ impl Router {
         }
     }
 
-    /// Deliver one message: rules before, the target's handler, rules after, and the link
-    /// checked again for the answer.
+    /// Deliver one message after [`LATENCY`]; a failure takes [`FAILURE_LATENCY`] more to be noticed,
+    /// as a timeout or a refused connection does, so a sender retrying at once cannot spin
+    /// without time passing.
     async fn deliver<F, Fut, T>(&self, rpc: Rpc, from: u64, to: u64, f: F) -> Result<T, RPCError<C>>
+    where
+        F: FnOnce(Arc<Raft>) -> Fut,
+        Fut: Future<Output = Result<T, RPCError<C>>>,
+    {
+        tokio::time::sleep(LATENCY).await;
+        let r = self.deliver_now(rpc, from, to, f).await;
+        if r.is_err() {
+            tokio::time::sleep(FAILURE_LATENCY).await;
+        }
+        r
+    }
+
+    /// Rules before, the target's handler, rules after, and the link checked again for the
+    /// answer.
+    async fn deliver_now<F, Fut, T>(
+        &self,
+        rpc: Rpc,
+        from: u64,
+        to: u64,
+        f: F,
+    ) -> Result<T, RPCError<C>>
     where
         F: FnOnce(Arc<Raft>) -> Fut,
         Fut: Future<Output = Result<T, RPCError<C>>>,
@@ -244,6 +266,12 @@ impl Router {
         Ok(out)
     }
 }
+
+/// Every message's one-way latency: time passes as messages flow, as on a real network.
+pub const LATENCY: Duration = Duration::from_micros(200);
+
+/// How long a failed delivery takes to be noticed.
+pub const FAILURE_LATENCY: Duration = Duration::from_millis(10);
 
 fn unreachable(why: String) -> RPCError<C> {
     RPCError::Unreachable(Unreachable::from_string(why))
