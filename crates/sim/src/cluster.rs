@@ -35,6 +35,9 @@ pub struct SimOptions {
     pub snapshot_logs: u64,
     pub history: usize,
     pub bug: Option<Bug>,
+    /// openraft's `enable_leader_restore`: off, as in the server (on only to show what it
+    /// breaks).
+    pub leader_restore: bool,
 }
 
 impl Default for SimOptions {
@@ -49,6 +52,7 @@ impl Default for SimOptions {
             snapshot_logs: 500,
             history: 100_000,
             bug: None,
+            leader_restore: false,
         }
     }
 }
@@ -91,7 +95,7 @@ fn raft_config(o: &SimOptions) -> Arc<openraft::Config> {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(o.snapshot_logs),
             max_in_snapshot_log_to_keep: 100,
             // As the server: a restarted leader is elected again (see switchyard-server's node).
-            enable_leader_restore: Some(false),
+            enable_leader_restore: Some(o.leader_restore),
             ..Default::default()
         }
         .validate()

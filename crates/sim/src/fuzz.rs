@@ -34,7 +34,7 @@ impl Rng {
         Self(seed ^ 0x5eed_5eed_5eed_5eed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -44,12 +44,34 @@ impl Rng {
 
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+}
+
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Turn panics into findings: a panic in a node's task (an openraft assertion, say) is recorded
+/// as a violation of the seed that caused it, and printed as one line instead of a backtrace.
+pub fn capture_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let line = format!("a task panicked{at}: {what}");
+        eprintln!("{line}");
+        PANICS.lock().unwrap().push(line);
+    }));
 }
 
 /// What one seed did.
@@ -76,6 +98,9 @@ struct Register {
     unknown: u64,
     last_read: u64,
 }
+
+/// A node's id, its oldest resumable revision, and its events as (revision, message).
+type History = (u64, u64, Vec<(u64, String)>);
 
 struct Lease {
     job: u64,
@@ -428,7 +453,7 @@ impl Run {
             self.violation(format!("jobs lost after they were acknowledged: {lost:?}"));
         }
         // Event histories: ordered, unique, and equal wherever two nodes both hold a revision.
-        let histories: Vec<(u64, u64, Vec<(u64, String)>)> = ids
+        let histories: Vec<History> = ids
             .iter()
             .map(|id| {
                 self.sim.sm(*id).read(|i| {
@@ -468,12 +493,20 @@ impl Run {
 
 /// Run one seed of `steps` operations, with `bug` re-introduced if given.
 pub fn fuzz_one(seed: u64, steps: u64, bug: Option<Bug>) -> Report {
-    run_seeded(seed, async move {
-        let start = tokio::time::Instant::now();
-        let opts = SimOptions {
+    fuzz_with(
+        seed,
+        steps,
+        SimOptions {
             bug,
             ..SimOptions::default()
-        };
+        },
+    )
+}
+
+/// Run one seed of `steps` operations on a cluster built with `opts`.
+pub fn fuzz_with(seed: u64, steps: u64, opts: SimOptions) -> Report {
+    run_seeded(seed, async move {
+        let start = tokio::time::Instant::now();
         let sim = Sim::start(opts).await;
         let mut run = Run {
             sim,
@@ -518,6 +551,9 @@ pub fn fuzz_one(seed: u64, steps: u64, bug: Option<Bug>) -> Report {
         }
         run.check_end();
         run.sim.shutdown().await;
+        for p in std::mem::take(&mut *PANICS.lock().unwrap()) {
+            run.violation(p);
+        }
         run.report.simulated = start.elapsed();
         run.report.trace = run.digest;
         run.report

@@ -4,6 +4,7 @@
 //! switchyard-sim --seeds 20 --steps 2000          # seeds 1..=20
 //! switchyard-sim --seed 17 --steps 2000           # one seed, e.g. to reproduce a failure
 //! switchyard-sim --inject-bug ack-before-fsync    # prove the fuzzer catches a known bug
+//! switchyard-sim --inject-bug retry-without-key --seeds 50 --expect-violation   # exit 0 once caught
 //! switchyard-sim --list-bugs
 //! ```
 
@@ -13,7 +14,8 @@ use std::time::Instant;
 use switchyard_sim::Bug;
 use switchyard_sim::fuzz::fuzz_one;
 
-const USAGE: &str = "usage: switchyard-sim [--seeds N | --seed X] [--first X] [--steps S] [--inject-bug NAME] [--list-bugs] [--verbose]";
+const USAGE: &str = "usage: switchyard-sim [--seeds N | --seed X] [--first X] [--steps S] [--inject-bug NAME [--expect-violation]] [--list-bugs] [--verbose]
+  SWITCHYARD_SIM_TRACE=1 prints every operation and fault of the run";
 
 fn main() -> ExitCode {
     let mut seeds = 10u64;
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     let mut steps = 2000u64;
     let mut bug = None;
     let mut verbose = false;
+    let mut expect_violation = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -53,6 +56,10 @@ fn main() -> ExitCode {
                 verbose = true;
                 Ok(())
             }
+            "--expect-violation" => {
+                expect_violation = true;
+                Ok(())
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -64,10 +71,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    switchyard_sim::fuzz::capture_panics();
     let started = Instant::now();
     let (mut ops, mut faults, mut violations, mut simulated) = (0u64, 0u64, 0u64, 0f64);
     let mut failed = Vec::new();
+    let mut ran = 0u64;
     for seed in first..first + seeds {
+        ran += 1;
         let r = fuzz_one(seed, steps, bug);
         ops += r.operations;
         faults += r.faults;
@@ -92,17 +102,24 @@ fn main() -> ExitCode {
                 "seed {seed}: reproduce with: cargo run --release -p switchyard-sim -- --seed {seed} --steps {steps}{bug}"
             );
             failed.push(seed);
+            if expect_violation {
+                break;
+            }
         }
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "seeds {seeds}, operations {ops}, faults injected {faults}, invariant violations {violations} ({:.0} simulated s in {wall:.1} wall s: {:.1} simulated s per wall s)",
+        "seeds {ran}, operations {ops}, faults injected {faults}, invariant violations {violations} ({:.0} simulated s in {wall:.1} wall s: {:.1} simulated s per wall s)",
         simulated,
         simulated / wall.max(1e-9)
     );
-    if failed.is_empty() {
+    // With --expect-violation (proving an injected bug is caught), success is a violation.
+    if failed.is_empty() != expect_violation {
         ExitCode::SUCCESS
     } else {
+        if expect_violation {
+            println!("no violation found: the fuzzer missed the injected bug");
+        }
         ExitCode::FAILURE
     }
 }
