@@ -380,6 +380,28 @@ impl Sim {
         self.node(id).sm.hold.send_replace(hold);
     }
 
+    /// Hold node `id`'s state machine once it has applied `index` (`None`: let it go on).
+    pub fn hold_apply_after(&self, id: u64, index: Option<u64>) {
+        self.node(id).sm.hold_after.send_replace(index);
+    }
+
+    /// Pause every node that is up: all timers of the cluster stop.
+    pub fn pause_all(&mut self) {
+        for id in self.ids() {
+            if self.is_up(id) && !self.is_paused(id) {
+                self.pause(id);
+            }
+        }
+    }
+
+    pub fn resume_all(&mut self) {
+        for id in self.ids() {
+            if self.is_up(id) && self.is_paused(id) {
+                self.resume(id);
+            }
+        }
+    }
+
     /// Cut `id` off from every other node.
     pub fn isolate(&self, id: u64) {
         let others: Vec<u64> = self.ids().into_iter().filter(|x| *x != id).collect();
@@ -396,6 +418,7 @@ impl Sim {
                 self.resume(id);
             }
             self.hold_apply(id, false);
+            self.hold_apply_after(id, None);
         }
         self.router.heal();
         self.router.clear_rules();

@@ -47,6 +47,8 @@ pub struct SimStateMachine {
     disk: SharedDisk,
     /// While `true`, applying waits (the node is held before apply).
     pub hold: Arc<watch::Sender<bool>>,
+    /// While `Some(n)`, entries after `n` wait (the node is held after applying `n`).
+    pub hold_after: Arc<watch::Sender<Option<u64>>>,
     /// Every applied index, in order (for determinism traces).
     pub trace: Arc<Mutex<Vec<u64>>>,
 }
@@ -63,6 +65,7 @@ impl SimStateMachine {
             applied: Arc::new(watch::channel(0).0),
             disk,
             hold: Arc::new(watch::channel(false).0),
+            hold_after: Arc::new(watch::channel(None).0),
             trace: Default::default(),
         }
     }
@@ -146,10 +149,19 @@ impl RaftStateMachine<C> for SimStateMachine {
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + Send,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            let index = entry.log_id.index();
             let mut hold = self.hold.subscribe();
-            while *hold.borrow_and_update() {
-                if hold.changed().await.is_err() {
+            let mut after = self.hold_after.subscribe();
+            loop {
+                let held = *hold.borrow_and_update();
+                let held_after = after.borrow_and_update().is_some_and(|n| index > n);
+                if !held && !held_after {
                     break;
+                }
+                tokio::select! {
+                    biased;
+                    r = hold.changed() => if r.is_err() { break },
+                    r = after.changed() => if r.is_err() { break },
                 }
             }
             let resp = self.apply_entry(entry);

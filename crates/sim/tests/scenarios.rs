@@ -433,3 +433,51 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
     });
     eprintln!("{trace}");
 }
+
+#[test]
+fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
+    let trace = twice(3, || {
+        Box::pin(async {
+            let mut sim = Sim::start(SimOptions::default()).await;
+            let leader = sim.leader().unwrap();
+            let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
+            let (_, opened) = sim.write(open("a"), Duration::from_secs(5)).await.unwrap();
+            // The follower stops right after applying the open.
+            sim.hold_apply_after(follower, Some(opened));
+            for n in 1..=3 {
+                assert!(
+                    sim.write(credit("a", n), Duration::from_secs(5))
+                        .await
+                        .unwrap()
+                        .0
+                        .is_ok()
+                );
+            }
+            sim.advance(Duration::from_secs(1)).await;
+            assert_eq!(sim.sm(follower).revision(), opened);
+            assert_eq!(balance(&sim, follower, "a"), Some(0));
+            // Every timer of the cluster stops: no election however long nothing is heard.
+            sim.pause_all();
+            let terms: Vec<u64> = sim
+                .ids()
+                .iter()
+                .map(|i| sim.metrics(*i).unwrap().1)
+                .collect();
+            sim.advance(Duration::from_secs(30)).await;
+            let after: Vec<u64> = sim
+                .ids()
+                .iter()
+                .map(|i| sim.metrics(*i).unwrap().1)
+                .collect();
+            assert_eq!(terms, after);
+            sim.resume_all();
+            sim.hold_apply_after(follower, None);
+            assert!(sim.settle(Duration::from_secs(10)).await);
+            assert_eq!(balance(&sim, follower, "a"), Some(6));
+            let t = format!("held {follower} after {opened}; terms {terms:?}");
+            sim.shutdown().await;
+            t
+        })
+    });
+    eprintln!("{trace}");
+}
