@@ -446,6 +446,21 @@ pub async fn terminated() {
 }
 
 /// Run the server until SIGTERM or Ctrl-C.
+/// Bind a compatibility face's listener, if one was asked for, and say where it is.
+async fn bind_face(
+    addr: &Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {name} face"))?;
+    eprintln!("switchyard {name} face on http://{}", l.local_addr()?);
+    Ok(Some(l))
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
     let file = match &s.log_file {
@@ -459,40 +474,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
-    if let Some(addr) = &s.mv_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the mv face"))?;
-        eprintln!("switchyard mv face on http://{}", l.local_addr()?);
-        listeners.mv = Some(l);
-    }
-    if let Some(addr) = &s.altair_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the Altair face"))?;
-        eprintln!(
-            "switchyard Altair beer-tap face on http://{}",
-            l.local_addr()?
-        );
-        listeners.altair = Some(l);
-    }
-    if let Some(addr) = &s.testbed_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the TestbedOS face"))?;
-        eprintln!("switchyard TestbedOS face on http://{}", l.local_addr()?);
-        listeners.testbed = Some(l);
-    }
-    if let Some(addr) = &s.funkytown_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the funkytown face"))?;
-        eprintln!(
-            "switchyard funkytown reporter face on http://{}",
-            l.local_addr()?
-        );
-        listeners.funkytown = Some(l);
-    }
+    listeners.mv = bind_face(&s.mv_listen, "mv").await?;
+    listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap").await?;
+    listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS").await?;
+    listeners.funkytown = bind_face(&s.funkytown_listen, "funkytown reporter").await?;
     let token = s
         .config
         .auth

@@ -25,6 +25,7 @@ pub mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use axum::Router;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -175,52 +176,37 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         prometheus: prometheus(),
         lease_claims: Default::default(),
     });
-    if let Some(mv) = listeners.mv {
-        let face = faces::mv::router(state.clone(), node.config.mv_device.clone());
+    let faces = [
+        listeners.mv.map(|l| {
+            let face = faces::mv::router(state.clone(), node.config.mv_device.clone());
+            (l, face, "mv")
+        }),
+        listeners
+            .altair
+            .map(|l| (l, faces::altair::router(state.clone()), "Altair beer-tap")),
+        listeners.testbed.map(|l| {
+            // The original trims a trailing slash before routing.
+            let trimmed = tower::Layer::layer(
+                &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+                faces::testbed::router(state.clone()),
+            );
+            (l, Router::new().fallback_service(trimmed), "TestbedOS")
+        }),
+        listeners.funkytown.map(|l| {
+            (
+                l,
+                faces::funkytown::router(state.clone()),
+                "funkytown reporter",
+            )
+        }),
+    ];
+    for (l, face, name) in faces.into_iter().flatten() {
         let stop = shutdown.clone();
-        tracing::info!(addr = ?mv.local_addr().ok(), device = %node.config.mv_device, "serving the mv face");
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(mv, face).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "mv face listener failed");
-            }
-        }));
-    }
-    if let Some(l) = listeners.altair {
-        let face = faces::altair::router(state.clone());
-        let stop = shutdown.clone();
-        tracing::info!(addr = ?l.local_addr().ok(), "serving the Altair beer-tap face");
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "Altair face listener failed");
-            }
-        }));
-    }
-    if let Some(l) = listeners.testbed {
-        // The original trims a trailing slash before routing.
-        let face = tower::Layer::layer(
-            &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
-            faces::testbed::router(state.clone()),
-        );
-        let face = axum::ServiceExt::<axum::extract::Request>::into_make_service(face);
-        let stop = shutdown.clone();
-        tracing::info!(addr = ?l.local_addr().ok(), "serving the TestbedOS face");
+        tracing::info!(addr = ?l.local_addr().ok(), face = name, "serving a compatibility face");
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
-                tracing::error!(error = %e, "TestbedOS face listener failed");
-            }
-        }));
-    }
-    if let Some(l) = listeners.funkytown {
-        let face = faces::funkytown::router(state.clone());
-        let stop = shutdown.clone();
-        tracing::info!(addr = ?l.local_addr().ok(), "serving the funkytown reporter face");
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "funkytown face listener failed");
+                tracing::error!(error = %e, face = name, "face listener failed");
             }
         }));
     }

@@ -225,6 +225,23 @@ impl Sim {
         }
     }
 
+    /// Wait (virtual time, in 5 ms steps) until `done` holds: how long it took, or `None` after
+    /// `within`.
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = tokio::time::Instant::now();
+        while !done(self) {
+            if start.elapsed() >= within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Some(start.elapsed())
+    }
+
     /// Let `d` of virtual time pass.
     pub async fn advance(&self, d: Duration) {
         tokio::time::sleep(d).await;

@@ -10,6 +10,8 @@ use switchyard_core::{Command, Reply};
 use switchyard_sim::net::{Action, Rpc, Stage};
 use switchyard_sim::{Sim, SimOptions, run_seeded};
 
+const TEN_S: Duration = Duration::from_secs(10);
+
 fn open(id: &str) -> Command {
     Command::Bank(BankCommand::Open { id: id.into() })
 }
@@ -140,20 +142,16 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
             );
             // ... until votes flow again.
             sim.router.remove_rule(drop_votes);
-            let start = tokio::time::Instant::now();
-            while sim.leader().is_none_or(|l| l == leader) {
-                assert!(start.elapsed() < Duration::from_secs(10), "no election");
-                sim.advance(Duration::from_millis(10)).await;
-            }
+            let took = sim
+                .wait_until(TEN_S, |s| s.leader().is_some_and(|l| l != leader))
+                .await
+                .expect("an election");
             let new = sim.leader().unwrap();
             assert!(sim.settle(Duration::from_secs(10)).await);
             for id in sim.ids() {
                 assert_eq!(balance(&sim, id, "a"), Some(7));
             }
-            let t = format!(
-                "write at {index} in term {term}; new leader {new} after {:?}",
-                start.elapsed()
-            );
+            let t = format!("write at {index} in term {term}; new leader {new} after {took:?}");
             sim.shutdown().await;
             t
         })
@@ -169,31 +167,24 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             let (_, opened) = sim.write(open("a"), Duration::from_secs(5)).await.unwrap();
-            while sim.sm(follower).revision() < opened {
-                sim.advance(Duration::from_millis(5)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= opened)
+                .await
+                .expect("node follower catches up");
             // The follower receives the next entry but is held before applying it.
             sim.hold_apply(follower, true);
             let (_, index) = sim
                 .write(credit("a", 3), Duration::from_secs(5))
                 .await
                 .unwrap();
-            let start = tokio::time::Instant::now();
-            while sim.metrics(follower).unwrap().2 < index {
-                assert!(
-                    start.elapsed() < Duration::from_secs(5),
-                    "the append reached the follower"
-                );
-                sim.advance(Duration::from_millis(5)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.metrics(follower).unwrap().2 >= index)
+                .await
+                .expect("the append reaches the follower");
             assert!(sim.sm(follower).revision() < index, "held before apply");
             assert_eq!(balance(&sim, follower, "a"), Some(0));
             sim.crash(leader).await;
-            let start = tokio::time::Instant::now();
-            while sim.leader().is_none_or(|l| l == leader) {
-                assert!(start.elapsed() < Duration::from_secs(10), "no new leader");
-                sim.advance(Duration::from_millis(10)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.leader().is_some_and(|l| l != leader))
+                .await
+                .expect("a new leader");
             let new = sim.leader().unwrap();
             // Released, it applies the entry it held, once.
             sim.hold_apply(follower, false);
@@ -201,9 +192,9 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
                 .write(credit("a", 1), Duration::from_secs(5))
                 .await
                 .unwrap();
-            while sim.sm(follower).revision() < later {
-                sim.advance(Duration::from_millis(5)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= later)
+                .await
+                .expect("node follower catches up");
             assert_eq!(balance(&sim, follower, "a"), Some(4));
             assert!(sim.settle(Duration::from_secs(10)).await);
             for id in sim.ids() {
@@ -330,11 +321,9 @@ fn a_watch_resumes_on_another_node_across_a_leader_change() {
             }
             let leader = sim.leader().unwrap();
             let a = sim.ids().into_iter().find(|i| *i != leader).unwrap();
-            let start = tokio::time::Instant::now();
-            while sim.sm(a).revision() < acked[4] {
-                assert!(start.elapsed() < Duration::from_secs(5));
-                sim.advance(Duration::from_millis(5)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.sm(a).revision() >= acked[4])
+                .await
+                .expect("node a applies the fifth write");
             // A watcher on node a reads up to the fifth write, then a's leader dies.
             let seen: Vec<_> = events(&sim, a, 0)
                 .into_iter()
@@ -356,9 +345,9 @@ fn a_watch_resumes_on_another_node_across_a_leader_change() {
                 .into_iter()
                 .find(|i| *i != leader && *i != a)
                 .unwrap();
-            while sim.sm(b).revision() < acked[9] {
-                sim.advance(Duration::from_millis(5)).await;
-            }
+            sim.wait_until(TEN_S, |s| s.sm(b).revision() >= acked[9])
+                .await
+                .expect("node b catches up");
             let rest = events(&sim, b, resume);
             let all: Vec<_> = seen.iter().chain(rest.iter()).cloned().collect();
             let revisions: Vec<u64> = all
