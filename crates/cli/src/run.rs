@@ -148,6 +148,8 @@ pub async fn run(
     let mut shown: Option<Instant> = None;
     let mut cancelled = false;
     let cells: Vec<RunCell> = client.run_cells(id).await?;
+    // One Ctrl-C handler for the whole wait, so no press is lost between polls.
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stats = client.run(id).await?;
     // The run's events come in order, every cell's before `finished`: wait for that one, so
     // no failure goes unprinted (or, should the watch be silent, 10 s past the statistics'
@@ -160,7 +162,7 @@ pub async fn run(
         }
         let item = tokio::select! {
             item = tokio::time::timeout(Duration::from_secs(1), watch.next()) => item,
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
+            _ = &mut ctrl_c, if !cancelled => {
                 cancelled = true;
                 eprintln!("\ncancelling run {id} (Ctrl-C again to leave it running)");
                 let _ = client.cancel_run(id).await;

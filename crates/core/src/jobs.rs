@@ -819,8 +819,12 @@ impl Jobs {
                         ),
                     });
                 }
-                let (spec, created) = (job.spec.clone(), job.created_ms);
-                let again = self.enqueue_one(*id, spec, created, now, ctx);
+                let (spec, created, owner) = (job.spec.clone(), job.created_ms, job.owner.clone());
+                self.enqueue_one(*id, spec, created, now, ctx);
+                // A retried job stays its owner's (a run's cell reopens with it).
+                let again = self.jobs.get_mut(id).expect("just queued");
+                again.owner = owner;
+                let again = again.clone();
                 events.push(event(&again, "queued"));
                 Ok(JobReply::Job(Box::new(again.view())))
             }

@@ -216,6 +216,12 @@ pub fn expand_funkytown(
         })
         .collect();
     for (i, rule) in skip.iter().enumerate() {
+        if rule.is_empty() {
+            return Err(invalid(
+                &format!("exclude[{i}]"),
+                "an empty rule would exclude every cell",
+            ));
+        }
         for dim in rule.keys() {
             if !matches!(dim.as_str(), "spec" | "viewport" | "browser" | "group") {
                 return Err(invalid(
@@ -225,6 +231,16 @@ pub fn expand_funkytown(
             }
         }
     }
+    // The combinations before skipping bound the work, as for a matrix.
+    let product: usize = file
+        .groups
+        .iter()
+        .flat_map(|g| &g.tasks)
+        .map(|t| t.viewports.len().saturating_mul(t.browsers.len()))
+        .fold(0usize, usize::saturating_add);
+    if product > max_cells.saturating_mul(4) {
+        return Err(too_many(product, max_cells));
+    }
     let mut cells = Vec::new();
     for (g, group) in file.groups.iter().enumerate() {
         let name = group
@@ -232,6 +248,9 @@ pub fn expand_funkytown(
             .clone()
             .or_else(|| group.name.clone())
             .unwrap_or_default();
+        if !name.is_empty() {
+            check_value(&format!("groups[{g}].groupName"), &name)?;
+        }
         let mut index = 0;
         for (t, task) in group.tasks.iter().enumerate() {
             let field = format!("groups[{g}].tasks[{t}]");
@@ -678,24 +697,33 @@ impl Runs {
                 Timer::RunExpire { run: id },
             );
             let keep = run.spec.keep;
-            self.keep_newest(keep, jobs, events);
+            self.keep_newest(keep, id, jobs, events);
         } else if run.finished_ms.is_some() && !after.is_final() {
-            // A cell retried by hand reopens its run.
+            // A cell retried by hand reopens its run (no longer a cancelled one).
             run.finished_ms = None;
+            run.cancelled = false;
         }
     }
 
-    /// Remove the oldest finished runs beyond `keep`.
-    fn keep_newest(&mut self, keep: u32, jobs: &mut Jobs, events: &mut Vec<Event>) {
-        let finished: Vec<u64> = self
+    /// Remove the finished runs that finished first, beyond `keep`; never `just_finished`.
+    fn keep_newest(
+        &mut self,
+        keep: u32,
+        just_finished: u64,
+        jobs: &mut Jobs,
+        events: &mut Vec<Event>,
+    ) {
+        let mut finished: Vec<(i64, u64)> = self
             .runs
             .values()
-            .filter(|r| r.finished_ms.is_some())
-            .map(|r| r.id)
+            .filter_map(|r| Some((r.finished_ms?, r.id)))
             .collect();
+        finished.sort_unstable();
         let over = finished.len().saturating_sub(keep as usize);
-        for id in finished.into_iter().take(over) {
-            self.remove(id, jobs, events);
+        for (_, id) in finished.into_iter().take(over) {
+            if id != just_finished {
+                self.remove(id, jobs, events);
+            }
         }
     }
 
@@ -926,6 +954,51 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_cell_reopens_its_run_and_the_last_finished_run_is_kept() {
+        use crate::jobs::JobCommand;
+        let mut w = World {
+            state: crate::State::default(),
+            index: 0,
+            now: 1000,
+        };
+        // A: 2 cells, created first; B: 1 cell. keep = 1.
+        let create = |n| crate::Command::Runs(RunCommand::Create(Box::new(spec(n, 1))));
+        let Ok(crate::Reply::Runs(RunReply::Created { id: a, .. })) = w.run(create(2)).0 else {
+            panic!()
+        };
+        let Ok(crate::Reply::Runs(RunReply::Created { id: b, .. })) = w.run(create(1)).0 else {
+            panic!()
+        };
+        // Jobs are leased in order: A's two, then B's.
+        w.finish_one(1);
+        w.finish_one(0);
+        w.finish_one(0);
+        // A finished first, then B: A goes, B (the last to finish) stays.
+        assert!(w.state.runs.get(a).is_none());
+        assert_eq!(w.state.runs.get(b).unwrap().status(), "passed");
+        // Now a run that fails, and its cell retried by hand: the run reopens and passes.
+        let Ok(crate::Reply::Runs(RunReply::Created { id: c, .. })) = w.run(create(1)).0 else {
+            panic!()
+        };
+        w.finish_one(5);
+        assert_eq!(w.state.runs.get(c).unwrap().status(), "failed");
+        assert!(
+            w.state.runs.get(b).is_none(),
+            "keep = 1: the older finished run went"
+        );
+        let job = w.state.runs.get(c).unwrap().cells[0].job_id;
+        assert!(
+            w.run(crate::Command::Jobs(JobCommand::Retry { id: job }))
+                .0
+                .is_ok()
+        );
+        assert_eq!(w.state.runs.get(c).unwrap().status(), "running");
+        w.finish_one(0);
+        let run = w.state.runs.get(c).unwrap();
+        assert_eq!((run.status(), run.count(Status::Succeeded)), ("passed", 1));
+    }
+
+    #[test]
     fn funkytown_files_expand_as_the_original_skipping_mobile_firefox() {
         let text = r#"{"groups": [
             {"groupName": "search", "tasks": [
@@ -968,6 +1041,22 @@ mod tests {
         assert_eq!(all.len(), 9);
         assert_eq!(all[8].key, "task:beta:0");
         assert!(expand_funkytown(&file, &[], 8).is_err());
+        // The combinations bound the work before any skipping, and an empty rule is refused.
+        let many: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        let big = FunkytownFile {
+            groups: vec![FunkytownGroup {
+                group_name: Some("g".into()),
+                name: None,
+                tasks: vec![FunkytownTask {
+                    spec: "s".into(),
+                    viewports: many.clone(),
+                    browsers: many,
+                }],
+            }],
+        };
+        let skip_all = [BTreeMap::from([("spec".to_string(), "s".to_string())])];
+        assert!(expand_funkytown(&big, &skip_all, 100).is_err());
+        assert!(expand_funkytown(&file, &[BTreeMap::new()], 100).is_err());
         let bad: Result<FunkytownFile, _> =
             serde_json::from_str(r#"{"groups": [{"tasks": [{"spec": "a"}]}]}"#);
         assert!(bad.is_err(), "viewports and browsers are required");

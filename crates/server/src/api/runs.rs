@@ -222,7 +222,7 @@ async fn cancel(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<
 /// Every cell with its values, job and status (`?status=failed` keeps the failed ones,
 /// `?key=...` one cell).
 #[utoipa::path(get, path = "/v1/runs/{id}/cells", tag = "runs",
-    params(("id" = u64, Path), ("status" = Option<String>, Query), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    params(("id" = u64, Path), ("status" = Option<String>, Query), ("key" = Option<String>, Query), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = RunCells), (status = 404, body = ErrorBody)))]
 async fn cells(
     State(s): State<Shared>,
@@ -230,10 +230,10 @@ async fn cells(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<RunCells>, ApiError> {
     for k in q.keys() {
-        if !matches!(k.as_str(), "status" | "consistency" | "token") {
+        if !matches!(k.as_str(), "status" | "key" | "consistency" | "token") {
             return Err(ApiError::invalid(
                 k,
-                "unknown query parameter; allowed: status, consistency",
+                "unknown query parameter; allowed: status, key, consistency",
             ));
         }
     }
@@ -249,6 +249,9 @@ async fn cells(
     let mut cells = lookup(&s, &id, |r| r.cell_views())?;
     if let Some(st) = q.get("status") {
         cells.retain(|c| &c.status == st);
+    }
+    if let Some(key) = q.get("key") {
+        cells.retain(|c| &c.key == key);
     }
     Ok(Json(RunCells { cells }))
 }

@@ -651,7 +651,12 @@ async fn membership(State(s): State<Shared>, Path(name): Path<String>) -> Answer
     let live = switchyard_core::jobs::validate_name("name", &name).is_ok()
         && s.node
             .view
-            .read(|st| st.agents.get(&name).map(|a| a.lost.is_none()))
+            .read(|st| {
+                st.agents.get(&name).map(|a| {
+                    a.lost.is_none()
+                        && a.info.labels.get("testbed").map(String::as_str) == Some("client")
+                })
+            })
             .unwrap_or(false);
     if !live {
         return Ok(StatusCode::NOT_FOUND.into_response());
