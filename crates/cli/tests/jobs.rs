@@ -312,10 +312,19 @@ async fn a_log_follower_sees_every_line_in_order_across_a_server_restart() {
     let client = Client::new(server.url());
     common::ready(&client).await;
     let _w = worker(&server.url(), &[]);
+    // Half the lines, then a wait for the release file (made after the restart), then the rest:
+    // the job cannot end before the server is killed.
+    let release = dir.path().join("release");
+    let command = format!(
+        "for i in $(seq 1 20); do echo line $i; sleep 0.05; done; \
+         while [ ! -e '{}' ]; do sleep 0.05; done; \
+         for i in $(seq 21 40); do echo line $i; sleep 0.05; done",
+        release.display()
+    );
     let job = client
         .enqueue(
             &spec(json!({
-                "command": "for i in $(seq 1 40); do echo line $i; sleep 0.05; done",
+                "command": command,
                 "lease_ttl": 30,
             })),
             None,
@@ -348,6 +357,7 @@ async fn a_log_follower_sees_every_line_in_order_across_a_server_restart() {
     server.child.wait().unwrap();
     let server = spawn_at(dir.path(), &api, &peer);
     common::ready(&Client::new(server.url())).await;
+    std::fs::write(&release, "").unwrap();
     let (got, status, reconnects) = common::within(90, "the follower to end", reader)
         .await
         .unwrap();
