@@ -15,21 +15,14 @@ mod common;
 /// A project folder with `up.sh`: prints five lines over about a second, then each argument
 /// on its own line, then waits for `release` to exist (if `HOLD` is set), then exits `CODE`.
 fn project(dir: &Path) -> String {
-    let script = dir.join("up.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n\
-         for i in 1 2 3 4 5; do echo \"step $i\"; sleep 0.2; done\n\
+    common::script(
+        dir,
+        "up.sh",
+        "for i in 1 2 3 4 5; do echo \"step $i\"; sleep 0.2; done\n\
          for a in \"$@\"; do echo \"arg:$a\"; done\n\
          if [ -n \"$HOLD\" ]; then while [ ! -e release ]; do sleep 0.05; done; fi\n\
          exit ${CODE:-0}\n",
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
+    );
     dir.to_str().unwrap().to_string()
 }
 

@@ -15,18 +15,12 @@ mod common;
 #[tokio::test]
 async fn a_run_of_200_cells_through_4_workers_ends_every_cell_once_and_reports_the_failures() {
     let dir = TempDir::new().unwrap();
-    let script = dir.path().join("cell.sh");
     // n % 10 == 7 fails with exit 3: 4 values of n × 5 kinds = 20 failures.
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho \"cell $1 $2\"\nif [ $(( $1 % 10 )) -eq 7 ]; then echo boom >&2; exit 3; fi\n",
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
+    let script = common::script(
+        dir.path(),
+        "cell.sh",
+        "echo \"cell $1 $2\"\nif [ $(( $1 % 10 )) -eq 7 ]; then echo boom >&2; exit 3; fi\n",
+    );
     let matrix = dir.path().join("matrix.json");
     let n: Vec<String> = (0..40).map(|i| i.to_string()).collect();
     std::fs::write(

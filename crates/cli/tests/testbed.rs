@@ -5,7 +5,6 @@
 //! leaving the cluster configuration document.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,12 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 mod common;
-
-fn script(dir: &Path, name: &str, body: &str) {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    Command::new("chmod").arg("+x").arg(&path).status().unwrap();
-}
 
 /// A server whose default `up` prints five lines over about a second, then its arguments,
 /// and whose `snapshot` prints one line and exits 3.
@@ -115,14 +108,14 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
     let dir = TempDir::new().unwrap();
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
-    script(
+    common::script(
         &project,
         "up.sh",
         "for i in 1 2 3 4 5; do echo \"step $i\"; sleep 0.2; done\n\
          for a in \"$@\"; do echo \"arg:$a\"; done\n",
     );
-    script(&project, "down.sh", "echo bye\n");
-    script(&project, "snap.sh", "echo snapping \"$1\"\nexit 3\n");
+    common::script(&project, "down.sh", "echo bye\n");
+    common::script(&project, "snap.sh", "echo snapping \"$1\"\nexit 3\n");
     let proc = server(dir.path(), &[]);
     common::ready(&switchyard_client::Client::new(proc.url())).await;
     let face = Face::new(&proc);
@@ -246,6 +239,17 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
         .await;
     assert_eq!(code, 200, "{text}");
     assert_eq!(face.get("/api/deployments/web").await.1["state"], "down");
+    // "" says "no folder", as the original shows one.
+    let (_, mut d) = face.get("/api/deployments/web").await;
+    d["project_location"] = json!("");
+    let (code, text) = face
+        .send(reqwest::Method::PUT, "/api/deployments/web", Some(d))
+        .await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        face.get("/api/deployments/web").await.1["project_location"],
+        ""
+    );
 
     // The orchestrator's state document.
     let (code, v) = face.get("/api/deployments/web/state").await;

@@ -275,6 +275,13 @@ fn event(d: &Deployment, kind: &str) -> Event {
     }
 }
 
+/// Stamp `d` as changed by this entry, announce it, and answer it.
+fn changed(d: &mut Deployment, ctx: Ctx, kind: &str, events: &mut Vec<Event>) -> DeploymentReply {
+    d.revision = ctx.index;
+    events.push(event(d, kind));
+    DeploymentReply::Deployment(Box::new(d.clone()))
+}
+
 impl ActionRun {
     pub fn view(&self) -> switchyard_types::DeploymentAction {
         switchyard_types::DeploymentAction {
@@ -384,10 +391,7 @@ impl Deployments {
                     return Err(Self::busy(d));
                 }
                 d.spec = spec.clone();
-                d.revision = ctx.index;
-                let d = d.clone();
-                events.push(event(&d, "updated"));
-                Ok(DeploymentReply::Deployment(Box::new(d)))
+                Ok(changed(d, ctx, "updated", events))
             }
             DeploymentCommand::Delete { name, refuse_up } => {
                 let d = self.found(name)?;
@@ -476,18 +480,12 @@ impl Deployments {
                 } else {
                     None
                 };
-                d.revision = ctx.index;
-                let d = d.clone();
-                events.push(event(&d, "updated"));
-                Ok(DeploymentReply::Deployment(Box::new(d)))
+                Ok(changed(d, ctx, "updated", events))
             }
             DeploymentCommand::SetDocument { name, document } => {
                 let d = self.found(name)?;
                 d.document = Some(document.clone());
-                d.revision = ctx.index;
-                let d = d.clone();
-                events.push(event(&d, "document"));
-                Ok(DeploymentReply::Deployment(Box::new(d)))
+                Ok(changed(d, ctx, "document", events))
             }
         }
     }

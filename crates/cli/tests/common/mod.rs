@@ -119,3 +119,12 @@ pub fn serve_in(dir: &std::path::Path, extra: &[&str]) -> Proc {
     args.extend(extra.iter().map(Into::into));
     serve("server", args)
 }
+
+/// Write an executable shell script `name` in `dir` (a `#!/bin/sh` line, then `body`).
+pub fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    let ok = Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    assert!(ok.success(), "chmod +x {}", path.display());
+    path
+}

@@ -183,10 +183,9 @@ async fn list(
 
 fn lookup<T>(
     s: &Shared,
-    id: &str,
+    id: u64,
     f: impl FnOnce(&switchyard_core::runs::Run) -> T,
 ) -> Result<T, ApiError> {
-    let id = run_id(id)?;
     s.node
         .view
         .read(|st| st.runs.get(id).map(f))
@@ -204,7 +203,7 @@ async fn get_one(
 ) -> Result<Json<Run>, ApiError> {
     consistency.ready(&s.node).await?;
     let now = now_ms();
-    Ok(Json(lookup(&s, &id, |r| r.view(now, true))?))
+    Ok(Json(lookup(&s, run_id(&id)?, |r| r.view(now, true))?))
 }
 
 /// Cancel every cell not yet ended (running ones are stopped by their workers).
@@ -216,7 +215,7 @@ async fn cancel(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<
         .write(Command::Runs(RunCommand::Cancel { id }), None)
         .await?;
     let now = now_ms();
-    Ok(Json(lookup(&s, &id.to_string(), |r| r.view(now, true))?))
+    Ok(Json(lookup(&s, id, |r| r.view(now, true))?))
 }
 
 /// Every cell with its values, job and status (`?status=failed` keeps the failed ones,
@@ -246,7 +245,7 @@ async fn cells(
         ));
     }
     Consistency::from_query(&q)?.ready(&s.node).await?;
-    let mut cells = lookup(&s, &id, |r| r.cell_views())?;
+    let mut cells = lookup(&s, run_id(&id)?, |r| r.cell_views())?;
     if let Some(st) = q.get("status") {
         cells.retain(|c| &c.status == st);
     }

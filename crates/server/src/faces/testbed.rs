@@ -336,20 +336,23 @@ async fn put(State(s): State<Shared>, Path(name): Path<String>, bytes: Bytes) ->
             format!("name: must match the path ({name:?}); got {:?}", b.name),
         ));
     }
-    project_location(&b.project_location)?;
+    // The original shows a deployment without a folder as "": the same comes back to say none.
+    let dir = if b.project_location.is_empty() {
+        None
+    } else {
+        project_location(&b.project_location)?;
+        Some(b.project_location)
+    };
     let current = lookup(&s, &name)?;
     let (state, failed_action) = parse_state(&b.state)?;
-    if state == current.state
-        && failed_action == current.failed_action
-        && current.spec.dir.as_deref() == Some(&b.project_location)
-    {
+    if state == current.state && failed_action == current.failed_action && current.spec.dir == dir {
         return Ok(StatusCode::OK.into_response());
     }
     run(
         &s,
         DeploymentCommand::Amend {
             name,
-            dir: Some(b.project_location),
+            dir,
             state,
             failed_action,
         },
