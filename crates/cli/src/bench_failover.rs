@@ -296,6 +296,22 @@ impl Cluster {
         }
     }
 
+    /// Whether member `i` sees a settled membership of every started member as a voter
+    /// (switchyard).
+    async fn settled_voters(&self, i: usize) -> bool {
+        let running = self.members.iter().filter(|m| m.child.is_some()).count();
+        let r = self
+            .http
+            .get(format!("{}/v1/cluster", self.url(i)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        let Ok(r) = r else { return false };
+        r.json::<switchyard_types::Cluster>().await.is_ok_and(|c| {
+            !c.changing && c.members.len() == running && c.members.iter().all(|m| m.voter)
+        })
+    }
+
     /// How many writes the cluster holds (read through member `i`).
     async fn count(&self, i: usize) -> anyhow::Result<u64> {
         match self.sys {
@@ -345,14 +361,19 @@ impl Cluster {
                 }
                 seq += 1;
                 ok = match self.sys {
-                    // The bench account may not exist yet: a status read is enough then.
-                    Sys::Switchyard => self
-                        .http
-                        .get(format!("{}/v1/bank/accounts", self.url(i)))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
+                    // The bench account may not exist yet: a linearizable read is enough then.
+                    // A member that has just joined serves before its promotion to voter has
+                    // completed; killing the leader then could leave no quorum, so every
+                    // member must also see all of them as voters, with no change under way.
+                    Sys::Switchyard => {
+                        self.http
+                            .get(format!("{}/v1/bank/accounts", self.url(i)))
+                            .timeout(Duration::from_secs(2))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success())
+                            && self.settled_voters(i).await
+                    }
                     Sys::Etcd => {
                         self.write(i, seq, Duration::from_secs(2)).await
                             && self.count(i).await.is_ok()

@@ -34,8 +34,13 @@ pub enum ClusterCmd {
 
 fn show(c: &Cluster) {
     println!(
-        "leader: {}",
-        c.leader.map_or("none".into(), |l| l.to_string())
+        "leader: {}{}",
+        c.leader.map_or("none".into(), |l| l.to_string()),
+        if c.changing {
+            " (membership change under way)"
+        } else {
+            ""
+        }
     );
     for m in &c.members {
         let role = match (Some(m.node_id) == c.leader, m.voter) {
@@ -131,6 +136,7 @@ pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
     let formed = loop {
         if let Ok(c) = client.cluster().await
             && c.leader.is_some()
+            && !c.changing
             && c.members.iter().filter(|m| m.voter).count() as u64 == a.nodes
         {
             break Some(c);

@@ -77,9 +77,9 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
     }
     let c1 = Client::new(&first);
     until(30, "three voters", || async {
-        c1.cluster()
-            .await
-            .is_ok_and(|c| c.leader.is_some() && c.members.iter().filter(|m| m.voter).count() == 3)
+        c1.cluster().await.is_ok_and(|c| {
+            c.leader.is_some() && !c.changing && c.members.iter().filter(|m| m.voter).count() == 3
+        })
     })
     .await;
 

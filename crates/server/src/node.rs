@@ -45,6 +45,9 @@ pub struct Node {
     sm: StateMachine,
     /// HTTP client for requests handed to the leader over the peer listener.
     peers: reqwest::Client,
+    /// Membership changes on this (leading) node, one at a time: Raft refuses a change while
+    /// another is under way, so concurrent joins queue here instead of failing.
+    membership: tokio::sync::Mutex<()>,
 }
 
 /// A request a node hands to the leader over the peer listener (`POST /raft/leader`).
@@ -244,6 +247,7 @@ impl Node {
                 .no_proxy()
                 .build()
                 .expect("a plain HTTP client always builds"),
+            membership: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -591,6 +595,7 @@ impl Node {
     }
 
     async fn remove_member_local(&self, id: u64) -> Result<(), ApiError> {
+        let _one_at_a_time = self.membership.lock().await;
         let (member, voters) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -618,7 +623,7 @@ impl Node {
         self.raft
             .change_membership(change, false)
             .await
-            .map_err(|e| self.raft_error(&e))?;
+            .map_err(|e| self.membership_error(&e))?;
         tracing::info!(node_id = id, "member removed");
         Ok(())
     }
@@ -649,6 +654,7 @@ impl Node {
     }
 
     async fn add_member_local(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
+        let _one_at_a_time = self.membership.lock().await;
         let known = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -667,12 +673,12 @@ impl Node {
         self.raft
             .add_learner(id, addr, true)
             .await
-            .map_err(|e| self.raft_error(&e))?;
+            .map_err(|e| self.membership_error(&e))?;
         let voters = std::collections::BTreeSet::from([id]);
         self.raft
             .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
             .await
-            .map_err(|e| self.raft_error(&e))?;
+            .map_err(|e| self.membership_error(&e))?;
         tracing::info!(node_id = id, "member added as a voter");
         Ok(())
     }
@@ -748,6 +754,24 @@ impl Node {
                 "the leader answered a read index request with {other:?}"
             ))),
         }
+    }
+
+    /// A membership change Raft refused or lost: another change under way (one a previous
+    /// leader started, as this node queues its own) is worth a retry, not a server error.
+    fn membership_error(
+        &self,
+        e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    ) -> ApiError {
+        if let RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            openraft::errors::ChangeMembershipError::InProgress(p),
+        )) = e
+        {
+            return ApiError::unavailable(
+                format!("another membership change is under way; retry shortly ({p})"),
+                None,
+            );
+        }
+        self.raft_error(e)
     }
 
     fn raft_error<E>(&self, e: &RaftError<TypeConfig, E>) -> ApiError

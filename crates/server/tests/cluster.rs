@@ -25,14 +25,18 @@ fn fast(c: &mut Config) {
     c.election_timeout = Duration::from_millis(300);
 }
 
-/// Wait until `n` sees `voters` voters and a leader.
+/// Wait until `n` sees `voters` voters, settled (not a joint configuration), and a leader.
 async fn await_voters(n: &Server, voters: usize) {
     n.node
         .raft
         .wait(Some(Duration::from_secs(30)))
         .metrics(
-            |m| m.membership_config.voter_ids().count() == voters && m.current_leader.is_some(),
-            "the expected voters and a leader",
+            |m| {
+                m.membership_config.voter_ids().count() == voters
+                    && m.membership_config.membership().get_joint_config().len() == 1
+                    && m.current_leader.is_some()
+            },
+            "the expected voters, no membership change under way, and a leader",
         )
         .await
         .expect("the cluster forms");
@@ -427,4 +431,49 @@ async fn a_node_with_its_own_history_is_refused() {
     for n in nodes.into_iter().rev() {
         n.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_added_at_once_both_become_voters() {
+    log_init();
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let first = common::start(dirs[0].path(), fast).await;
+    // Two empty nodes waiting to be added (their --join target answers nothing), then both
+    // added through the leader in the same instant: membership changes queue, none is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("http://127.0.0.1:{port}");
+    let mut waiting = Vec::new();
+    for id in 2..=3u64 {
+        let mut config = Config::new(dirs[id as usize - 1].path());
+        fast(&mut config);
+        config.node_id = id;
+        config.join = Some(nobody.clone());
+        let listeners = switchyard_server::Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
+            .await
+            .unwrap();
+        let config = config.validate().unwrap();
+        waiting.push(switchyard_server::start(config, listeners).await.unwrap());
+    }
+    let c = Client::new(first.url());
+    let addr: Vec<(String, String)> = waiting
+        .iter()
+        .map(|n| (n.api_addr.to_string(), n.peer_addr.to_string()))
+        .collect();
+    let (a, b) = tokio::join!(
+        c.add_member(2, &addr[0].0, &addr[0].1),
+        c.add_member(3, &addr[1].0, &addr[1].1),
+    );
+    a.expect("node 2 added");
+    b.expect("node 3 added");
+    let cl = c.cluster().await.unwrap();
+    assert!(!cl.changing, "{cl:?}");
+    assert_eq!(cl.members.iter().filter(|m| m.voter).count(), 3, "{cl:?}");
+    for n in waiting.into_iter().rev() {
+        n.stop().await;
+    }
+    first.stop().await;
 }

@@ -113,6 +113,10 @@ pub struct Member {
 pub struct Cluster {
     pub leader: Option<u64>,
     pub members: Vec<Member>,
+    /// A membership change is under way (the cluster runs on the joint configuration of the
+    /// old and the new voters until the change completes).
+    #[serde(default)]
+    pub changing: bool,
 }
 
 /// One event as delivered to watchers.

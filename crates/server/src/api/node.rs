@@ -45,6 +45,7 @@ async fn cluster(State(s): State<Shared>) -> Json<Cluster> {
     Json(Cluster {
         leader: m.current_leader,
         members: members(&m.membership_config),
+        changing: m.membership_config.membership().get_joint_config().len() > 1,
     })
 }
 
