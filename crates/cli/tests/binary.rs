@@ -1,5 +1,6 @@
 //! The real binary: kill -9 under concurrent write load loses no acknowledged command, and
-//! SIGTERM shuts down gracefully with exit code 0.
+//! SIGTERM shuts down gracefully with exit code 0; a data directory of another format is
+//! refused.
 //!
 //! `SWITCHYARD_KILL9_ROUNDS` sets the number of kill -9 rounds (default 10); the soak command
 //! in the README runs many more.
@@ -124,6 +125,32 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     assert_eq!(client.account("a").await.unwrap().balance, 42);
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
+
+    // The data directory names its format; a binary refuses any other before reading a byte.
+    let format = dir.path().join("FORMAT");
+    let current = std::fs::read_to_string(&format).unwrap();
+    let other = current.trim().parse::<u32>().unwrap() + 1;
+    std::fs::write(&format, format!("{other}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "another format must be refused");
+    assert!(
+        err.contains(&format!("data format {other}")) && err.contains("reads format"),
+        "{err}"
+    );
+    std::fs::write(&format, current).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

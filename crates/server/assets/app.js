@@ -245,7 +245,9 @@ async function cellPage(id, index) {
   lines.forEach(add);
   let source = null;
   if (!first.complete) {
-    source = new EventSource("/v1/jobs/" + c.job_id + "/logs?follow=true&from=" + first.next);
+    let url = "/v1/jobs/" + c.job_id + "/logs?follow=true&from=" + first.next;
+    if (token) url += "&token=" + encodeURIComponent(token);
+    source = new EventSource(url);
     source.addEventListener("line", (e) => add(JSON.parse(e.data)));
     source.addEventListener("end", (e) => { status.replaceChildren(badge(JSON.parse(e.data).status || "ended")); source.close(); });
   }

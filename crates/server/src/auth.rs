@@ -4,7 +4,8 @@
 //! token or an unknown one: 401 `unauthorized`; a `read` token: 403 `forbidden`); every socket
 //! (a WebSocket upgrade, and `/v1/watch` also as SSE) needs a valid token, from the
 //! `Authorization: Bearer` header or the `token` query parameter; plain reads stay public unless
-//! `read_requires_token = true`. `/v1/health` is always public.
+//! `read_requires_token = true`, and then need the header (a server-sent event stream, such as a
+//! log follow, may use the query parameter). `/v1/health` is always public.
 //!
 //! The token file (TOML):
 //!
@@ -191,14 +192,22 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
     if !socket && !mutation && !auth.read_requires_token {
         return next.run(req).await;
     }
-    let token = presented(&req, socket);
+    // A browser's EventSource cannot send headers, so a server-sent event stream (a log
+    // follow) may present its token in the query as a socket does; other reads may not (a
+    // token in a URL ends up in logs and histories).
+    let stream = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let token = presented(&req, socket || stream);
     let Some(entry) = token.as_deref().and_then(|t| auth.find(t)) else {
         let what = if token.is_some() {
             "unknown token"
         } else {
             "no token"
         };
-        let how = if socket {
+        let how = if socket || stream {
             "send Authorization: Bearer TOKEN or ?token=TOKEN"
         } else {
             "send Authorization: Bearer TOKEN"

@@ -31,6 +31,8 @@ pub enum StartError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("{source}")]
+    Format { source: std::io::Error },
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -165,6 +167,7 @@ impl Node {
             path: dir.display().to_string(),
             source,
         })?;
+        switchyard_store::format::check(dir).map_err(|source| StartError::Format { source })?;
         let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|source| {
             StartError::Store {
                 what: "raft-log.redb",

@@ -162,6 +162,44 @@ async fn tokens_guard_mutations_and_sockets() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_can_require_a_token_and_an_event_stream_may_send_it_in_the_query() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "read_requires_token = true\n\n\
+             [[tokens]]\nname = \"reader\"\ntoken = \"{READ}\"\naccess = \"read\"\n"
+        ),
+    )
+    .unwrap();
+    let auth = Arc::new(Auth::load(&file).unwrap());
+    let server = common::start(dir.path().join("data").as_path(), |c| c.auth = Some(auth)).await;
+    let base = server.url();
+    let http = reqwest::Client::new();
+    let get = |url: String, accept: &'static str, bearer: bool| {
+        let mut r = http.get(url).header("accept", accept);
+        if bearer {
+            r = r.bearer_auth(READ);
+        }
+        async move { r.send().await.unwrap().status() }
+    };
+    let accounts = format!("{base}/v1/bank/accounts");
+    assert_eq!(get(accounts.clone(), "application/json", false).await, 401);
+    assert_eq!(get(accounts.clone(), "application/json", true).await, 200);
+    // A plain read may not carry its token in the URL.
+    let in_query = format!("{accounts}?token={READ}");
+    assert_eq!(get(in_query, "application/json", false).await, 401);
+    // A log follow as server-sent events (the dashboard's EventSource) may: past the check,
+    // the job is simply not there.
+    let follow = format!("{base}/v1/jobs/99/logs?follow=true");
+    assert_eq!(get(follow.clone(), "text/event-stream", false).await, 401);
+    let with_token = format!("{follow}&token={READ}");
+    assert_eq!(get(with_token, "text/event-stream", false).await, 404);
+    server.stop().await;
+}
+
 #[test]
 fn bad_token_files_are_refused_with_the_reason() {
     let dir = TempDir::new().unwrap();

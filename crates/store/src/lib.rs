@@ -9,14 +9,19 @@
 //!   (state + history) are written to `state.redb` with fsync; on restart openraft installs the
 //!   last snapshot and re-applies the durable log after it.
 //!
+//! - [`format`]: the data directory's format version (`FORMAT`), checked before either store
+//!   is opened.
+//!
 //! [`TypeConfig`] ties the core's proposal and outcome types to openraft.
 
+pub mod format;
 pub mod history;
 pub mod log_store;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
 
+pub use format::FORMAT;
 pub use history::{History, ReadAfter, StoredEvent};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachine, StateView};

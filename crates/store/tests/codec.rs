@@ -1,13 +1,20 @@
 //! Everything the Raft log and snapshots hold survives postcard: every command kind, and a
-//! state holding every app's data, decode to what was encoded.
+//! state holding every app's data, decode to what was encoded. And the stored format does not
+//! change under a data directory's feet: samples written in the current format
+//! (`tests/data/format-N.bin`, N = `switchyard_store::FORMAT`) still decode and re-encode to
+//! the same bytes.
 
 use std::collections::BTreeMap;
 
 use switchyard_core::agents::{AgentCommand, AgentInfo};
 use switchyard_core::bank::BankCommand;
+use switchyard_core::beers::BeerCommand;
 use switchyard_core::deployments::{DeploymentCommand, Spec};
+use switchyard_core::devices::DeviceCommand;
+use switchyard_core::devices::types::builtin;
 use switchyard_core::jobs::{Ending, JobCommand};
-use switchyard_core::{Command, Ctx, Proposal, State, apply};
+use switchyard_core::runs::{RunCommand, RunSpec, expand_matrix};
+use switchyard_core::{Command, Ctx, Outcome, Proposal, State, apply};
 use switchyard_types::{JobSpec, LogStream, NewLogLine};
 
 fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
@@ -23,6 +30,21 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
         "env": {"A": "1"}, "labels": {"zone": "a"}, "priority": -3, "cwd": "/tmp"
     }))
     .unwrap();
+    let matrix = vec![
+        (
+            "browser".to_string(),
+            vec!["chrome".into(), "firefox".into()],
+        ),
+        (
+            "viewport".to_string(),
+            vec!["desktop".into(), "mobile".into()],
+        ),
+    ];
+    let skip = BTreeMap::from([
+        ("browser".to_string(), "firefox".to_string()),
+        ("viewport".to_string(), "mobile".to_string()),
+    ]);
+    let (cells, excluded) = expand_matrix(&matrix, &[skip], 100).unwrap();
     let commands = vec![
         Command::Bank(BankCommand::Open { id: "a".into() }),
         Command::Jobs(JobCommand::Enqueue {
@@ -106,12 +128,38 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
             name: "db".into(),
             refuse_up: true,
         }),
+        Command::Devices(DeviceCommand::Create {
+            name: "sw".into(),
+            def: builtin().into_iter().find(|t| t.name == "switch").unwrap(),
+        }),
+        Command::Devices(DeviceCommand::Run {
+            name: "sw".into(),
+            command: "switch_on".into(),
+            duration_ms: Some(0),
+            args_json: None,
+        }),
+        Command::Beers(BeerCommand::Pour {
+            tap_id: 1,
+            volume: "450".into(),
+        }),
+        Command::Runs(RunCommand::Create(Box::new(RunSpec {
+            name: "matrix".into(),
+            cells,
+            excluded,
+            job: serde_json::from_value(serde_json::json!({"command": ["t", "{browser}"]}))
+                .unwrap(),
+            retention_ms: 60_000,
+            keep: 10,
+        }))),
         Command::Tick,
     ];
     let mut state = State::default();
+    let mut proposals = Vec::new();
+    let mut outcomes = Vec::new();
     for (i, command) in commands.into_iter().enumerate() {
         let p = Proposal::new(1_000 + i as i64, command);
         assert_eq!(roundtrip(&p), p);
+        proposals.push(p.clone());
         let (outcome, _) = apply(
             &mut state,
             &p,
@@ -121,8 +169,58 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
         );
         assert!(outcome.is_ok(), "command {i}: {outcome:?}");
         assert_eq!(roundtrip(&outcome), outcome);
+        outcomes.push(outcome);
     }
     assert_eq!(state.jobs.get(0).unwrap().status.as_str(), "succeeded");
     assert_eq!(state.jobs.log(0, 0, 10).unwrap().lines.len(), 1);
     assert_eq!(roundtrip(&state), state);
+    check_format_samples(&(proposals, outcomes, state));
+}
+
+type Samples = (Vec<Proposal>, Vec<Outcome>, State);
+
+/// The samples of the current format decode, whole, and encode back to the same bytes: a
+/// change to a stored type that would misread existing data directories fails here until
+/// `FORMAT` is raised. With `SWITCHYARD_BLESS_FORMAT=1` a missing sample file for the current
+/// format is written from this test's data.
+fn check_format_samples(fresh: &Samples) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "tests/data/format-{}.bin",
+        switchyard_store::FORMAT
+    ));
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if std::env::var_os("SWITCHYARD_BLESS_FORMAT").is_some() => {
+            eprintln!("writing {} ({e})", path.display());
+            let b = postcard::to_allocvec(fresh).unwrap();
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &b).unwrap();
+            b
+        }
+        Err(e) => panic!(
+            "{}: {e}; a new FORMAT needs its samples: run this test with \
+             SWITCHYARD_BLESS_FORMAT=1 and commit the file",
+            path.display()
+        ),
+    };
+    let decoded = postcard::take_from_bytes::<Samples>(&bytes);
+    let (samples, rest) = decoded.unwrap_or_else(|e| {
+        panic!(
+            "{} no longer decodes ({e}): a stored type changed its encoding; raise FORMAT in \
+             crates/store/src/format.rs and record new samples (SWITCHYARD_BLESS_FORMAT=1)",
+            path.display()
+        )
+    });
+    assert!(
+        rest.is_empty(),
+        "{}: {} bytes left over: a stored type changed its encoding; raise FORMAT",
+        path.display(),
+        rest.len()
+    );
+    assert_eq!(
+        postcard::to_allocvec(&samples).unwrap(),
+        bytes,
+        "{} re-encodes differently: a stored type changed its encoding; raise FORMAT",
+        path.display()
+    );
 }

@@ -1,0 +1,108 @@
+//! The data directory's format version.
+//!
+//! Log entries and snapshots are stored as postcard, which is not self-describing: a field
+//! added to a stored type changes how every later byte is read. So the data directory names the
+//! format it was written in (the file `FORMAT`, one number), and a binary opens only its own
+//! format; anything else is refused at start with both numbers, before a byte is decoded.
+//! `crates/store/tests/format.rs` keeps encoded samples of the current format and fails when
+//! the encoding changes without [`FORMAT`] changing.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// The format this binary reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// The file in the data directory that names its format.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// Files whose presence means the directory already holds data.
+const STORES: [&str; 2] = ["raft-log.redb", "state.redb"];
+
+/// Check that `dir` holds data of [`FORMAT`], or no data yet; record the format if it is not
+/// recorded. A directory with stores but no `FORMAT` file predates the file and holds format 1.
+pub fn check(dir: &Path) -> io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: expected a format number, found {:?}",
+                    path.display(),
+                    text.trim()
+                ),
+            )
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    match found {
+        Some(f) if f == FORMAT => Ok(()),
+        Some(f) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} holds data format {f}; this switchyard reads format {FORMAT}. Run the \
+                 version that wrote it, or (a cluster member) start this one on an empty data \
+                 directory with --join and let the cluster send it the state",
+                dir.display()
+            ),
+        )),
+        None => {
+            let had_data = STORES.iter().any(|s| dir.join(s).exists());
+            let recorded = if had_data { 1 } else { FORMAT };
+            write(dir, recorded)?;
+            if recorded == FORMAT {
+                Ok(())
+            } else {
+                check(dir)
+            }
+        }
+    }
+}
+
+/// Write `FORMAT` durably: a temporary file, fsynced, renamed, and the directory fsynced.
+fn write(dir: &Path, format: u32) -> io::Result<()> {
+    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{format}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FORMAT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_gets_the_current_format_and_opens_again() {
+        let d = tempfile::TempDir::new().unwrap();
+        check(d.path()).unwrap();
+        let text = std::fs::read_to_string(d.path().join(FORMAT_FILE)).unwrap();
+        assert_eq!(text, format!("{FORMAT}\n"));
+        check(d.path()).unwrap();
+    }
+
+    #[test]
+    fn another_format_is_refused_naming_both() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join(FORMAT_FILE), format!("{}\n", FORMAT + 1)).unwrap();
+        let e = check(d.path()).unwrap_err().to_string();
+        assert!(e.contains(&format!("format {}", FORMAT + 1)), "{e}");
+        assert!(e.contains(&format!("reads format {FORMAT}")), "{e}");
+        std::fs::write(d.path().join(FORMAT_FILE), "banana").unwrap();
+        let e = check(d.path()).unwrap_err().to_string();
+        assert!(e.contains("expected a format number"), "{e}");
+    }
+
+    #[test]
+    fn stores_without_the_file_are_format_one() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("raft-log.redb"), b"").unwrap();
+        let r = check(d.path());
+        let text = std::fs::read_to_string(d.path().join(FORMAT_FILE)).unwrap();
+        assert_eq!(text, "1\n");
+        assert_eq!(r.is_ok(), FORMAT == 1);
+    }
+}
