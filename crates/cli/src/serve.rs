@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// original's port is 3000)
     #[arg(long, env = "SWITCHYARD_FUNKYTOWN_LISTEN")]
     pub funkytown_listen: Option<String>,
+    /// Seconds a finished job and its log are kept (a run's jobs are kept as long as their
+    /// run) [default: 604800]
+    #[arg(long, env = "SWITCHYARD_JOB_RETENTION")]
+    pub job_retention: Option<f64>,
     /// Most cells one run may expand to [default: 10000]
     #[arg(long, env = "SWITCHYARD_RUN_MAX_CELLS")]
     pub run_max_cells: Option<usize>,
@@ -194,6 +198,7 @@ struct FileConfig {
     testbed_listen: Option<String>,
     funkytown_listen: Option<String>,
     testbed_client_port: Option<u16>,
+    job_retention: Option<f64>,
     run_max_cells: Option<usize>,
     run_retention: Option<f64>,
     run_keep: Option<u32>,
@@ -345,6 +350,12 @@ impl ServeArgs {
                 anyhow::bail!("run_max_cells: must be 1 to 1000000; got {n}");
             }
             c.run_max_cells = n;
+        }
+        if let Some(v) = self.job_retention.or(f.job_retention) {
+            c.job_retention = seconds_up_to("job_retention", v, 3660.0 * 86_400.0)?;
+            if c.job_retention.as_millis() == 0 {
+                anyhow::bail!("job_retention: must be at least 0.001 seconds");
+            }
         }
         if let Some(v) = self.run_retention.or(f.run_retention) {
             c.run_retention = seconds_up_to("run_retention", v, 366.0 * 86_400.0)?;
@@ -515,4 +526,45 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     server.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(a: ServeArgs) -> Result<Settings, String> {
+        a.settings().map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn job_retention_comes_from_the_flag_or_the_file_and_is_checked() {
+        let a = ServeArgs {
+            job_retention: Some(90.0),
+            ..Default::default()
+        };
+        let c = settings(a).unwrap().config;
+        assert_eq!(c.job_retention, Duration::from_secs(90));
+        assert_eq!(c.job_retention_ms(), 90_000);
+
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("serve.toml");
+        std::fs::write(&file, "job_retention = 3600\n").unwrap();
+        let a = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            settings(a).unwrap().config.job_retention,
+            Duration::from_secs(3600)
+        );
+
+        for bad in [0.0, -1.0, f64::NAN, 1e12] {
+            let a = ServeArgs {
+                job_retention: Some(bad),
+                ..Default::default()
+            };
+            let e = settings(a).err().expect("refused");
+            assert!(e.contains("job_retention"), "{bad}: {e}");
+        }
+    }
 }

@@ -405,7 +405,10 @@ mod tests {
                 .unwrap();
         let mut events = Vec::new();
         jobs.apply(
-            &JobCommand::Enqueue { specs: vec![spec] },
+            &JobCommand::Enqueue {
+                specs: vec![spec],
+                retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
+            },
             Ctx { index: 100 },
             t0,
             &mut timers,

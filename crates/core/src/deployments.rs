@@ -106,11 +106,12 @@ pub enum DeploymentCommand {
         name: String,
         refuse_up: bool,
     },
-    /// Start `action` with `args`.
+    /// Start `action` with `args`; its job is kept for `retention_ms` once finished.
     Act {
         name: String,
         action: String,
         args: Vec<String>,
+        retention_ms: i64,
     },
     /// Set the state and the project folder by hand (seed 003's `PUT`, e.g. to reset a failed
     /// deployment); refused while an action runs; `running` only comes from an action.
@@ -201,7 +202,13 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
             }
             Ok(())
         }
-        DeploymentCommand::Act { name, action, args } => {
+        DeploymentCommand::Act {
+            name,
+            action,
+            args,
+            retention_ms,
+        } => {
+            crate::jobs::validate_retention(*retention_ms)?;
             validate_name("name", name)?;
             validate_name("action", action)?;
             if args.len() > MAX_ARGS {
@@ -411,7 +418,12 @@ impl Deployments {
                 self.deployments.remove(name);
                 Ok(DeploymentReply::Deleted)
             }
-            DeploymentCommand::Act { name, action, args } => {
+            DeploymentCommand::Act {
+                name,
+                action,
+                args,
+                retention_ms,
+            } => {
                 let d = self.found(name)?;
                 if d.current.is_some() {
                     return Err(Self::busy(d));
@@ -443,7 +455,7 @@ impl Deployments {
                     cwd: d.spec.dir.clone(),
                 };
                 let owner = format!("deployments/{name}/{action_id}");
-                let job_id = jobs.enqueue_owned(spec, owner, ctx, now, events)?;
+                let job_id = jobs.enqueue_owned(spec, owner, *retention_ms, ctx, now, events)?;
                 let d = self.found(name)?;
                 d.before = d.state;
                 d.state = State::Running;
@@ -600,6 +612,7 @@ mod tests {
             name: "web".into(),
             action: a.into(),
             args: vec![],
+            retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
         };
         let Ok(DeploymentReply::Started { action_id, job_id }) =
             ds.apply(&act("up"), &mut jobs, at(2), 0, &mut ev)
@@ -667,6 +680,7 @@ mod tests {
                 name: "web".into(),
                 action: action.into(),
                 args: vec![],
+                retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
             };
             let Ok(DeploymentReply::Started { action_id, .. }) =
                 ds.apply(&act, jobs, at(i), 0, &mut ev)

@@ -28,8 +28,11 @@ pub const MAX_LOG_BATCH: usize = 10_000;
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Default cap on one job's stored log; the oldest lines go first.
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 1024 * 1024;
-/// How long a job in a final state (and its log) is kept before it is forgotten: 7 days.
-pub const RETENTION_MS: i64 = 7 * 86_400_000;
+/// How long a job in a final state (and its log) is kept before it is forgotten, unless the
+/// server is configured otherwise: 7 days.
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 86_400_000;
+/// The longest retention a job may ask for: 10 years.
+pub const MAX_RETENTION_MS: i64 = 10 * 366 * 86_400_000;
 /// Backoff after an expired lease: 1 s, doubling per attempt, at most 60 s.
 const BACKOFF_BASE_MS: i64 = 1000;
 const BACKOFF_MAX_MS: i64 = 60_000;
@@ -112,6 +115,8 @@ pub struct Job {
     pub revision: u64,
     /// What queued it, when an app did (e.g. `deployments/NAME/ACTION_ID`).
     pub owner: Option<String>,
+    /// How long it is kept once in a final state (a run's jobs: as long as the run).
+    pub retention_ms: i64,
 }
 
 impl Job {
@@ -138,8 +143,11 @@ impl Job {
 /// Commands of the jobs app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobCommand {
-    /// Add jobs (one, or a batch: all or none).
-    Enqueue { specs: Vec<JobSpec> },
+    /// Add jobs (one, or a batch: all or none), each kept for `retention_ms` once finished.
+    Enqueue {
+        specs: Vec<JobSpec>,
+        retention_ms: i64,
+    },
     /// Lease up to `max` ready jobs of `queue` whose label constraints `labels` satisfies,
     /// highest priority first, then oldest.
     Lease {
@@ -385,10 +393,25 @@ pub fn validate_spec(spec: &JobSpec, prefix: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// A retention is more than 0 and at most [`MAX_RETENTION_MS`].
+pub fn validate_retention(ms: i64) -> Result<(), CommandError> {
+    if ms <= 0 || ms > MAX_RETENTION_MS {
+        return Err(invalid(
+            "retention",
+            format!("must be more than 0 and at most {MAX_RETENTION_MS} ms; got {ms}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validate a command before it is proposed (the same checks apply repeats).
 pub fn validate(cmd: &JobCommand) -> Result<(), CommandError> {
     match cmd {
-        JobCommand::Enqueue { specs } => {
+        JobCommand::Enqueue {
+            specs,
+            retention_ms,
+        } => {
+            validate_retention(*retention_ms)?;
             if specs.is_empty() || specs.len() > MAX_BATCH {
                 return Err(invalid("jobs", format!("must hold 1 to {MAX_BATCH} jobs")));
             }
@@ -573,9 +596,18 @@ impl Jobs {
     }
 
     /// Store a new queued job (also a retried one) and index it.
-    fn enqueue_one(&mut self, id: u64, spec: JobSpec, created: i64, now: i64, ctx: Ctx) -> Job {
+    fn enqueue_one(
+        &mut self,
+        id: u64,
+        spec: JobSpec,
+        times: (i64, i64),
+        keep: i64,
+        ctx: Ctx,
+    ) -> Job {
+        let (created, now) = times;
         let job = Job {
             id,
+            retention_ms: keep,
             spec,
             status: Status::Queued,
             attempts: 0,
@@ -602,14 +634,16 @@ impl Jobs {
         &mut self,
         spec: JobSpec,
         owner: String,
+        retention_ms: i64,
         ctx: Ctx,
         now: i64,
         events: &mut Vec<Event>,
     ) -> Result<u64, CommandError> {
         validate_spec(&spec, "")?;
+        validate_retention(retention_ms)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.enqueue_one(id, spec, now, now, ctx);
+        self.enqueue_one(id, spec, (now, now), retention_ms, ctx);
         let job = self.jobs.get_mut(&id).expect("just queued");
         job.owner = Some(owner);
         let job = job.clone();
@@ -630,7 +664,10 @@ impl Jobs {
             return;
         }
         let finished = job.finished_ms.unwrap_or_default();
-        timers.schedule(finished + RETENTION_MS, Timer::JobExpire { job: job.id });
+        timers.schedule(
+            finished.saturating_add(job.retention_ms),
+            Timer::JobExpire { job: job.id },
+        );
     }
 
     /// Forget a finished job and its log now (its owner is removing it).
@@ -650,7 +687,7 @@ impl Jobs {
         let over = job.status.is_final()
             && job
                 .finished_ms
-                .is_some_and(|f| f.saturating_add(RETENTION_MS) <= now);
+                .is_some_and(|f| f.saturating_add(job.retention_ms) <= now);
         if over {
             let job = self.jobs.remove(&id).expect("present");
             self.logs.remove(&id);
@@ -678,12 +715,15 @@ impl Jobs {
     ) -> Result<JobReply, CommandError> {
         validate(cmd)?;
         match cmd {
-            JobCommand::Enqueue { specs } => {
+            JobCommand::Enqueue {
+                specs,
+                retention_ms,
+            } => {
                 let mut ids = Vec::with_capacity(specs.len());
                 for spec in specs {
                     let id = self.next_id;
                     self.next_id += 1;
-                    let job = self.enqueue_one(id, spec.clone(), now, now, ctx);
+                    let job = self.enqueue_one(id, spec.clone(), (now, now), *retention_ms, ctx);
                     events.push(event(&job, "queued"));
                     ids.push(id);
                 }
@@ -820,7 +860,8 @@ impl Jobs {
                     });
                 }
                 let (spec, created, owner) = (job.spec.clone(), job.created_ms, job.owner.clone());
-                self.enqueue_one(*id, spec, created, now, ctx);
+                let keep = job.retention_ms;
+                self.enqueue_one(*id, spec, (created, now), keep, ctx);
                 // A retried job stays its owner's (a run's cell reopens with it).
                 let again = self.jobs.get_mut(id).expect("just queued");
                 again.owner = owner;
@@ -1143,7 +1184,10 @@ mod tests {
         }
         let mut w = World::new();
         let batch = vec![spec(&["ok"]), spec(&[])];
-        let (r, events) = w.run(JobCommand::Enqueue { specs: batch });
+        let (r, events) = w.run(JobCommand::Enqueue {
+            specs: batch,
+            retention_ms: DEFAULT_RETENTION_MS,
+        });
         match r {
             Err(CommandError::Invalid { field, .. }) => assert_eq!(field, "jobs[1].command"),
             other => panic!("{other:?}"),
@@ -1160,6 +1204,7 @@ mod tests {
         let mut gpu = spec(&["gpu"]);
         gpu.labels.insert("gpu".into(), "yes".into());
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![low, spec(&["a"]), gpu, spec(&["b"])],
         })
         .0
@@ -1211,7 +1256,12 @@ mod tests {
         let mut w = World::new();
         let mut s = spec(&["x"]);
         s.lease_ttl = 5;
-        w.run(JobCommand::Enqueue { specs: vec![s] }).0.unwrap();
+        w.run(JobCommand::Enqueue {
+            specs: vec![s],
+            retention_ms: DEFAULT_RETENTION_MS,
+        })
+        .0
+        .unwrap();
         let (id, old) = w.lease("w1", 1)[0];
         w.advance(5_001);
         w.advance(backoff_ms(1));
@@ -1244,7 +1294,12 @@ mod tests {
         let mut s = spec(&["x"]);
         s.lease_ttl = 10;
         s.max_attempts = 2;
-        w.run(JobCommand::Enqueue { specs: vec![s] }).0.unwrap();
+        w.run(JobCommand::Enqueue {
+            specs: vec![s],
+            retention_ms: DEFAULT_RETENTION_MS,
+        })
+        .0
+        .unwrap();
         let (id, token) = w.lease("w1", 1)[0];
         // Heartbeats keep it alive past its first TTL.
         w.advance(8_000);
@@ -1275,6 +1330,7 @@ mod tests {
     fn cancel_queued_now_running_through_the_worker() {
         let mut w = World::new();
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![spec(&["a"]), spec(&["b"])],
         })
         .0
@@ -1315,6 +1371,7 @@ mod tests {
     fn release_requeues_without_counting_the_attempt() {
         let mut w = World::new();
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![spec(&["a"])],
         })
         .0
@@ -1333,6 +1390,7 @@ mod tests {
     fn logs_keep_the_tail_under_the_cap_and_are_fenced() {
         let mut w = World::new();
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![spec(&["a"])],
         })
         .0
@@ -1423,6 +1481,7 @@ mod tests {
     fn finish_then_lease_is_all_or_nothing() {
         let mut w = World::new();
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![spec(&["a"]), spec(&["b"])],
         })
         .0
@@ -1466,6 +1525,7 @@ mod tests {
     fn finished_jobs_are_forgotten_after_the_retention_unless_retried() {
         let mut w = World::new();
         w.run(JobCommand::Enqueue {
+            retention_ms: DEFAULT_RETENTION_MS,
             specs: vec![spec(&["a"]), spec(&["b"])],
         })
         .0
@@ -1497,7 +1557,7 @@ mod tests {
         // Job 1 is retried a day later: its first retention timer must not forget it.
         w.advance(86_400_000);
         w.run(JobCommand::Retry { id: 1 }).0.unwrap();
-        let events = w.advance(RETENTION_MS - 86_400_000);
+        let events = w.advance(DEFAULT_RETENTION_MS - 86_400_000);
         let kinds: Vec<(&str, u64)> = events
             .iter()
             .map(|e| {

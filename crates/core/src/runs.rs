@@ -567,8 +567,9 @@ impl Runs {
                 }
                 let mut cells = Vec::with_capacity(specs.len());
                 for (i, s) in specs.into_iter().enumerate() {
-                    let job_id =
-                        jobs.enqueue_owned(s, format!("runs/{id}/{i}"), ctx, now, events)?;
+                    let owner = format!("runs/{id}/{i}");
+                    let keep = spec.retention_ms;
+                    let job_id = jobs.enqueue_owned(s, owner, keep, ctx, now, events)?;
                     cells.push(Cell {
                         job_id,
                         status: Status::Queued,

@@ -73,6 +73,8 @@ pub struct Config {
     /// The port seed-003 cluster clients listen on: a client that joins through
     /// `POST /api/cluster` is checked at `http://{ip}:{port}/api/config/status`.
     pub testbed_client_port: u16,
+    /// How long a finished job (and its log) is kept; a run's jobs follow the run instead.
+    pub job_retention: Duration,
     /// Most cells one run may expand to.
     pub run_max_cells: usize,
     /// How long a finished run (its jobs and logs too) is kept, and how many finished runs.
@@ -111,10 +113,18 @@ impl Config {
             deployment_actions: BTreeMap::new(),
             cluster_config_file: None,
             testbed_client_port: 3355,
+            job_retention: Duration::from_millis(
+                switchyard_core::jobs::DEFAULT_RETENTION_MS as u64,
+            ),
             run_max_cells: 10_000,
             run_retention: Duration::from_secs(7 * 24 * 60 * 60),
             run_keep: 100,
         }
+    }
+
+    /// [`Config::job_retention`] in milliseconds, as stamped on the jobs it queues.
+    pub fn job_retention_ms(&self) -> i64 {
+        i64::try_from(self.job_retention.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Add the device types of a type file; a name already taken is an error.
@@ -158,6 +168,12 @@ impl Config {
             return Err(
                 "idempotency_window: must be more than 0 seconds and at most 30 days".into(),
             );
+        }
+        if switchyard_core::jobs::validate_retention(self.job_retention_ms()).is_err() {
+            return Err(format!(
+                "job_retention: must be more than 0 and at most {} days",
+                switchyard_core::jobs::MAX_RETENTION_MS / 86_400_000
+            ));
         }
         if let Err(e) = switchyard_core::devices::validate_name(&self.mv_device) {
             return Err(format!("mv_device: {e}"));

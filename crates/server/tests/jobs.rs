@@ -196,6 +196,53 @@ async fn a_stale_fencing_token_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_finished_job_and_its_log_are_forgotten_after_the_configured_retention() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |c| {
+        c.job_retention = Duration::from_secs(1);
+    })
+    .await;
+    let client = Client::new(server.url());
+    let job = client
+        .enqueue(&spec(json!({"command": ["true"]})), None)
+        .await
+        .unwrap();
+    let mut w = client
+        .watch(&format!("jobs/{}", job.id), Some(0))
+        .await
+        .unwrap();
+    let lease = client.lease(&lease_req("w1", 0.0)).await.unwrap();
+    let token = lease.jobs[0].token;
+    let line = NewLogLine {
+        stream: LogStream::Stdout,
+        time_ms: 0,
+        text: "kept a while".into(),
+    };
+    client
+        .append_logs(job.id, token, 0, std::slice::from_ref(&line))
+        .await
+        .unwrap();
+    client
+        .finish_job(job.id, token, JobEnding::Exited, Some(0), None)
+        .await
+        .unwrap();
+    // Finished: still there, log too, until the retention (1 s of leader time) ends.
+    assert_eq!(client.logs(job.id, 0).await.unwrap().lines.len(), 1);
+    within(30, "the job to expire", until_kind(&mut w, "expired")).await;
+    for gone in [
+        client.job(job.id).await.map(|_| ()),
+        client.logs(job.id, 0).await.map(|_| ()),
+    ] {
+        let e = gone.unwrap_err();
+        assert!(
+            matches!(&e, Error::Api { status, .. } if status.as_u16() == 404),
+            "{e}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_long_poll_lease_wakes_on_enqueue_and_says_when_the_queue_is_drained() {
     let dir = TempDir::new().unwrap();
     let server = common::start(dir.path(), |_| {}).await;

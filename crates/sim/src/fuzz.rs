@@ -251,7 +251,10 @@ impl Run {
                 }))
                 .expect("a job spec");
                 if let Ok((Ok(Reply::Jobs(JobReply::Enqueued { ids })), _)) = self
-                    .write(Command::Jobs(JobCommand::Enqueue { specs: vec![spec] }))
+                    .write(Command::Jobs(JobCommand::Enqueue {
+                        specs: vec![spec],
+                        retention_ms: switchyard_core::jobs::DEFAULT_RETENTION_MS,
+                    }))
                     .await
                 {
                     self.jobs.extend(ids);

@@ -245,7 +245,10 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
             let spec =
                 serde_json::from_value(serde_json::json!({"command": ["x"], "lease_ttl": 2}))
                     .unwrap();
-            let enqueue = Command::Jobs(JobCommand::Enqueue { specs: vec![spec] });
+            let enqueue = Command::Jobs(JobCommand::Enqueue {
+                specs: vec![spec],
+                retention_ms: switchyard_core::jobs::DEFAULT_RETENTION_MS,
+            });
             let Ok((Ok(Reply::Jobs(JobReply::Enqueued { ids })), _)) =
                 sim.write(enqueue, Duration::from_secs(5)).await
             else {

@@ -10,8 +10,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-/// The format this binary reads and writes.
-pub const FORMAT: u32 = 1;
+/// The format this binary reads and writes. 2: each job records its retention.
+pub const FORMAT: u32 = 2;
 
 /// The file in the data directory that names its format.
 pub const FORMAT_FILE: &str = "FORMAT";

@@ -48,6 +48,7 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
     let commands = vec![
         Command::Bank(BankCommand::Open { id: "a".into() }),
         Command::Jobs(JobCommand::Enqueue {
+            retention_ms: switchyard_core::jobs::DEFAULT_RETENTION_MS,
             specs: vec![spec.clone(), spec],
         }),
         Command::Agents(AgentCommand::Join(AgentInfo {
@@ -104,6 +105,7 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
             name: "web".into(),
             action: "up".into(),
             args: vec!["a b".into()],
+            retention_ms: 86_400_000,
         }),
         Command::Deployments(DeploymentCommand::SetDocument {
             name: "web".into(),

@@ -169,7 +169,13 @@ async fn act(
     } else {
         super::parse_json::<ActionRequest>(&body)?.args
     };
-    match run(&s, DeploymentCommand::Act { name, action, args }, key).await? {
+    let cmd = DeploymentCommand::Act {
+        name,
+        action,
+        args,
+        retention_ms: s.node.config.job_retention_ms(),
+    };
+    match run(&s, cmd, key).await? {
         DeploymentReply::Started { action_id, job_id } => Ok((
             StatusCode::ACCEPTED,
             Json(ActionStarted { action_id, job_id }),

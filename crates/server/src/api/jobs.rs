@@ -132,7 +132,10 @@ async fn enqueue(
     IdempotencyKey(key): IdempotencyKey,
     Body(spec): Body<JobSpec>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let cmd = JobCommand::Enqueue { specs: vec![spec] };
+    let cmd = JobCommand::Enqueue {
+        specs: vec![spec],
+        retention_ms: s.node.config.job_retention_ms(),
+    };
     jobs::validate(&cmd)?;
     let JobReply::Enqueued { ids } = run(&s, cmd, key).await? else {
         return Err(ApiError::internal("enqueue answered something else"));
@@ -149,8 +152,11 @@ async fn enqueue_batch(
     IdempotencyKey(key): IdempotencyKey,
     Body(b): Body<JobBatch>,
 ) -> Result<(StatusCode, Json<JobIds>), ApiError> {
-    let cmd = JobCommand::Enqueue { specs: b.jobs };
-    if let JobCommand::Enqueue { specs } = &cmd
+    let cmd = JobCommand::Enqueue {
+        specs: b.jobs,
+        retention_ms: s.node.config.job_retention_ms(),
+    };
+    if let JobCommand::Enqueue { specs, .. } = &cmd
         && specs.len() == 1
     {
         // One job in a batch is still named by its place.

@@ -420,6 +420,7 @@ async fn action(State(s): State<Shared>, Path(name): Path<String>, bytes: Bytes)
         name,
         action,
         args: vec![request.to_string()],
+        retention_ms: s.node.config.job_retention_ms(),
     };
     match run(&s, cmd).await? {
         DeploymentReply::Started { action_id, .. } => Ok(action_id.into_response()),
