@@ -221,7 +221,7 @@ impl Cluster {
 
     /// Whether member `i` leads, as it says itself.
     async fn is_leader(&self, i: usize) -> bool {
-        let t = Duration::from_millis(500);
+        let t = Duration::from_secs(2);
         match self.sys {
             Sys::Switchyard => {
                 let r = self
@@ -260,6 +260,21 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// The leader, asking again for up to 30 s (a loaded machine may answer a status slowly,
+    /// or be between leaders for a moment).
+    async fn await_leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = self.leader().await {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                bail!("{}: no leader within 30 s", self.sys.name());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One durable write through member `i`; `true` when acknowledged.
@@ -393,7 +408,7 @@ impl Cluster {
 
 /// Throughput of `clients` closed-loop writers through the leader for `seconds`.
 async fn throughput(c: &Cluster, clients: usize, seconds: f64) -> anyhow::Result<f64> {
-    let leader = c.leader().await.context("no leader")?;
+    let leader = c.await_leader().await?;
     let done = AtomicU64::new(0);
     let stop = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -418,7 +433,7 @@ async fn throughput(c: &Cluster, clients: usize, seconds: f64) -> anyhow::Result
 async fn trial(c: &mut Cluster, acked: &AtomicU64, next_seq: &AtomicU64) -> anyhow::Result<f64> {
     let all: Vec<usize> = (0..c.members.len()).collect();
     c.await_ready(&all).await?;
-    let leader = c.leader().await.context("no leader")?;
+    let leader = c.await_leader().await?;
     c.kill(leader);
     let killed = Instant::now();
     let survivors: Vec<usize> = all.iter().copied().filter(|i| *i != leader).collect();
@@ -531,7 +546,7 @@ async fn measure(a: &FailoverArgs, systems: &[Sys], dir: &Path) -> anyhow::Resul
     for (k, c) in clusters.iter().enumerate() {
         let all: Vec<usize> = (0..3).collect();
         c.await_ready(&all).await?;
-        let held = c.count(c.leader().await.context("no leader")?).await?;
+        let held = c.count(c.await_leader().await?).await?;
         let three = throughput(c, a.clients, a.seconds).await?;
         eprintln!("{:<10} 3 nodes {three:>8.0} writes/s", c.sys.name());
         out.push(Outcome {

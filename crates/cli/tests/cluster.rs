@@ -169,13 +169,20 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_starts_three_nodes_and_stops_them_on_ctrl_c() {
     let dir = TempDir::new().unwrap();
-    // Ten consecutive ports per node from a base unlikely to collide with other tests.
-    let base = 20_000 + (std::process::id() % 3000) as u16 * 10;
+    // Ten consecutive ports per node from a base unlikely to collide with other tests, below
+    // the kernel's ephemeral range (32768 and up) that port-0 listeners and connections use.
+    let base = 20_000 + (std::process::id() % 1270) as u16 * 10;
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["dev-cluster", "3", "--base-port", &base.to_string()])
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--", "--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+        .args([
+            "--",
+            "--heartbeat-ms",
+            "100",
+            "--election-timeout-ms",
+            "1000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -39,6 +39,8 @@ impl Browser {
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-background-networking",
+                // A container's small /dev/shm can stall or crash it.
+                "--disable-dev-shm-usage",
                 "--remote-debugging-port=0",
                 "--window-size=1280,900",
             ])
@@ -133,7 +135,7 @@ async fn the_dashboard_grid_changes_colour_as_cells_finish() {
         .create_run(&json!({
             "name": "browser",
             "matrix": {"n": (0..24).map(|i| i.to_string()).collect::<Vec<_>>()},
-            "command": ["sh", "-c", "while [ ! -e go-$1 ]; do sleep 0.05; done; [ $(( $1 % 5 )) -ne 4 ]", "cell", "{n}"],
+            "command": ["sh", "-c", "while [ ! -e go-$1 ]; do sleep 0.2; done; [ $(( $1 % 5 )) -ne 4 ]", "cell", "{n}"],
             "cwd": work.to_str().unwrap(),
         }))
         .await

@@ -5,6 +5,8 @@
 //! leaving the cluster configuration document.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -287,16 +289,26 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
 }
 
 /// Answers `GET /api/config/status` with 200 on a port of its own, as a TestbedOS client does.
-async fn fake_client(port: u16) -> (u16, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().route("/api/config/status", axum::routing::get(|| async {}));
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+/// A seed-003 client's status route on a port of its own; it answers 200 while `up` is set,
+/// 503 otherwise (a client that went away, without giving its port to anyone else).
+async fn fake_client(up: Arc<AtomicBool>) -> u16 {
+    let app = axum::Router::new().route(
+        "/api/config/status",
+        axum::routing::get(move || {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    (
-        port,
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() }),
-    )
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
 }
 
 fn host_json(name: &str) -> Value {
@@ -318,7 +330,8 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 #[tokio::test]
 async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_document() {
     let dir = TempDir::new().unwrap();
-    let (client_port, client) = fake_client(0).await;
+    let client_up = Arc::new(AtomicBool::new(true));
+    let client_port = fake_client(client_up.clone()).await;
     let file = dir.path().join("kvm-compose-config.json");
     let port = client_port.to_string();
     let proc = server(
@@ -327,7 +340,7 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
             "--testbed-client-port",
             &port,
             "--agent-check-interval",
-            "0.2",
+            "1",
             "--local-workers",
             "0",
             "--cluster-config-file",
@@ -386,8 +399,7 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
 
     // The client stops answering its status check: it is lost, its membership check says 404,
     // and it leaves the document and the file.
-    client.abort();
-    let _ = client.await;
+    client_up.store(false, Ordering::SeqCst);
     wait_until("client1 to be lost", async || {
         face.get("/api/cluster/client1").await.0 == 404
     })
@@ -400,7 +412,7 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
     wait_until("client1 out of the cluster file", async || !in_file()).await;
 
     // As the original client does on a 404, it joins again and is a member again.
-    let (_, _client) = fake_client(client_port).await;
+    client_up.store(true, Ordering::SeqCst);
     assert_eq!(face.post("/api/cluster", host_json("client1")).await.0, 200);
     assert_eq!(face.get("/api/cluster/client1").await.0, 200);
     wait_until("client1 back in the cluster file", async || in_file()).await;

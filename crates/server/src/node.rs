@@ -694,7 +694,7 @@ impl Node {
         let status = match self
             .peers
             .get(&url)
-            .timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(5))
             .send()
             .await
         {

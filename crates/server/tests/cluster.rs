@@ -19,10 +19,11 @@ fn log_init() {
         .try_init();
 }
 
-/// Short Raft timings, so elections in these tests take a fraction of a second.
+/// Short Raft timings (an election takes about a second), long enough that a stall of a loaded
+/// machine does not move leadership in the middle of a test.
 fn fast(c: &mut Config) {
-    c.heartbeat_interval = Duration::from_millis(50);
-    c.election_timeout = Duration::from_millis(300);
+    c.heartbeat_interval = Duration::from_millis(100);
+    c.election_timeout = Duration::from_millis(1000);
 }
 
 /// Wait until `n` sees `voters` voters, settled (not a joint configuration), and a leader.
@@ -89,7 +90,6 @@ fn leader_of(nodes: &[Server]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_node_read_the_same_everywhere() {
     let (_dirs, nodes) = cluster(3, fast).await;
-    assert_eq!(leader_of(&nodes), 1);
     let clients: Vec<Client> = nodes.iter().map(|n| Client::new(n.url())).collect();
     let cluster = clients[1].cluster().await.unwrap();
     assert_eq!(cluster.members.iter().filter(|m| m.voter).count(), 3);
@@ -341,7 +341,11 @@ async fn a_fourth_node_catches_up_from_a_snapshot_and_is_removed_again() {
         panic!("expected an API error")
     };
     assert_eq!(status, 503);
-    assert_eq!(error.details.unwrap()["leader"]["node_id"], 1);
+    // It names the leader (which may have moved since, on a loaded machine: any member).
+    let named = error.details.unwrap()["leader"]["node_id"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=3).contains(&named), "{named}");
 
     // Removed through a follower; every remaining node sees three voters again.
     let c = Client::new(nodes[2].url()).remove_member(4).await.unwrap();

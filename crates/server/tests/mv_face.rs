@@ -74,7 +74,8 @@ async fn mv_face_speaks_the_original_protocol() {
     let (s, v) = call(
         M::POST,
         url("/background_assign_resources"),
-        Some(json!({"delay": 0.3, "config": {"delay": 0.3}})),
+        // Long enough that the three refusals below (each one a log entry) fit on a slow machine.
+        Some(json!({"delay": 1.5, "config": {"delay": 1.5}})),
     )
     .await;
     assert_eq!((s, v), (StatusCode::OK, Value::Null));

@@ -13,9 +13,9 @@ async fn a_slow_switch_is_busy_then_on_and_reset_between_tests() {
     let client = server.client();
     client.create_device("sw1", "switch").await.unwrap();
 
-    // Start a 0.3 s switch-on in the background; meanwhile the switch refuses commands.
+    // Start a 2 s switch-on in the background; meanwhile the switch refuses commands.
     let req = DeviceCommandRequest {
-        duration: Some(0.3),
+        duration: Some(2.0),
         ..Default::default()
     };
     let started = client
