@@ -389,13 +389,36 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
     let mut want = host_json("client1");
     want["is_main_host"] = json!(false);
     assert_eq!(doc["testbed_host_ssh_config"]["client1"], want);
-    let in_file = || {
+    assert!(
+        doc["testbed_host_ssh_config"].get("w1").is_none(),
+        "a worker without a host document is no testbed host: {doc}"
+    );
+    let read_file = || {
         std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .is_some_and(|d| d["testbed_host_ssh_config"].get("client1").is_some())
+            .unwrap_or_default()
+    };
+    let in_file = || {
+        read_file()["testbed_host_ssh_config"]
+            .get("client1")
+            .is_some()
     };
     wait_until("client1 in the cluster file", async || in_file()).await;
+
+    // The operator names the main host in the file: it stays there, is served, and its ip is
+    // the OVN remote a joining client gets (the central database runs there).
+    let mut edited = read_file();
+    let mut main = host_json("main");
+    main["ip"] = json!("10.0.0.1");
+    edited["testbed_host_ssh_config"]["main"] = main.clone();
+    std::fs::write(&file, edited.to_string()).unwrap();
+    assert_eq!(
+        face.post("/api/cluster", host_json("client1")).await,
+        (200, "tcp:10.0.0.1:6642".to_string())
+    );
+    let (_, doc) = face.get("/api/config/cluster").await;
+    assert_eq!(doc["testbed_host_ssh_config"]["main"], main, "{doc}");
 
     // The client stops answering its status check: it is lost, its membership check says 404,
     // and it leaves the document and the file.
@@ -410,10 +433,74 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
         "{doc}"
     );
     wait_until("client1 out of the cluster file", async || !in_file()).await;
+    assert_eq!(read_file()["testbed_host_ssh_config"]["main"], main);
 
     // As the original client does on a 404, it joins again and is a member again.
     client_up.store(true, Ordering::SeqCst);
     assert_eq!(face.post("/api/cluster", host_json("client1")).await.0, 200);
     assert_eq!(face.get("/api/cluster/client1").await.0, 200);
     wait_until("client1 back in the cluster file", async || in_file()).await;
+}
+
+#[tokio::test]
+async fn without_templates_deployments_are_kept_failures_read_as_the_original_and_big_bodies_are_413()
+ {
+    let dir = TempDir::new().unwrap();
+    // No [actions.*] in the server's configuration.
+    let proc = common::serve_in(
+        &dir.path().join("data"),
+        &["--testbed-listen", "127.0.0.1:0"],
+    );
+    let v1 = switchyard_client::Client::new(proc.url());
+    common::ready(&v1).await;
+    let face = Face::new(&proc);
+
+    // The original CLI creates the deployment on first use: that works without templates; an
+    // action is refused, naming it and how to configure one, and nothing changes.
+    let (code, _) = face
+        .post(
+            "/api/deployments",
+            json!({"name": "bare", "project_location": "/srv/bare"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, text) = face
+        .post("/api/deployments/bare/action", json!({"command": "down"}))
+        .await;
+    assert_error(code, &text, 400, "[actions.NAME]");
+    assert_eq!(face.get("/api/deployments/bare").await.1["state"], "down");
+
+    // An `up` that fails, started through /v1 (no original request to show): the face shows the
+    // original's form of the command, which its client can read.
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/deployments", proc.url()))
+        .json(&json!({"name": "web", "actions": {"up": ["false"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let started = reqwest::Client::new()
+        .post(format!("{}/v1/deployments/web/actions/up", proc.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    wait_until("the up to fail", async || {
+        face.get("/api/deployments/web").await.1["state"].is_object()
+    })
+    .await;
+    assert_eq!(
+        face.get("/api/deployments/web").await.1["state"],
+        json!({"failed": {"up": {"up_cmd": {
+            "provision": false, "rerun_scripts": false, "reapply_acl": false
+        }}}})
+    );
+
+    // A state document up to the original's 2 MiB is taken; a larger body is 413 in the
+    // face's error shape.
+    let doc = json!({"blob": "x".repeat(1_500_000)});
+    assert_eq!(face.post("/api/deployments/bare/state", doc).await.0, 200);
+    let big = json!({"blob": "x".repeat(3 << 20)});
+    let (code, text) = face.post("/api/deployments/bare/state", big).await;
+    assert_error(code, &text, 413, "body");
 }

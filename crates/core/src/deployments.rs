@@ -27,7 +27,7 @@ pub const MAX_HISTORY: usize = 1000;
 /// Most arguments one action takes.
 pub const MAX_ARGS: usize = 256;
 /// Largest orchestrator state document, in bytes.
-pub const MAX_DOCUMENT: usize = 1 << 20;
+pub const MAX_DOCUMENT: usize = 2 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -152,12 +152,6 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
         DeploymentCommand::Create(s) | DeploymentCommand::Update(s) => {
             validate_name("name", &s.name)?;
             validate_name("queue", &s.queue)?;
-            if s.actions.is_empty() {
-                return Err(invalid(
-                    "actions",
-                    "no action templates: give `actions` or configure defaults ([actions.NAME])",
-                ));
-            }
             for (a, argv) in &s.actions {
                 validate_name(&format!("actions.{a}"), a)?;
                 if argv.is_empty() || argv[0].is_empty() {
@@ -431,15 +425,22 @@ impl Deployments {
                 let Some(template) = d.spec.actions.get(action) else {
                     return Err(invalid(
                         "action",
-                        format!(
-                            "deployment {name:?} has no action {action:?}; actions: {}",
-                            d.spec
-                                .actions
-                                .keys()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
+                        if d.spec.actions.is_empty() {
+                            format!(
+                                "deployment {name:?} has no actions: give it `actions` or \
+                                 configure the server's defaults ([actions.NAME] command = [...])"
+                            )
+                        } else {
+                            format!(
+                                "deployment {name:?} has no action {action:?}; actions: {}",
+                                d.spec
+                                    .actions
+                                    .keys()
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        },
                     ));
                 };
                 let action_id = action_id(ctx.index, name);
@@ -593,6 +594,35 @@ mod tests {
             render(&spec().actions["check"], &spec(), "check", &[]),
             ["check", "/srv/web/x"]
         );
+    }
+
+    #[test]
+    fn a_deployment_without_templates_is_kept_and_its_actions_refused_saying_how_to_add_them() {
+        let (mut ds, mut jobs) = (Deployments::default(), Jobs::default());
+        let mut ev = Vec::new();
+        let bare = Spec {
+            actions: BTreeMap::new(),
+            ..spec()
+        };
+        let create = DeploymentCommand::Create(bare);
+        validate(&create).unwrap();
+        ds.apply(&create, &mut jobs, Ctx { index: 1 }, 0, &mut ev)
+            .unwrap();
+        let act = DeploymentCommand::Act {
+            name: "web".into(),
+            action: "up".into(),
+            args: vec![],
+            retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
+        };
+        let before = ds.clone();
+        let r = ds.apply(&act, &mut jobs, Ctx { index: 2 }, 0, &mut ev);
+        let Err(CommandError::Invalid { field, message }) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(field, "action");
+        assert!(message.contains("[actions.NAME]"), "{message}");
+        assert_eq!(ds, before);
+        assert_eq!(ds.get("web").unwrap().state, State::Down);
     }
 
     #[test]

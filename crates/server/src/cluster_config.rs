@@ -1,8 +1,13 @@
-//! The cluster configuration document (seed 003's `kvm-compose-config.json`): every live
-//! agent's host document under `testbed_host_ssh_config`, keyed by agent id. Served at
-//! `GET /v1/agents/config`, and written to `cluster_config_file` whenever it changes (other
-//! top-level keys already in the file, such as the SSH key locations, are kept). The file is
-//! replaced atomically: written beside, fsynced, renamed.
+//! The cluster configuration document (seed 003's `kvm-compose-config.json`): the host document
+//! of every live agent that is a testbed host under `testbed_host_ssh_config`, keyed by agent
+//! id. An agent is a testbed host when its host document has the fields the original's
+//! `SshConfig` requires (`ip`, `user`, `identity_file`, `testbed_nic`, `main_interface`, all
+//! strings): a seed-003 client always does, a plain worker (or the server's local one) does not
+//! and is left out, as the original's tools could not read it. Served at
+//! `GET /v1/agents/config`, and written to `cluster_config_file` whenever it changes; what the
+//! operator put in the file is kept: the other top-level keys (such as the SSH key locations)
+//! and the main host's entry (`is_main_host: true`), which the original's tools need. The file
+//! is replaced atomically: written beside, fsynced, renamed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,26 +18,52 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
 
-/// The live agents' host documents, keyed by agent id.
+/// The fields a testbed host's document must have, as strings.
+const HOST_FIELDS: [&str; 5] = [
+    "ip",
+    "user",
+    "identity_file",
+    "testbed_nic",
+    "main_interface",
+];
+
+/// The host documents of the live agents that are testbed hosts, keyed by agent id.
 pub fn hosts(state: &State) -> Map<String, Value> {
     state
         .agents
         .iter()
         .filter(|a| a.lost.is_none())
-        .map(|a| {
-            let host = serde_json::from_str(&a.info.host_json).unwrap_or(Value::Null);
-            (a.info.id.clone(), host)
+        .filter_map(|a| {
+            let host: Value = serde_json::from_str(&a.info.host_json).ok()?;
+            let complete = HOST_FIELDS.iter().all(|f| host[*f].is_string());
+            complete.then(|| (a.info.id.clone(), host))
         })
         .collect()
 }
 
-/// The document: `base` (the file as it was, or `{}`) with `testbed_host_ssh_config` replaced.
+/// The main host's entry in a cluster document (`is_main_host: true`), with its key.
+pub fn main_host(doc: &Map<String, Value>) -> Option<(&String, &Value)> {
+    doc.get("testbed_host_ssh_config")?
+        .as_object()?
+        .iter()
+        .find(|(_, h)| h["is_main_host"] == Value::Bool(true))
+}
+
+/// The document: `base` (the file as it was, or `{}`) with `testbed_host_ssh_config` holding
+/// its main host's entry, if any, and `hosts`.
 pub fn document(base: Option<Value>, hosts: Map<String, Value>) -> Value {
     let mut doc = match base {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    doc.insert("testbed_host_ssh_config".into(), Value::Object(hosts));
+    let mut all = Map::new();
+    if let Some((key, host)) = main_host(&doc) {
+        all.insert(key.clone(), host.clone());
+    }
+    for (id, host) in hosts {
+        all.entry(id).or_insert(host);
+    }
+    doc.insert("testbed_host_ssh_config".into(), Value::Object(all));
     Value::Object(doc)
 }
 

@@ -346,7 +346,11 @@ fn join(id: &str, ttl: u64, url: Option<String>) -> AgentJoin {
         labels: BTreeMap::from([("zone".into(), "a".into())]),
         version: "test".into(),
         queues: vec!["default".into()],
-        host: json!({"ip": "10.0.0.7", "interfaces": ["eth0"]}),
+        // A testbed host's document: the fields seed 003's SshConfig requires, and more.
+        host: json!({
+            "ip": "10.0.0.7", "user": "tb", "identity_file": "/keys/id", "testbed_nic": "eth1",
+            "main_interface": "eth0", "interfaces": ["eth0"]
+        }),
         ttl,
         url,
     }
@@ -447,9 +451,18 @@ async fn a_silent_agent_is_lost_once_and_its_leases_are_released() {
 async fn agents_joining_and_leaving_rewrite_the_cluster_configuration_document() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("config/kvm-compose-config.json");
-    // An operator's key already in the file is kept.
+    // An operator's key and the main host's entry already in the file are kept; another entry
+    // of no live agent is not.
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, r#"{"ssh_public_key_location": "/keys/id.pub"}"#).unwrap();
+    let main = json!({
+        "ip": "10.0.0.1", "user": "tb", "identity_file": "/keys/id", "testbed_nic": "eth1",
+        "main_interface": "eth0", "is_main_host": true
+    });
+    let before = json!({
+        "ssh_public_key_location": "/keys/id.pub",
+        "testbed_host_ssh_config": {"main": main, "gone": {"ip": "10.0.0.9"}}
+    });
+    std::fs::write(&file, before.to_string()).unwrap();
     let data = dir.path().join("data");
     let server = common::start(&data, |c| c.cluster_config_file = Some(file.clone())).await;
     let client = Client::new(server.url());
@@ -462,10 +475,11 @@ async fn agents_joining_and_leaving_rewrite_the_cluster_configuration_document()
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();
                 let hosts = &doc["testbed_host_ssh_config"];
-                let ids: Vec<&str> = hosts
+                let mut ids: Vec<&str> = hosts
                     .as_object()
                     .map(|m| m.keys().map(String::as_str).collect())
                     .unwrap_or_default();
+                ids.sort_unstable();
                 if ids == want {
                     return doc;
                 }
@@ -473,14 +487,19 @@ async fn agents_joining_and_leaving_rewrite_the_cluster_configuration_document()
             }
         }
     };
-    within(30, "an empty document", hosts_in_file(&[])).await;
+    within(30, "only the main host", hosts_in_file(&["main"])).await;
     client.join_agent(&join("a1", 3600, None)).await.unwrap();
     client.join_agent(&join("b1", 3600, None)).await.unwrap();
-    let doc = within(30, "both hosts", hosts_in_file(&["a1", "b1"])).await;
+    // A plain worker is no testbed host: its document lacks the required fields.
+    let mut plain = join("w1", 3600, None);
+    plain.host = json!({"os": "linux"});
+    client.join_agent(&plain).await.unwrap();
+    let doc = within(30, "both hosts", hosts_in_file(&["a1", "b1", "main"])).await;
     assert_eq!(doc["testbed_host_ssh_config"]["a1"]["ip"], "10.0.0.7");
+    assert_eq!(doc["testbed_host_ssh_config"]["main"], main);
     assert_eq!(doc["ssh_public_key_location"], "/keys/id.pub");
     client.remove_agent("a1").await.unwrap();
-    within(30, "a1 gone", hosts_in_file(&["b1"])).await;
+    within(30, "a1 gone", hosts_in_file(&["b1", "main"])).await;
     let served: serde_json::Value = client
         .request(reqwest::Method::GET, "/v1/agents/config", None::<&()>, None)
         .await

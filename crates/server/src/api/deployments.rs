@@ -262,7 +262,8 @@ async fn get_document(
         .into_response())
 }
 
-/// Store the orchestrator's state document: any JSON value, at most 1 MiB.
+/// Store the orchestrator's state document: any JSON value, at most 2 MiB (and within the
+/// request body limit, `--max-body-bytes`).
 #[utoipa::path(put, path = "/v1/deployments/{name}/document", tag = "deployments",
     request_body(content = String, content_type = "application/json", description = "any JSON document"),
     params(("name" = String, Path)),

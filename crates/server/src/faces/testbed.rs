@@ -15,7 +15,9 @@
 //!
 //! Cluster: a client joins with `POST /api/cluster` and its host document (`host.json`),
 //! becoming an agent named by its `ovn.chassis_name`; the answer is the OVN southbound remote,
-//! `tcp:HOST:6642`, HOST being the address the client reached this server on. Its periodic
+//! `tcp:HOST:6642`, HOST being the main host's `ip` in the cluster configuration file (the
+//! entry with `is_main_host: true`), or else the address the client reached this server on.
+//! Its periodic
 //! `GET /api/cluster/{name}` answers 200 while it is a live member (and counts as its
 //! heartbeat) or 404, after which the original client joins again. The leader checks each
 //! client at `http://{ip}:{testbed_client_port}/api/config/status`. `GET /api/config/cluster`
@@ -81,13 +83,28 @@ pub fn routes() -> Router<Shared> {
 
 /// The face alone, for its own listener.
 pub fn router(s: Shared) -> Router {
-    let max_body = s.node.config.max_body_bytes;
+    // A state document may be as large as the original's limit (axum's default, 2 MiB).
+    let max_body = s
+        .node
+        .config
+        .max_body_bytes
+        .max(switchyard_core::deployments::MAX_DOCUMENT);
     let guard = crate::api::guard(&s, crate::auth::Style::Testbed);
     routes()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
+        .layer(axum::middleware::map_response(
+            move |r: axum::response::Response| async move {
+                // The body limit's own refusal is text; answer in the face's error shape.
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    let msg = format!("body: larger than {max_body} bytes");
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, &msg).into_response();
+                }
+                r
+            },
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             guard,
@@ -181,7 +198,8 @@ async fn run(s: &Shared, cmd: DeploymentCommand) -> Result<DeploymentReply, Refu
 }
 
 /// The command the original would name for an action record: the request's `command` when
-/// it came through this face, else the action's name (with its arguments, if any).
+/// it came through this face, else [`plain_command`] of the action's name (with its
+/// arguments, if any).
 fn command_of(run: &ActionRun) -> Value {
     if let [one] = run.args.as_slice()
         && let Ok(Value::Object(req)) = serde_json::from_str::<Value>(one)
@@ -190,9 +208,24 @@ fn command_of(run: &ActionRun) -> Value {
         return command.clone();
     }
     if run.args.is_empty() {
-        Value::String(run.action.clone())
+        plain_command(&run.action)
     } else {
         json!({ run.action.clone(): run.args })
+    }
+}
+
+/// An action started without the original's request (through /v1, or set by a reset) as the
+/// original's `DeploymentCommand`, so its client can read a failed state: its commands without
+/// data by name, `up` and `testbed_snapshot` with their options off. Any other action has no
+/// such form (a snapshot needs its subcommand; custom actions are not the original's) and is
+/// shown by name.
+fn plain_command(action: &str) -> Value {
+    match action {
+        "up" => json!({"up": {"up_cmd": {
+            "provision": false, "rerun_scripts": false, "reapply_acl": false
+        }}}),
+        "testbed_snapshot" => json!({"testbed_snapshot": {"snapshot_guests": false}}),
+        other => Value::String(other.into()),
     }
 }
 
@@ -203,7 +236,7 @@ fn failed_command(d: &Deployment) -> Value {
         .rev()
         .find(|r| r.action == action)
         .map(command_of)
-        .unwrap_or(Value::String(action))
+        .unwrap_or_else(|| plain_command(&action))
 }
 
 fn state_value(state: DeployState, failed: impl FnOnce() -> Value) -> Value {
@@ -646,7 +679,20 @@ async fn join(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Answ
         error(e.status, e.message.replace("id:", "ovn.chassis_name:"))
     })?;
     crate::api::agents::run(&s, cmd).await.map_err(refused)?;
-    Ok(format!("tcp:{}:6642", reached_host(&headers)).into_response())
+    // The OVN central database runs on the main host: its ip from the cluster file, as the
+    // original answers from its own host.json; without one, the address the client reached.
+    let main_ip = cluster_file(&s).and_then(|doc| {
+        let (_, main) = crate::cluster_config::main_host(&doc)?;
+        main["ip"].as_str().map(str::to_string)
+    });
+    let ovn = main_ip.unwrap_or_else(|| reached_host(&headers));
+    Ok(format!("tcp:{ovn}:6642").into_response())
+}
+
+/// The cluster configuration file as it is on disk, when one is configured and readable.
+fn cluster_file(s: &Shared) -> Option<Map<String, Value>> {
+    let path = s.node.config.cluster_config_file.as_ref()?;
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 /// 200 while `name` is a live member (counting as its heartbeat), else 404.
@@ -675,13 +721,7 @@ async fn membership(State(s): State<Shared>, Path(name): Path<String>) -> Answer
 
 async fn cluster_config(State(s): State<Shared>, Query(p): Query<Pretty>) -> Answer {
     linearizable(&s).await?;
-    let base = s
-        .node
-        .config
-        .cluster_config_file
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let base = cluster_file(&s).map(Value::Object);
     let hosts = s.node.view.read(crate::cluster_config::hosts);
     Ok(json_answer(
         &crate::cluster_config::document(base, hosts),
