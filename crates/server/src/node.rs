@@ -193,8 +193,8 @@ impl Node {
             max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
             // A restarted leader must win an election again: the state machine lives in memory
             // and the committed pointer on disk may lag, so a leader restored at once could
-            // serve a stale "linearizable" read (found by the simulation, seed 6, see
-            // crates/sim).
+            // serve a stale "linearizable" read (found by the simulation; see
+            // crates/sim/tests/fuzz.rs).
             enable_leader_restore: Some(false),
             ..Default::default()
         }

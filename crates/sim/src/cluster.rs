@@ -82,7 +82,7 @@ pub struct Sim {
     pub router: Router,
     pub clock: Clock,
     nodes: BTreeMap<u64, Node>,
-    next_key: u64,
+    next_key: std::cell::Cell<u64>,
 }
 
 fn raft_config(o: &SimOptions) -> Arc<openraft::Config> {
@@ -111,7 +111,7 @@ impl Sim {
             router: Router::default(),
             clock: Clock::start(),
             nodes: BTreeMap::new(),
-            next_key: 0,
+            next_key: std::cell::Cell::new(0),
             opts,
         };
         for id in 1..=sim.opts.nodes {
@@ -275,14 +275,15 @@ impl Sim {
 
     /// A client write: to the leader, retried across leader changes with one idempotency key
     /// (so it applies once), for at most `within`.
+    /// Several may run at once (concurrent clients).
     pub async fn write(
-        &mut self,
+        &self,
         command: Command,
         within: Duration,
     ) -> Result<(Outcome, u64), WriteError> {
-        self.next_key += 1;
-        let key =
-            (self.opts.bug != Some(Bug::RetryWithoutKey)).then(|| format!("sim-{}", self.next_key));
+        self.next_key.set(self.next_key.get() + 1);
+        let key = (self.opts.bug != Some(Bug::RetryWithoutKey))
+            .then(|| format!("sim-{}", self.next_key.get()));
         let deadline = tokio::time::Instant::now() + within;
         let mut last = WriteError::NotLeader(None);
         let mut proposed = false;

@@ -1,6 +1,7 @@
 //! The seeded fuzzer: random client workloads under random faults, checked by invariants.
 //!
-//! Workloads (one operation at a time, each through the leader, retried across leader changes):
+//! Workloads (each operation through the leader, retried across leader changes; mostly one at a
+//! time, and batches of two to five bank operations of concurrent clients in flight at once):
 //! - bank transfers among four accounts: the money in them is conserved;
 //! - a register per key (an account only ever credited): every linearizable read lies between
 //!   the sum of the credits acknowledged before it began and the sum of every credit that may
@@ -126,6 +127,15 @@ fn bank(c: BankCommand) -> Command {
     Command::Bank(c)
 }
 
+/// A write's answer, for the trace.
+fn summary(r: &Result<(switchyard_core::Outcome, u64), WriteError>) -> String {
+    match r {
+        Ok((Ok(_), index)) => format!("ok@{index}"),
+        Ok((Err(e), index)) => format!("refused@{index}:{}", e.code()),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
 impl Run {
     fn note(&mut self, what: impl std::fmt::Display) {
         let what = what.to_string();
@@ -148,12 +158,7 @@ impl Run {
     async fn write(&mut self, c: Command) -> Result<(switchyard_core::Outcome, u64), WriteError> {
         self.report.operations += 1;
         let r = self.sim.write(c, TIMEOUT).await;
-        let summary = match &r {
-            Ok((Ok(_), index)) => format!("ok@{index}"),
-            Ok((Err(e), index)) => format!("refused@{index}:{}", e.code()),
-            Err(e) => format!("{e:?}"),
-        };
-        self.note(summary);
+        self.note(summary(&r));
         r
     }
 
@@ -240,6 +245,107 @@ impl Run {
             ));
         } else if value < last {
             self.violation(format!("register {key}: a read saw {value} after {last}"));
+        }
+    }
+
+    /// Two to five bank operations of concurrent clients, in flight at once. A credit may be
+    /// applied any time until it is answered, so every credit of the batch counts as unknown
+    /// while it runs; a read must see at least what was acknowledged before the batch began
+    /// and what any read that ended before it saw, and at most what may have been applied.
+    async fn concurrent(&mut self) {
+        enum Op {
+            Transfer(Command),
+            Credit(&'static str, u64),
+            Read(&'static str),
+        }
+        let n = 2 + self.rng.below(4);
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let op = match self.rng.below(3) {
+                0 => {
+                    let from = self.rng.below(4) as usize;
+                    let to = (from + 1 + self.rng.below(3) as usize) % 4;
+                    Op::Transfer(bank(BankCommand::Transfer {
+                        from: TRANSFER[from].into(),
+                        to: TRANSFER[to].into(),
+                        amount: 1 + self.rng.below(50),
+                    }))
+                }
+                1 => Op::Credit(REGISTERS[self.rng.below(3) as usize], 1 + self.rng.below(9)),
+                _ => Op::Read(REGISTERS[self.rng.below(3) as usize]),
+            };
+            ops.push(op);
+        }
+        let before: BTreeMap<&'static str, (u64, u64)> = REGISTERS
+            .iter()
+            .map(|k| {
+                let r = self.registers.get(k);
+                (*k, r.map_or((0, 0), |r| (r.acked, r.last_read)))
+            })
+            .collect();
+        for op in &ops {
+            if let Op::Credit(key, amount) = op {
+                self.registers.entry(key).or_default().unknown += amount;
+            }
+        }
+        self.note(format!("concurrent {n}"));
+        self.report.operations += n;
+        let sim = &self.sim;
+        let results = futures::future::join_all(ops.iter().map(|op| async move {
+            match op {
+                Op::Transfer(c) => (Some(sim.write(c.clone(), TIMEOUT).await), None),
+                Op::Credit(key, amount) => {
+                    let c = bank(BankCommand::Credit {
+                        id: (*key).into(),
+                        amount: *amount,
+                    });
+                    (Some(sim.write(c, TIMEOUT).await), None)
+                }
+                Op::Read(key) => {
+                    let v = sim.read(|s| s.bank.get(key).map_or(0, |a| a.balance)).await;
+                    (None, Some(v))
+                }
+            }
+        }))
+        .await;
+        // The most any read of the batch may see: everything acknowledged or possibly applied.
+        let upper: BTreeMap<&'static str, u64> = REGISTERS
+            .iter()
+            .map(|k| (*k, self.registers.get(k).map_or(0, |r| r.acked + r.unknown)))
+            .collect();
+        for (op, (written, read)) in ops.iter().zip(results) {
+            match (op, written, read) {
+                (Op::Credit(key, amount), Some(r), _) => {
+                    self.note(format!("credit {key} +{amount}: {}", summary(&r)));
+                    let reg = self.registers.get_mut(key).expect("counted above");
+                    match r {
+                        Ok((Ok(_), _)) => {
+                            reg.unknown -= amount;
+                            reg.acked += amount;
+                        }
+                        Ok((Err(_), _)) | Err(WriteError::NotLeader(_)) => reg.unknown -= amount,
+                        Err(WriteError::Unknown(_)) => {}
+                    }
+                }
+                (Op::Transfer(_), Some(r), _) => self.note(format!("transfer: {}", summary(&r))),
+                (Op::Read(key), _, Some(Some(value))) => {
+                    self.note(format!("read {key}={value}"));
+                    let (lower, last) = before[key];
+                    let most = upper[key];
+                    if value < lower.max(last) || value > most {
+                        self.violation(format!(
+                            "register {key}: a concurrent linearizable read saw {value}, outside \
+                             [{}, {most}] (acknowledged before it began or read before it, \
+                             acknowledged + unknown)",
+                            lower.max(last)
+                        ));
+                    }
+                    let reg = self.registers.entry(key).or_default();
+                    reg.last_read = reg.last_read.max(value);
+                }
+                (Op::Read(_), _, _) => self.note("read:none"),
+                _ => unreachable!("each op answers its own kind"),
+            }
         }
     }
 
@@ -535,10 +641,11 @@ pub fn fuzz_with(seed: u64, steps: u64, opts: SimOptions) -> Report {
                 eprintln!("step {step}: op {op}");
             }
             match op {
-                0..30 => run.transfer().await,
-                30..50 => run.credit().await,
-                50..65 => run.read().await,
-                65..80 => run.jobs().await,
+                0..25 => run.transfer().await,
+                25..40 => run.credit().await,
+                40..52 => run.read().await,
+                52..68 => run.jobs().await,
+                68..80 => run.concurrent().await,
                 80..92 => {
                     let d = Duration::from_millis(1 + run.rng.below(300));
                     run.sim.advance(d).await;

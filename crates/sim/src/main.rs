@@ -6,15 +6,18 @@
 //! switchyard-sim --inject-bug ack-before-fsync    # prove the fuzzer catches a known bug
 //! switchyard-sim --inject-bug retry-without-key --seeds 50 --expect-violation   # exit 0 once caught
 //! switchyard-sim --list-bugs
+//! switchyard-sim --leader-restore --seeds 50 --steps 400 --expect-violation   # openraft's default
 //! ```
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use switchyard_sim::Bug;
-use switchyard_sim::fuzz::fuzz_one;
+use switchyard_sim::fuzz::fuzz_with;
+use switchyard_sim::{Bug, SimOptions};
 
-const USAGE: &str = "usage: switchyard-sim [--seeds N | --seed X] [--first X] [--steps S] [--inject-bug NAME [--expect-violation]] [--list-bugs] [--verbose]
+const USAGE: &str = "usage: switchyard-sim [--seeds N | --seed X] [--first X] [--steps S] [--inject-bug NAME] [--leader-restore] [--expect-violation] [--list-bugs] [--verbose]
+  --leader-restore runs openraft's default of restoring a restarted leader at once, which the
+  fuzzer found can serve a stale linearizable read (the server turns it off)
   SWITCHYARD_SIM_TRACE=1 prints every operation and fault of the run";
 
 fn main() -> ExitCode {
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let mut bug = None;
     let mut verbose = false;
     let mut expect_violation = false;
+    let mut leader_restore = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -56,6 +60,10 @@ fn main() -> ExitCode {
                 verbose = true;
                 Ok(())
             }
+            "--leader-restore" => {
+                leader_restore = true;
+                Ok(())
+            }
             "--expect-violation" => {
                 expect_violation = true;
                 Ok(())
@@ -78,7 +86,12 @@ fn main() -> ExitCode {
     let mut ran = 0u64;
     for seed in first..first + seeds {
         ran += 1;
-        let r = fuzz_one(seed, steps, bug);
+        let opts = SimOptions {
+            bug,
+            leader_restore,
+            ..SimOptions::default()
+        };
+        let r = fuzz_with(seed, steps, opts);
         ops += r.operations;
         faults += r.faults;
         simulated += r.simulated.as_secs_f64();
@@ -97,7 +110,10 @@ fn main() -> ExitCode {
             for v in &r.violations {
                 println!("seed {seed}: VIOLATION: {v}");
             }
-            let bug = bug.map_or(String::new(), |b| format!(" --inject-bug {}", b.name()));
+            let mut bug = bug.map_or(String::new(), |b| format!(" --inject-bug {}", b.name()));
+            if leader_restore {
+                bug.push_str(" --leader-restore");
+            }
             println!(
                 "seed {seed}: reproduce with: cargo run --release -p switchyard-sim -- --seed {seed} --steps {steps}{bug}"
             );

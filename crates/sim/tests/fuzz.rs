@@ -17,17 +17,20 @@ fn a_seed_gives_the_same_run_every_time_and_no_violation() {
 }
 
 #[test]
-fn seed_6_found_that_a_restored_leader_can_serve_a_stale_read() {
+fn a_restored_leader_can_serve_a_stale_read_which_the_servers_setting_prevents() {
     capture_panics();
+    // Found first on seed 6 of the sequential workload; with concurrent clients in the mix,
+    // seed 1 (of 2000 steps) shows it (`switchyard-sim --leader-restore --seeds 100` finds it
+    // on seeds 1 and 11, and none without the flag).
     // As the server runs it (leader restore off): clean.
-    let fixed = fuzz_one(6, 400, None);
+    let fixed = fuzz_one(1, 2000, None);
     assert!(fixed.violations.is_empty(), "{:?}", fixed.violations);
-    // With openraft's default (a restarted leader resumes at once), seed 6 reads a stale value.
+    // With openraft's default (a restarted leader resumes at once), a read sees a stale value.
     let restore = SimOptions {
         leader_restore: true,
         ..SimOptions::default()
     };
-    let broken = fuzz_with(6, 400, restore);
+    let broken = fuzz_with(1, 2000, restore);
     assert!(
         broken
             .violations
