@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::bench::{base64, free_port, median, tempdir_here, which};
+use crate::bench::{base64, median, tempdir_here, which};
 
 #[derive(Debug, Args)]
 pub struct FailoverArgs {
@@ -107,13 +107,25 @@ impl Cluster {
             Sys::Switchyard => std::env::current_exe()?,
             Sys::Etcd => which("etcd").context("etcd is not installed (Debian: etcd-server)")?,
         };
+        // Switchyard binds port 0 at its first start and says which ports it got (no window in
+        // which another process can take them); it restarts on those. etcd cannot, so it gets
+        // every port chosen at once, each listener held until all are chosen.
+        let held: Vec<std::net::TcpListener> = (0..2 * n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        drop(held);
         let mut members = Vec::new();
+        let pick = |k: usize| if sys == Sys::Switchyard { 0 } else { ports[k] };
         for i in 0..n {
             let d = dir.join(format!("{}-{n}-{}", sys.name(), i + 1));
             std::fs::create_dir_all(&d)?;
             members.push(Member {
-                api: free_port()?,
-                peer: free_port()?,
+                api: pick(2 * i),
+                peer: pick(2 * i + 1),
                 dir: d,
                 child: None,
             });
@@ -164,7 +176,12 @@ impl Cluster {
         let n = self.members.len();
         let m = &self.members[i];
         let mut cmd = Command::new(&self.bin);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Each process's own log beside its data, appended across restarts, for a failure report.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.with_extension("log"))?;
+        cmd.stdout(Stdio::null()).stderr(log);
         let (api, peer) = (
             format!("127.0.0.1:{}", m.api),
             format!("127.0.0.1:{}", m.peer),
@@ -177,7 +194,7 @@ impl Cluster {
                     .args(["--election-timeout-ms", &self.election_ms.to_string()])
                     .arg("--data-dir")
                     .arg(&m.dir)
-                    .env("SWITCHYARD_LOG", "error");
+                    .env("SWITCHYARD_LOG", "warn");
                 if i > 0 {
                     cmd.args(["--join", &self.url(0)]);
                 }
@@ -209,7 +226,48 @@ impl Cluster {
             .spawn()
             .with_context(|| format!("starting {}", self.sys.name()))?;
         self.members[i].child = Some(child);
+        if self.members[i].api == 0 {
+            let (api, peer) = self.announced(i)?;
+            self.members[i].api = api;
+            self.members[i].peer = peer;
+        }
         Ok(())
+    }
+
+    /// The ports switchyard member `i` bound, from the line its log starts with ("... serving
+    /// the API on http://A (peer RPC on P)").
+    fn announced(&mut self, i: usize) -> anyhow::Result<(u16, u16)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let path = self.members[i].dir.with_extension("log");
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Some(rest) = text.split("serving the API on http://").nth(1) {
+                let port = |s: &str| -> Option<u16> { s.rsplit(':').next()?.parse().ok() };
+                let api = rest.split_whitespace().next().and_then(port);
+                let peer = rest
+                    .split("peer RPC on ")
+                    .nth(1)
+                    .and_then(|r| r.split(')').next())
+                    .and_then(port);
+                if let (Some(api), Some(peer)) = (api, peer) {
+                    return Ok((api, peer));
+                }
+            }
+            let exited = self.members[i]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!("switchyard member {} exited ({status}):\n{text}", i + 1);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "switchyard member {} did not say its ports within 30 s:\n{text}",
+                    i + 1
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn kill(&mut self, i: usize) {
@@ -311,6 +369,23 @@ impl Cluster {
         }
     }
 
+    /// The last lines each member's process wrote, for an error message.
+    fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let text = std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+            let _ = write!(
+                out,
+                "\n  member {} (api port {}):\n    {tail}",
+                i + 1,
+                m.api
+            );
+        }
+        out
+    }
+
     /// Whether member `i` sees a settled membership of every started member as a voter
     /// (switchyard).
     async fn settled_voters(&self, i: usize) -> bool {
@@ -399,7 +474,11 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} did not become ready within 60 s", self.sys.name());
+                bail!(
+                    "{} did not become ready within 60 s{}",
+                    self.sys.name(),
+                    self.logs_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -447,7 +526,11 @@ async fn trial(c: &mut Cluster, acked: &AtomicU64, next_seq: &AtomicU64) -> anyh
         tokio::select! {
             _ = tick.tick() => {
                 if Instant::now() > give_up {
-                    bail!("{}: no write acknowledged within 60 s of the kill", c.sys.name());
+                    bail!(
+                        "{}: no write acknowledged within 60 s of the kill{}",
+                        c.sys.name(),
+                        c.logs_tail()
+                    );
                 }
                 for &i in &survivors {
                     let seq = next_seq.fetch_add(1, Ordering::Relaxed);

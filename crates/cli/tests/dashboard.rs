@@ -288,6 +288,35 @@ async fn the_dashboard_grid_changes_colour_as_cells_finish() {
     .await;
     b.wait_for(&s, "the jobs page", &count("#jobs tr"), json!(25))
         .await;
+    // A failed job's Retry button queues it again (its cell runs, and fails, once more).
+    let failed_row = "[...document.querySelectorAll('#jobs tr')].find((r) => r.querySelector('.badge.s-failed')).querySelector('button.act')";
+    let path = b.eval(&s, &format!("{failed_row}.dataset.path")).await;
+    let retried: u64 = path
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = client.job(retried).await.unwrap();
+    assert_eq!(before.status, "failed", "{before:?}");
+    let mut events = client
+        .watch(&format!("jobs/{retried}"), Some(before.revision))
+        .await
+        .unwrap();
+    assert!(path.as_str().unwrap().ends_with("/retry"), "{path}");
+    b.eval(&s, &format!("{failed_row}.click()")).await;
+    common::within(30, "the retried job to be queued", async {
+        loop {
+            if let switchyard_client::WatchItem::Event(e) = events.next().await.unwrap()
+                && e.event["kind"] == "queued"
+            {
+                return;
+            }
+        }
+    })
+    .await;
     b.call(
         Some(&s),
         "Page.navigate",

@@ -35,6 +35,18 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// A button that POSTs to `path`; the page redraws from the event the change makes. A refusal
+// (e.g. 409 while an action runs, 401/403 without a write token) is shown, nothing else.
+const act = (label, path) => h("button", { class: "act", "data-path": path, onclick: async (e) => {
+  e.target.disabled = true;
+  try { await api(path, { method: "POST" }); } catch (err) { alert(label + ": " + err.message); }
+  finally { e.target.disabled = false; }
+} }, label);
+const FINAL = ["succeeded", "failed", "timed_out", "dead", "cancelled"];
+const jobActions = (j) => (FINAL.includes(j.status)
+  ? act("Retry", "/v1/jobs/" + j.id + "/retry")
+  : act("Cancel", "/v1/jobs/" + j.id + "/cancel"));
+
 const badge = (s) => h("span", { class: "badge s-" + s }, s);
 const fmtSecs = (s) => (s === null || s === undefined ? "–" : s < 60 ? s.toFixed(1) + " s" : Math.floor(s / 60) + " m " + Math.round(s % 60) + " s");
 const when = (t) => (t ? new Date(t).toLocaleString() : "–");
@@ -275,6 +287,7 @@ const jobsPage = listPage("Jobs", "/v1/jobs?limit=200", "jobs", [
   ["Status", (j) => badge(j.status)], ["Queue", (j) => j.queue],
   ["Command", (j) => j.spec.command.join(" ")], ["Attempts", (j) => j.attempts],
   ["Exit", (j) => j.exit_code ?? "–"], ["Worker", (j) => j.worker || "–"], ["Created", (j) => when(j.created_at)],
+  ["", jobActions],
 ], "jobs/");
 
 const agentsPage = listPage("Agents", "/v1/agents", "agents", [
@@ -287,7 +300,8 @@ const deploymentsPage = listPage("Deployments", "/v1/deployments", "deployments"
   ["Name", (d) => d.name], ["State", (d) => badge(d.state)],
   ["Action", (d) => (d.action ? d.action.action + " (" + d.action.action_id + ")" : "–")],
   ["Failed action", (d) => d.failed_action || "–"], ["Folder", (d) => d.dir || "–"],
-  ["Actions", (d) => Object.keys(d.actions).join(", ")],
+  ["Run", (d) => Object.keys(d.actions).map((a) =>
+    act(a, "/v1/deployments/" + encodeURIComponent(d.name) + "/actions/" + encodeURIComponent(a)))],
 ], "deployments/");
 
 const devicesPage = listPage("Devices", "/v1/devices", "devices", [
