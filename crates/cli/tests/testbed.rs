@@ -358,6 +358,10 @@ async fn testbed_clients_join_are_checked_and_lost_ones_leave_the_cluster_docume
         .post("/api/cluster", json!({"ovn": {"chassis_name": "c1"}}))
         .await;
     assert_error(code, &text, 400, "ip");
+    let mut partial = host_json("c1");
+    partial.as_object_mut().unwrap().remove("user");
+    let (code, text) = face.post("/api/cluster", partial).await;
+    assert_error(code, &text, 400, "user");
     // A worker's agent id cannot be taken over by a client.
     let worker = reqwest::Client::new()
         .post(format!("{}/v1/agents", proc.url()))

@@ -169,8 +169,33 @@ fn presented(req: &Request, allow_query: bool) -> Option<String> {
     req.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("token="))
-            .map(|t| t.to_string())
+            .map(percent_decode)
     })
+}
+
+/// A query value as a browser's `encodeURIComponent` (or a form) wrote it: `%XX` escapes and
+/// `+` for a space. A malformed escape is kept as is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The auth check, as axum middleware.
@@ -195,11 +220,12 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
     // A browser's EventSource cannot send headers, so a server-sent event stream (a log
     // follow) may present its token in the query as a socket does; other reads may not (a
     // token in a URL ends up in logs and histories).
-    let stream = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let stream = req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
     let token = presented(&req, socket || stream);
     let Some(entry) = token.as_deref().and_then(|t| auth.find(t)) else {
         let what = if token.is_some() {
@@ -228,4 +254,17 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
         return refuse(g.style, &path, StatusCode::FORBIDDEN, "forbidden", &msg);
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_tokens_are_decoded_as_a_browser_encodes_them() {
+        assert_eq!(percent_decode("abc%2B%2F%3D%25x"), "abc+/=%x");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("plain-token_123"), "plain-token_123");
+        assert_eq!(percent_decode("bad%zzend%4"), "bad%zzend%4");
+    }
 }

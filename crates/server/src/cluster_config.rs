@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::node::Node;
 
 /// The fields a testbed host's document must have, as strings.
-const HOST_FIELDS: [&str; 5] = [
+pub const HOST_FIELDS: [&str; 5] = [
     "ip",
     "user",
     "identity_file",
@@ -34,8 +34,12 @@ pub fn hosts(state: &State) -> Map<String, Value> {
         .iter()
         .filter(|a| a.lost.is_none())
         .filter_map(|a| {
-            let host: Value = serde_json::from_str(&a.info.host_json).ok()?;
+            let mut host: Value = serde_json::from_str(&a.info.host_json).ok()?;
             let complete = HOST_FIELDS.iter().all(|f| host[*f].is_string());
+            // Only the operator names the main host (in the file); an agent never is one.
+            if let Some(m) = host.as_object_mut() {
+                m.insert("is_main_host".into(), Value::Bool(false));
+            }
             complete.then(|| (a.info.id.clone(), host))
         })
         .collect()

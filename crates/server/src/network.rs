@@ -38,13 +38,28 @@ pub struct PeerNetwork {
     client: reqwest::Client,
 }
 
+/// The header every peer request carries: the data format of the node sending it. Log
+/// entries and snapshots cross it, so two nodes of different formats must not talk.
+pub const FORMAT_HEADER: &str = "x-switchyard-format";
+
+/// An HTTP client for peer requests: no proxy, and the sender's format on every request.
+pub fn peer_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        FORMAT_HEADER,
+        reqwest::header::HeaderValue::from(switchyard_store::FORMAT),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .expect("a plain HTTP client always builds")
+}
+
 impl PeerNetwork {
     pub fn new() -> Self {
         Self {
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("a plain HTTP client always builds"),
+            client: peer_client(),
         }
     }
 }
@@ -168,7 +183,29 @@ pub fn peer_router(node: Arc<Node>) -> Router {
         .route("/raft/transfer-leader", post(transfer_leader))
         .with_state(node.raft.clone())
         .merge(leader)
+        .layer(axum::middleware::from_fn(same_format))
         .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Refuse a peer request from a node of another data format (409, naming both).
+async fn same_format(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let theirs = req
+        .headers()
+        .get(FORMAT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    if theirs == Some(switchyard_store::FORMAT) {
+        return next.run(req).await;
+    }
+    let theirs = theirs.map_or("no format (an older switchyard)".to_string(), |f| {
+        format!("data format {f}")
+    });
+    let msg = format!(
+        "peer runs {theirs}; this node runs data format {}: every member of a cluster must run \
+         the same format",
+        switchyard_store::FORMAT
+    );
+    (StatusCode::CONFLICT, msg).into_response()
 }
 
 async fn leader_request(State(node): State<Arc<Node>>, body: Bytes) -> Response {

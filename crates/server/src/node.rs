@@ -31,8 +31,11 @@ pub enum StartError {
         what: &'static str,
         source: std::io::Error,
     },
-    #[error("{source}")]
-    Format { source: std::io::Error },
+    #[error("data directory {path}: {source}")]
+    Format {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -167,7 +170,10 @@ impl Node {
             path: dir.display().to_string(),
             source,
         })?;
-        switchyard_store::format::check(dir).map_err(|source| StartError::Format { source })?;
+        switchyard_store::format::check(dir).map_err(|source| StartError::Format {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|source| {
             StartError::Store {
                 what: "raft-log.redb",
@@ -246,10 +252,7 @@ impl Node {
             config,
             log,
             sm,
-            peers: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("a plain HTTP client always builds"),
+            peers: crate::network::peer_client(),
             membership: tokio::sync::Mutex::new(()),
         })
     }
@@ -598,7 +601,7 @@ impl Node {
     }
 
     async fn remove_member_local(&self, id: u64) -> Result<(), ApiError> {
-        let _one_at_a_time = self.membership.lock().await;
+        let _one_at_a_time = self.membership_turn().await?;
         let (member, voters) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -657,8 +660,7 @@ impl Node {
     }
 
     async fn add_member_local(&self, id: u64, addr: NodeAddr) -> Result<(), ApiError> {
-        let _one_at_a_time = self.membership.lock().await;
-        let known = {
+        let known = || {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
             let voter = m.membership_config.voter_ids().any(|v| v == id);
@@ -668,15 +670,28 @@ impl Node {
                 .any(|(n, a)| *n == id && *a == addr);
             voter && same
         };
-        if known {
+        if known() {
             return Ok(());
         }
+        // Asked before queueing, so a slow node does not hold up other changes.
         self.refuse_foreign_member(id, &addr).await?;
+        let _one_at_a_time = self.membership_turn().await?;
+        if known() {
+            return Ok(());
+        }
         tracing::info!(node_id = id, api = %addr.api, peer = %addr.peer, "adding a member");
-        self.raft
-            .add_learner(id, addr, true)
-            .await
-            .map_err(|e| self.membership_error(&e))?;
+        // The learner catches up first; a node that cannot be reached does not keep the turn
+        // (its join asks again, and the learner keeps catching up meanwhile).
+        let wait = self.config.write_timeout;
+        match tokio::time::timeout(wait, self.raft.add_learner(id, addr, true)).await {
+            Ok(r) => r.map_err(|e| self.membership_error(&e))?,
+            Err(_) => {
+                return Err(ApiError::unavailable(
+                    format!("node {id} is a learner still catching up after {wait:?}; ask again"),
+                    None,
+                ));
+            }
+        };
         let voters = std::collections::BTreeSet::from([id]);
         self.raft
             .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
@@ -684,6 +699,19 @@ impl Node {
             .map_err(|e| self.membership_error(&e))?;
         tracing::info!(node_id = id, "member added as a voter");
         Ok(())
+    }
+
+    /// This node's turn to change the membership: one change at a time, waiting at most the
+    /// write timeout for the one under way.
+    async fn membership_turn(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+        tokio::time::timeout(self.config.write_timeout, self.membership.lock())
+            .await
+            .map_err(|_| {
+                ApiError::unavailable(
+                    "another membership change is under way; retry shortly",
+                    None,
+                )
+            })
     }
 
     /// Refuse to add a node that already holds another cluster's history (it was started
@@ -702,6 +730,19 @@ impl Node {
             _ => None,
         };
         let Some(status) = status else { return Ok(()) };
+        if status.format != switchyard_store::FORMAT {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "node {id} at {} runs data format {}; this cluster runs format {}: every \
+                     member must run the same format",
+                    addr.api,
+                    status.format,
+                    switchyard_store::FORMAT
+                ),
+            ));
+        }
         let me = self
             .raft
             .metrics()
@@ -813,6 +854,7 @@ impl Node {
             revision: self.view.revision(),
             compact_revision: self.view.compact_revision(),
             members: members(&m.membership_config),
+            format: switchyard_store::FORMAT,
         }
     }
 

@@ -481,3 +481,34 @@ async fn two_nodes_added_at_once_both_become_voters() {
     }
     first.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_data_format_is_refused() {
+    log_init();
+    let dir = TempDir::new().unwrap();
+    let node = common::start(dir.path(), fast).await;
+    let status = Client::new(node.url()).status().await.unwrap();
+    assert_eq!(status.format, switchyard_store::FORMAT);
+    let url = format!("http://{}/raft/vote", node.peer_addr);
+    let http = reqwest::Client::new();
+    let other = (switchyard_store::FORMAT + 1).to_string();
+    for (header, says) in [
+        (Some(other.as_str()), format!("data format {other}")),
+        (None, "no format".to_string()),
+    ] {
+        let mut r = http.post(&url).body("{}");
+        if let Some(h) = header {
+            r = r.header("x-switchyard-format", h);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 409);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(&says), "{text}");
+    }
+    // The node's own peers (same format) still talk: it stays leader and takes writes.
+    Client::new(node.url())
+        .open_account("still", None)
+        .await
+        .unwrap();
+    node.stop().await;
+}

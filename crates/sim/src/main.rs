@@ -6,7 +6,7 @@
 //! switchyard-sim --inject-bug ack-before-fsync    # prove the fuzzer catches a known bug
 //! switchyard-sim --inject-bug retry-without-key --seeds 50 --expect-violation   # exit 0 once caught
 //! switchyard-sim --list-bugs
-//! switchyard-sim --leader-restore --seeds 50 --steps 400 --expect-violation   # openraft's default
+//! switchyard-sim --leader-restore --seeds 50 --expect-violation   # openraft's default
 //! ```
 
 use std::process::ExitCode;

@@ -4,7 +4,7 @@
 //! added to a stored type changes how every later byte is read. So the data directory names the
 //! format it was written in (the file `FORMAT`, one number), and a binary opens only its own
 //! format; anything else is refused at start with both numbers, before a byte is decoded.
-//! `crates/store/tests/format.rs` keeps encoded samples of the current format and fails when
+//! `crates/store/tests/codec.rs` keeps encoded samples of the current format and fails when
 //! the encoding changes without [`FORMAT`] changing.
 
 use std::io::{self, Write};
@@ -43,13 +43,16 @@ pub fn check(dir: &Path) -> io::Result<()> {
             io::ErrorKind::InvalidData,
             format!(
                 "{} holds data format {f}; this switchyard reads format {FORMAT}. Run the \
-                 version that wrote it, or (a cluster member) start this one on an empty data \
-                 directory with --join and let the cluster send it the state",
+                 version that wrote it; every member of a cluster must run the same format (a \
+                 cluster of another format is a new cluster: its state starts empty)",
                 dir.display()
             ),
         )),
         None => {
-            let had_data = STORES.iter().any(|s| dir.join(s).exists());
+            let mut had_data = false;
+            for s in STORES {
+                had_data |= dir.join(s).try_exists()?;
+            }
             let recorded = if had_data { 1 } else { FORMAT };
             write(dir, recorded)?;
             if recorded == FORMAT {

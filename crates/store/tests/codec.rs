@@ -225,4 +225,14 @@ fn check_format_samples(fresh: &Samples) {
         "{} re-encodes differently: a stored type changed its encoding; raise FORMAT",
         path.display()
     );
+    // And they mean what they meant: the same values as this test builds today (a swapped
+    // field or a changed integer type can keep the bytes and change the meaning). Should this
+    // test's own data change, record the samples again for the same FORMAT.
+    assert!(
+        samples == *fresh,
+        "{} decodes to other values than this test builds: if a stored type changed, raise \
+         FORMAT; if only the test's data changed, record the samples again \
+         (SWITCHYARD_BLESS_FORMAT=1 after deleting the file)",
+        path.display()
+    );
 }

@@ -95,6 +95,9 @@ pub struct Status {
     /// Oldest revision a watch can resume from (`from_revision` must be at least this).
     pub compact_revision: u64,
     pub members: Vec<Member>,
+    /// The data format this node reads and writes (0: a node older than format checks).
+    #[serde(default)]
+    pub format: u32,
 }
 
 /// A cluster member.

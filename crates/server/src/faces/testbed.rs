@@ -641,6 +641,15 @@ async fn join(State(s): State<Shared>, headers: HeaderMap, bytes: Bytes) -> Answ
             "ovn.chassis_name: missing; the client's unique name in the cluster",
         ));
     };
+    // What the cluster document needs of a host (the original's SshConfig).
+    for f in crate::cluster_config::HOST_FIELDS {
+        if !host.get(f).is_some_and(Value::is_string) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{f}: missing or not a string; a host document needs {f}"),
+            ));
+        }
+    }
     // A worker's agent id is not a client's to take over.
     let taken = s.node.view.read(|st| {
         st.agents
