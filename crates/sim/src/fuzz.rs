@@ -100,6 +100,21 @@ struct Register {
     last_read: u64,
 }
 
+impl Register {
+    /// A credit of `amount` (counted as unknown while in flight) was answered with `r`.
+    fn answered(&mut self, amount: u64, r: &Result<(switchyard_core::Outcome, u64), WriteError>) {
+        match r {
+            Ok((Ok(_), _)) => {
+                self.unknown -= amount;
+                self.acked += amount;
+            }
+            // Refused, or never proposed: it did not apply.
+            Ok((Err(_), _)) | Err(WriteError::NotLeader(_)) => self.unknown -= amount,
+            Err(WriteError::Unknown(_)) => {}
+        }
+    }
+}
+
 /// A node's id, its oldest resumable revision, and its events as (revision, message).
 type History = (u64, u64, Vec<(u64, String)>);
 
@@ -211,15 +226,7 @@ impl Run {
             }))
             .await;
         let reg = self.registers.get_mut(key).expect("just added");
-        match r {
-            Ok((Ok(_), _)) => {
-                reg.unknown -= amount;
-                reg.acked += amount;
-            }
-            // Refused, or never proposed: it did not apply.
-            Ok((Err(_), _)) | Err(WriteError::NotLeader(_)) => reg.unknown -= amount,
-            Err(WriteError::Unknown(_)) => {}
-        }
+        reg.answered(amount, &r);
     }
 
     async fn read(&mut self) {
@@ -318,14 +325,7 @@ impl Run {
                 (Op::Credit(key, amount), Some(r), _) => {
                     self.note(format!("credit {key} +{amount}: {}", summary(&r)));
                     let reg = self.registers.get_mut(key).expect("counted above");
-                    match r {
-                        Ok((Ok(_), _)) => {
-                            reg.unknown -= amount;
-                            reg.acked += amount;
-                        }
-                        Ok((Err(_), _)) | Err(WriteError::NotLeader(_)) => reg.unknown -= amount,
-                        Err(WriteError::Unknown(_)) => {}
-                    }
+                    reg.answered(*amount, &r);
                 }
                 (Op::Transfer(_), Some(r), _) => self.note(format!("transfer: {}", summary(&r))),
                 (Op::Read(key), _, Some(Some(value))) => {
