@@ -131,13 +131,21 @@ pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
     let urls: Vec<String> = (1..=a.nodes)
         .map(|i| format!("http://{}", api(i)))
         .collect();
-    let client = Client::new(urls.join(","));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let formed = loop {
-        if let Ok(c) = client.cluster().await
-            && c.leader.is_some()
+    let each: Vec<Client> = urls.iter().map(Client::new).collect();
+    // Formed: every node sees all of them as voters, a leader, and no change under way.
+    let settled = |c: &switchyard_types::Cluster| {
+        c.leader.is_some()
             && !c.changing
             && c.members.iter().filter(|m| m.voter).count() as u64 == a.nodes
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let formed = loop {
+        let mut views = Vec::new();
+        for c in &each {
+            views.push(c.cluster().await);
+        }
+        if views.iter().all(|v| v.as_ref().is_ok_and(settled))
+            && let Some(Ok(c)) = views.into_iter().next()
         {
             break Some(c);
         }

@@ -75,16 +75,23 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
             Some(&first),
         ));
     }
-    let c1 = Client::new(&first);
-    until(30, "three voters", || async {
-        c1.cluster().await.is_ok_and(|c| {
-            c.leader.is_some() && !c.changing && c.members.iter().filter(|m| m.voter).count() == 3
-        })
+    // Every node sees three voters, a leader and no change under way (before a kill, a member
+    // that has not seen the final configuration could not help elect a new leader).
+    let single: Vec<Client> = procs.iter().map(|p| Client::new(p.url())).collect();
+    until(30, "three voters on every node", || async {
+        let mut all = true;
+        for c in &single {
+            all &= c.cluster().await.is_ok_and(|c| {
+                c.leader.is_some()
+                    && !c.changing
+                    && c.members.iter().filter(|m| m.voter).count() == 3
+            });
+        }
+        all
     })
     .await;
 
     // A write through each node, then the same reads from each node.
-    let single: Vec<Client> = procs.iter().map(|p| Client::new(p.url())).collect();
     for (i, c) in single.iter().enumerate() {
         c.open_account(&format!("via-{}", i + 1), None)
             .await
