@@ -90,17 +90,32 @@ fn write_atomically(path: &Path, doc: &Value) -> std::io::Result<()> {
 pub async fn run(node: Arc<Node>, path: std::path::PathBuf, shutdown: CancellationToken) {
     let mut revisions = node.view.subscribe();
     let mut written: Option<Map<String, Value>> = None;
+    // The agents as of the last look: their number and newest revision. Most revisions change
+    // no agent; those are skipped without parsing any host document.
+    let mut looked: Option<(usize, Option<u64>)> = None;
     loop {
         revisions.borrow_and_update();
-        let now = node.view.read(hosts);
-        if written.as_ref() != Some(&now) {
-            let base = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-            match write_atomically(&path, &document(base, now.clone())) {
-                Ok(()) => written = Some(now),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write the cluster configuration")
+        let agents = node.view.read(|st| {
+            let count = st.agents.iter().count();
+            (count, st.agents.iter().map(|a| a.revision).max())
+        });
+        if looked != Some(agents) {
+            let now = node.view.read(hosts);
+            if written.as_ref() == Some(&now) {
+                looked = Some(agents);
+            } else {
+                let base = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                match write_atomically(&path, &document(base, now.clone())) {
+                    Ok(()) => {
+                        written = Some(now);
+                        looked = Some(agents);
+                    }
+                    // Tried again at the next revision.
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the cluster configuration")
+                    }
                 }
             }
         }

@@ -93,6 +93,9 @@ const REGISTERS: [&str; 3] = ["r0", "r1", "r2"];
 const INITIAL: u64 = 1000;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A client write's answer: the outcome and its log index, or why there is none.
+type WriteResult = Result<(switchyard_core::Outcome, u64), WriteError>;
+
 #[derive(Default)]
 struct Register {
     acked: u64,
@@ -102,7 +105,7 @@ struct Register {
 
 impl Register {
     /// A credit of `amount` (counted as unknown while in flight) was answered with `r`.
-    fn answered(&mut self, amount: u64, r: &Result<(switchyard_core::Outcome, u64), WriteError>) {
+    fn answered(&mut self, amount: u64, r: &WriteResult) {
         match r {
             Ok((Ok(_), _)) => {
                 self.unknown -= amount;
@@ -143,7 +146,7 @@ fn bank(c: BankCommand) -> Command {
 }
 
 /// A write's answer, for the trace.
-fn summary(r: &Result<(switchyard_core::Outcome, u64), WriteError>) -> String {
+fn summary(r: &WriteResult) -> String {
     match r {
         Ok((Ok(_), index)) => format!("ok@{index}"),
         Ok((Err(e), index)) => format!("refused@{index}:{}", e.code()),
@@ -170,7 +173,7 @@ impl Run {
         self.report.violations.push(what);
     }
 
-    async fn write(&mut self, c: Command) -> Result<(switchyard_core::Outcome, u64), WriteError> {
+    async fn write(&mut self, c: Command) -> WriteResult {
         self.report.operations += 1;
         let r = self.sim.write(c, TIMEOUT).await;
         self.note(summary(&r));
@@ -265,6 +268,11 @@ impl Run {
             Credit(&'static str, u64),
             Read(&'static str),
         }
+        enum Answer {
+            Transfer(WriteResult),
+            Credit(&'static str, u64, WriteResult),
+            Read(&'static str, Option<u64>),
+        }
         let n = 2 + self.rng.below(4);
         let mut ops = Vec::new();
         for _ in 0..n {
@@ -298,19 +306,19 @@ impl Run {
         self.note(format!("concurrent {n}"));
         self.report.operations += n;
         let sim = &self.sim;
-        let results = futures::future::join_all(ops.iter().map(|op| async move {
+        let answers = futures::future::join_all(ops.into_iter().map(|op| async move {
             match op {
-                Op::Transfer(c) => (Some(sim.write(c.clone(), TIMEOUT).await), None),
+                Op::Transfer(c) => Answer::Transfer(sim.write(c, TIMEOUT).await),
                 Op::Credit(key, amount) => {
                     let c = bank(BankCommand::Credit {
-                        id: (*key).into(),
-                        amount: *amount,
+                        id: key.into(),
+                        amount,
                     });
-                    (Some(sim.write(c, TIMEOUT).await), None)
+                    Answer::Credit(key, amount, sim.write(c, TIMEOUT).await)
                 }
                 Op::Read(key) => {
                     let v = sim.read(|s| s.bank.get(key).map_or(0, |a| a.balance)).await;
-                    (None, Some(v))
+                    Answer::Read(key, v)
                 }
             }
         }))
@@ -320,15 +328,15 @@ impl Run {
             .iter()
             .map(|k| (*k, self.registers.get(k).map_or(0, |r| r.acked + r.unknown)))
             .collect();
-        for (op, (written, read)) in ops.iter().zip(results) {
-            match (op, written, read) {
-                (Op::Credit(key, amount), Some(r), _) => {
+        for answer in answers {
+            match answer {
+                Answer::Credit(key, amount, r) => {
                     self.note(format!("credit {key} +{amount}: {}", summary(&r)));
                     let reg = self.registers.get_mut(key).expect("counted above");
-                    reg.answered(*amount, &r);
+                    reg.answered(amount, &r);
                 }
-                (Op::Transfer(_), Some(r), _) => self.note(format!("transfer: {}", summary(&r))),
-                (Op::Read(key), _, Some(Some(value))) => {
+                Answer::Transfer(r) => self.note(format!("transfer: {}", summary(&r))),
+                Answer::Read(key, Some(value)) => {
                     self.note(format!("read {key}={value}"));
                     let (lower, last) = before[key];
                     let most = upper[key];
@@ -343,8 +351,7 @@ impl Run {
                     let reg = self.registers.entry(key).or_default();
                     reg.last_read = reg.last_read.max(value);
                 }
-                (Op::Read(_), _, _) => self.note("read:none"),
-                _ => unreachable!("each op answers its own kind"),
+                Answer::Read(_, None) => self.note("read:none"),
             }
         }
     }

@@ -24,6 +24,16 @@ fn credit(id: &str, amount: u64) -> Command {
 }
 
 /// Run `scenario` twice on the same seed: the traces must be equal.
+/// Write `command` (answered within 5 s) and expect it applied; its log index.
+async fn applied(sim: &Sim, command: Command) -> u64 {
+    let (outcome, index) = sim
+        .write(command, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    index
+}
+
 fn twice(
     seed: u64,
     scenario: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String>>>,
@@ -42,7 +52,7 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
             let mut trace = String::new();
             let l1 = sim.leader().unwrap();
             let t1 = sim.metrics(l1).unwrap().1;
-            assert!(sim.write(open("a"), Duration::from_secs(5)).await.is_ok());
+            applied(&sim, open("a")).await;
             sim.isolate(l1);
             let start = tokio::time::Instant::now();
             let l2 = loop {
@@ -115,18 +125,8 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
                 Action::Drop,
                 None,
             );
-            assert!(
-                sim.write(open("a"), Duration::from_secs(5))
-                    .await
-                    .unwrap()
-                    .0
-                    .is_ok()
-            );
-            let (outcome, index) = sim
-                .write(credit("a", 7), Duration::from_secs(5))
-                .await
-                .unwrap();
-            assert!(outcome.is_ok());
+            applied(&sim, open("a")).await;
+            let index = applied(&sim, credit("a", 7)).await;
             sim.advance(Duration::from_secs(2)).await;
             // Same leader, same term: nothing needed a vote.
             assert_eq!(sim.leader(), Some(leader));
@@ -166,16 +166,13 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
             let mut sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
-            let (_, opened) = sim.write(open("a"), Duration::from_secs(5)).await.unwrap();
+            let opened = applied(&sim, open("a")).await;
             sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= opened)
                 .await
                 .expect("node follower catches up");
             // The follower receives the next entry but is held before applying it.
             sim.hold_apply(follower, true);
-            let (_, index) = sim
-                .write(credit("a", 3), Duration::from_secs(5))
-                .await
-                .unwrap();
+            let index = applied(&sim, credit("a", 3)).await;
             sim.wait_until(TEN_S, |s| s.metrics(follower).unwrap().2 >= index)
                 .await
                 .expect("the append reaches the follower");
@@ -188,10 +185,7 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
             let new = sim.leader().unwrap();
             // Released, it applies the entry it held, once.
             sim.hold_apply(follower, false);
-            let (_, later) = sim
-                .write(credit("a", 1), Duration::from_secs(5))
-                .await
-                .unwrap();
+            let later = applied(&sim, credit("a", 1)).await;
             sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= later)
                 .await
                 .expect("node follower catches up");
@@ -222,26 +216,14 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
                 name: "sw".into(),
                 def: switch,
             });
-            assert!(
-                sim.write(create, Duration::from_secs(5))
-                    .await
-                    .unwrap()
-                    .0
-                    .is_ok()
-            );
+            applied(&sim, create).await;
             let run = Command::Devices(DeviceCommand::Run {
                 name: "sw".into(),
                 command: "switch_on".into(),
                 duration_ms: Some(2000),
                 args_json: None,
             });
-            assert!(
-                sim.write(run, Duration::from_secs(5))
-                    .await
-                    .unwrap()
-                    .0
-                    .is_ok()
-            );
+            applied(&sim, run).await;
             let spec =
                 serde_json::from_value(serde_json::json!({"command": ["x"], "lease_ttl": 2}))
                     .unwrap();
@@ -261,7 +243,7 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
                 labels: Default::default(),
                 max: 1,
             });
-            let (_, leased_at) = sim.write(lease, Duration::from_secs(5)).await.unwrap();
+            let leased_at = applied(&sim, lease).await;
             // Mid-flight, the leader dies (and stays down).
             sim.advance(Duration::from_millis(500)).await;
             let old = sim.leader().unwrap();
@@ -306,21 +288,10 @@ fn a_watch_resumes_on_another_node_across_a_leader_change() {
     let trace = twice(9, || {
         Box::pin(async {
             let mut sim = Sim::start(SimOptions::default()).await;
-            assert!(
-                sim.write(open("a"), Duration::from_secs(5))
-                    .await
-                    .unwrap()
-                    .0
-                    .is_ok()
-            );
+            applied(&sim, open("a")).await;
             let mut acked = Vec::new();
             for n in 1..=5 {
-                acked.push(
-                    sim.write(credit("a", n), Duration::from_secs(5))
-                        .await
-                        .unwrap()
-                        .1,
-                );
+                acked.push(applied(&sim, credit("a", n)).await);
             }
             let leader = sim.leader().unwrap();
             let a = sim.ids().into_iter().find(|i| *i != leader).unwrap();
@@ -389,18 +360,11 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
     let trace = twice(6, || {
         Box::pin(async {
             let mut sim = Sim::start(SimOptions::default()).await;
-            assert!(
-                sim.write(open("a"), Duration::from_secs(5))
-                    .await
-                    .unwrap()
-                    .0
-                    .is_ok()
-            );
+            applied(&sim, open("a")).await;
             let mut total = 0;
             let mut t = String::new();
             for round in 1..=5u64 {
-                let written = sim.write(credit("a", round), Duration::from_secs(5)).await;
-                assert!(written.unwrap().0.is_ok());
+                applied(&sim, credit("a", round)).await;
                 total += round;
                 for id in sim.ids() {
                     sim.crash(id).await;
@@ -433,17 +397,11 @@ fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
             let mut sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
-            let (_, opened) = sim.write(open("a"), Duration::from_secs(5)).await.unwrap();
+            let opened = applied(&sim, open("a")).await;
             // The follower stops right after applying the open.
             sim.hold_apply_after(follower, Some(opened));
             for n in 1..=3 {
-                assert!(
-                    sim.write(credit("a", n), Duration::from_secs(5))
-                        .await
-                        .unwrap()
-                        .0
-                        .is_ok()
-                );
+                applied(&sim, credit("a", n)).await;
             }
             sim.advance(Duration::from_secs(1)).await;
             assert_eq!(sim.sm(follower).revision(), opened);
