@@ -194,7 +194,9 @@ impl Cluster {
                     .args(["--election-timeout-ms", &self.election_ms.to_string()])
                     .arg("--data-dir")
                     .arg(&m.dir)
-                    .env("SWITCHYARD_LOG", "warn");
+                    .env("SWITCHYARD_LOG", "warn")
+                    // Every member of one benchmark cluster runs with the same join token.
+                    .env("SWITCHYARD_JOIN_TOKEN", "switchyard-failover-bench-token");
                 if i > 0 {
                     cmd.args(["--join", &self.url(0)]);
                 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use switchyard_client::Client;
+use switchyard_server::peer_auth::{self, ClusterSecret};
 use switchyard_types::Cluster;
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +26,20 @@ pub enum ClusterCmd {
         /// Its peer RPC address, host:port.
         #[arg(long)]
         peer: String,
+        /// The cluster's join token (the request is signed with it; the token is not sent).
+        #[arg(long, env = "SWITCHYARD_JOIN_TOKEN", hide_env_values = true)]
+        join_token: String,
+    },
+    /// Print the cluster's join token, read from a member's data directory (on that member's
+    /// machine: whoever can read the directory holds the cluster); `--new` prints a fresh
+    /// random token instead, to give every member of a new cluster with `--join-token`.
+    JoinToken {
+        /// A member's data directory.
+        #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// Print a new random token (nothing is written).
+        #[arg(long)]
+        new: bool,
     },
     /// Remove a node from the cluster.
     Remove { node_id: u64 },
@@ -58,7 +73,34 @@ fn show(c: &Cluster) {
 pub async fn cluster(client: &Client, cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
     let c = match cmd {
         ClusterCmd::Status => client.cluster().await?,
-        ClusterCmd::Add { node_id, api, peer } => client.add_member(node_id, &api, &peer).await?,
+        ClusterCmd::Add {
+            node_id,
+            api,
+            peer,
+            join_token,
+        } => {
+            let secret = ClusterSecret::parse(&join_token)
+                .map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
+            let sign = move |m: &str, p: &str, b: &[u8]| (peer_auth::HEADER, secret.sign(m, p, b));
+            client.add_member(node_id, &api, &peer, &sign).await?
+        }
+        ClusterCmd::JoinToken { data_dir, new } => {
+            let token = if new {
+                ClusterSecret::generate()
+            } else {
+                ClusterSecret::load(&data_dir)
+                    .map_err(anyhow::Error::msg)?
+                    .with_context(|| {
+                        format!(
+                            "{} holds no cluster secret: is it a member's data directory \
+                             (--data-dir)?",
+                            data_dir.display()
+                        )
+                    })?
+            };
+            println!("{}", token.token());
+            return Ok(ExitCode::SUCCESS);
+        }
         ClusterCmd::Remove { node_id } => client.remove_member(node_id).await?,
         ClusterCmd::TransferLeader { node_id } => client.transfer_leader(node_id).await?,
     };
@@ -96,6 +138,8 @@ pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     let api = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + 10 * (i - 1));
     let peer = |i: u64| format!("127.0.0.1:{}", a.base_port as u64 + 10 * (i - 1) + 1);
+    // One token for every node, so the ones that join can.
+    let token = ClusterSecret::generate();
     let mut children = Vec::new();
     for i in 1..=a.nodes {
         let dir = a.data_dir.join(format!("node-{i}"));
@@ -115,6 +159,7 @@ pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
             .arg(api(i))
             .arg("--peer-listen")
             .arg(peer(i));
+        cmd.env("SWITCHYARD_JOIN_TOKEN", token.token());
         if i > 1 {
             cmd.arg("--join").arg(format!("http://{}", api(1)));
         }

@@ -112,6 +112,28 @@ pub struct ServeArgs {
     /// member needs no --join)
     #[arg(long, env = "SWITCHYARD_JOIN")]
     pub join: Option<String>,
+    /// The cluster's join token: needed with --join (print it on a member with `switchyard
+    /// cluster join-token`); a new cluster takes it instead of making one. Prefer the
+    /// environment or the file to a flag, which other local users can see
+    #[arg(long, env = "SWITCHYARD_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Seconds a client has to send a request's head (line and headers) [default: 10]
+    #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds a connection may stay open with no request in flight [default: 60]
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<f64>,
+    /// Most connections open at once on each listener; more wait [default: 1024]
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Origins (scheme://host[:port]) whose web pages may change things here besides the
+    /// node's own; comma-separated [default: none]
+    #[arg(long, env = "SWITCHYARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Host names a loopback listener answers besides IP addresses, localhost and the
+    /// advertised names; comma-separated [default: none]
+    #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Token file (TOML) that turns bearer-token auth on; see README "Auth" [default: off]
     #[arg(long, env = "SWITCHYARD_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
@@ -204,6 +226,14 @@ struct FileConfig {
     run_keep: Option<u32>,
     auth_tokens: Option<PathBuf>,
     join: Option<String>,
+    join_token: Option<String>,
+    header_read_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
     forward_writes: Option<bool>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
@@ -323,6 +353,42 @@ impl ServeArgs {
             c.mv_device = d;
         }
         c.join = self.join.or(f.join);
+        if let Some(v) = self.header_read_timeout.or(f.header_read_timeout) {
+            c.limits.header_read_timeout = seconds_up_to("header_read_timeout", v, 3600.0)?;
+        }
+        if let Some(v) = self.idle_timeout.or(f.idle_timeout) {
+            c.limits.idle_timeout = seconds("idle_timeout", v)?;
+        }
+        if let Some(n) = self.max_connections.or(f.max_connections) {
+            c.limits.max_connections = n;
+        }
+        let origins = if self.allowed_origins.is_empty() {
+            f.allowed_origins
+        } else {
+            self.allowed_origins
+        };
+        let hosts = if self.allowed_hosts.is_empty() {
+            f.allowed_hosts
+        } else {
+            self.allowed_hosts
+        };
+        c.browser = std::sync::Arc::new(switchyard_server::listen::BrowserRules {
+            allowed_origins: origins
+                .iter()
+                .map(|o| switchyard_server::listen::BrowserRules::check_origin(o))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+            allowed_hosts: hosts
+                .iter()
+                .map(|h| switchyard_server::listen::BrowserRules::check_host(h))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+        });
+        if let Some(t) = self.join_token.or(f.join_token) {
+            let secret = switchyard_server::peer_auth::ClusterSecret::parse(&t)
+                .map_err(|e| anyhow::anyhow!("join_token: {e}"))?;
+            c.join_token = Some(secret);
+        }
         if let Some(v) = self.forward_writes.or(f.forward_writes) {
             c.forward_writes = v;
         }

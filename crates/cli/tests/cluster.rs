@@ -17,6 +17,9 @@ mod common;
 
 use common::Proc;
 
+/// The join token every node of these clusters runs with.
+const TOKEN: &str = "switchyard-cli-test-cluster-token";
+
 /// Start node `id` on `dir` (API and peer on `api`/`peer`, port 0 for any free port), with
 /// short Raft timings; `join` is the client URL of a member to join.
 fn spawn(id: u64, dir: &Path, api: &str, peer: &str, join: Option<&str>) -> Proc {
@@ -36,6 +39,7 @@ fn spawn(id: u64, dir: &Path, api: &str, peer: &str, join: Option<&str>) -> Proc
     .map(Into::into)
     .into();
     args.extend(["--data-dir".into(), dir.into()]);
+    args.extend(["--join-token".into(), TOKEN.into()]);
     if let Some(j) = join {
         args.extend(["--join".into(), j.into()]);
     }

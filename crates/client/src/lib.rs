@@ -71,6 +71,9 @@ impl Error {
     }
 }
 
+/// Signs a request: (method, path, body) to a header (name, value).
+pub type Signer = dyn Fn(&str, &str, &[u8]) -> (&'static str, String) + Send + Sync;
+
 /// A client of a switchyard server or cluster.
 ///
 /// Given several addresses (`Client::new("http://a:7700,http://b:7700")`), it sends each
@@ -183,7 +186,14 @@ impl Client {
         loop {
             let at = self.index();
             let res = self
-                .request_once(&self.bases[at], method.clone(), path, body, idempotency_key)
+                .request_once(
+                    &self.bases[at],
+                    method.clone(),
+                    path,
+                    body,
+                    idempotency_key,
+                    None,
+                )
                 .await;
             // Retry only what cannot have been carried out (or is a read), at the leader the
             // server names, else at the next address.
@@ -224,10 +234,18 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
         idempotency_key: Option<&str>,
+        signer: Option<&Signer>,
     ) -> Result<T, Error> {
-        let mut req = self.http.request(method, format!("{base}{path}"));
+        let mut req = self.http.request(method.clone(), format!("{base}{path}"));
         if let Some(b) = body {
-            req = req.json(b);
+            let bytes = serde_json::to_vec(b).map_err(|e| Error::Decode(e.to_string()))?;
+            if let Some(sign) = signer {
+                let (name, value) = sign(method.as_str(), path, &bytes);
+                req = req.header(name, value);
+            }
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);
@@ -281,13 +299,40 @@ impl Client {
     }
 
     /// Add a node (learner first, then voter); answers when it is a voter.
-    pub async fn add_member(&self, node_id: u64, api: &str, peer: &str) -> Result<Cluster, Error> {
-        self.post(
-            "/v1/cluster/members",
-            json!({"node_id": node_id, "api": api, "peer": peer}),
-            None,
-        )
-        .await
+    /// Add a node to the cluster. The request must be signed with the cluster's join token:
+    /// `sign` gives the header for (method, path, body) (the server's
+    /// `peer_auth::ClusterSecret::sign` does). Sent to one node after another until one
+    /// answers; a member that is not the leader hands it on.
+    pub async fn add_member(
+        &self,
+        node_id: u64,
+        api: &str,
+        peer: &str,
+        sign: &Signer,
+    ) -> Result<Cluster, Error> {
+        let body = json!({"node_id": node_id, "api": api, "peer": peer});
+        let mut last = None;
+        for _ in 0..self.bases.len() {
+            let at = self.index();
+            let res = self
+                .request_once(
+                    &self.bases[at],
+                    Method::POST,
+                    "/v1/cluster/members",
+                    Some(&body),
+                    None,
+                    Some(sign),
+                )
+                .await;
+            match res {
+                Err(Error::Transport(e)) if e.is_connect() => {
+                    self.rotate(at);
+                    last = Some(Error::Transport(e));
+                }
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one address"))
     }
 
     /// Remove a node from the cluster.

@@ -96,9 +96,7 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::peer_auth::constant_time_eq;
 
 /// How a refusal is written: the /v1 error body, or a compatibility face's own shape.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +108,8 @@ pub enum Style {
     FastApi,
     /// TestbedOS: `{"code", "message"}`.
     Testbed,
+    /// funkytown's reporter: plain text.
+    Text,
 }
 
 /// Middleware state.
@@ -120,7 +120,7 @@ pub struct Guard {
     pub style: Style,
 }
 
-fn refuse(
+pub(crate) fn refuse(
     style: Style,
     path: &str,
     status: StatusCode,
@@ -144,6 +144,7 @@ fn refuse(
             axum::Json(json!({"code": status.as_u16(), "message": message})),
         )
             .into_response(),
+        Style::Text => (status, message.to_string()).into_response(),
         _ => (status, axum::Json(json!({"detail": message}))).into_response(),
     };
     if status == StatusCode::UNAUTHORIZED {
@@ -206,7 +207,12 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
     let path = req.uri().path().to_string();
     // The health check, and the dashboard's static files (no data: the page asks for a token).
     let dashboard = matches!(g.style, Style::V1) && (path == "/" || path.starts_with("/ui/"));
-    if path == "/v1/health" || dashboard {
+    // A join request proves the cluster's join token instead (checked by its handler).
+    let join = path == "/v1/cluster/members"
+        && req.method() == Method::POST
+        && req.headers().contains_key(crate::peer_auth::HEADER);
+    let health = path == "/v1/health" || (matches!(g.style, Style::Text) && path == "/health");
+    if health || dashboard || join {
         return next.run(req).await;
     }
     let socket = req.headers().contains_key(header::UPGRADE) || path == "/v1/watch";

@@ -49,6 +49,15 @@ pub struct Config {
     /// add this node as a learner, then a voter). `None`: an empty data directory starts a
     /// one-member cluster. A restarted member needs none.
     pub join: Option<String>,
+    /// The cluster's join token: the secret every peer request is signed with. A node that
+    /// joins needs it; a new cluster without one creates one (kept in the data directory, as
+    /// is a given one).
+    pub join_token: Option<crate::peer_auth::ClusterSecret>,
+    /// Connection limits of every listener (header-read and idle timeouts, connection cap).
+    pub limits: crate::listen::Limits,
+    /// Cross-origin and DNS-rebinding guard of every listener: the origins and host names
+    /// allowed besides the node's own.
+    pub browser: std::sync::Arc<crate::listen::BrowserRules>,
     /// Bearer-token auth; `None`: off.
     pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
     /// A follower hands writes (and membership changes) to the leader and answers with the
@@ -104,6 +113,9 @@ impl Config {
             mv_device: "mv".into(),
             auth: None,
             join: None,
+            join_token: None,
+            limits: Default::default(),
+            browser: Default::default(),
             forward_writes: true,
             heartbeat_interval: Duration::from_millis(150),
             election_timeout: Duration::from_millis(1000),
@@ -222,6 +234,20 @@ impl Config {
                     "actions.{name}.command: must be a non-empty argv template"
                 ));
             }
+        }
+        let l = &self.limits;
+        if l.header_read_timeout < Duration::from_millis(100)
+            || l.header_read_timeout > Duration::from_secs(3600)
+        {
+            return Err("header_read_timeout: must be 0.1 to 3600 seconds".into());
+        }
+        if l.idle_timeout < Duration::from_millis(100)
+            || l.idle_timeout > Duration::from_secs(86_400)
+        {
+            return Err("idle_timeout: must be 0.1 to 86400 seconds".into());
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            return Err("max_connections: must be 1 to 1000000".into());
         }
         if self.write_timeout.is_zero() {
             return Err("write_timeout: must be more than 0 seconds".into());

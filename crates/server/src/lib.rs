@@ -19,8 +19,10 @@ pub mod config;
 mod dashboard;
 pub mod error;
 pub mod faces;
+pub mod listen;
 pub mod network;
 pub mod node;
+pub mod peer_auth;
 pub mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -150,7 +152,12 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
                 api: addr_api.clone(),
                 peer: addr_peer.clone(),
             };
-            tasks.push(tokio::spawn(join_cluster(target, join, shutdown.clone())));
+            tasks.push(tokio::spawn(join_cluster(
+                node.peer_client().clone(),
+                target,
+                join,
+                shutdown.clone(),
+            )));
         }
     }
     if !node.config.devices.is_empty() {
@@ -160,15 +167,35 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         )));
     }
 
-    let peer_app = network::peer_router(node.clone());
-    let stop = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve =
-            axum::serve(listeners.peer, peer_app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "peer listener failed");
-        }
-    }));
+    // Every listener is served the same way: the browser guard, connection limits, and a
+    // graceful end on shutdown (crate::listen).
+    let own_hosts = vec![addr_api.clone(), addr_peer.clone()];
+    let mut serve = |l: TcpListener, app: Router, name: &'static str, style: auth::Style| {
+        let local = l
+            .local_addr()
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let app = listen::guard(
+            app,
+            node.config.browser.clone(),
+            own_hosts.clone(),
+            local,
+            style,
+        );
+        tasks.push(tokio::spawn(listen::serve(
+            l,
+            app,
+            name,
+            node.config.limits,
+            shutdown.clone(),
+        )));
+        Ok::<_, StartError>(())
+    };
+    serve(
+        listeners.peer,
+        network::peer_router(node.clone()),
+        "peer",
+        auth::Style::V1,
+    )?;
 
     let state = Arc::new(api::AppState {
         node: node.clone(),
@@ -179,45 +206,31 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     let faces = [
         listeners.mv.map(|l| {
             let face = faces::mv::router(state.clone(), node.config.mv_device.clone());
-            (l, face, "mv")
+            (l, face, "mv", auth::Style::FastApi)
         }),
-        listeners
-            .altair
-            .map(|l| (l, faces::altair::router(state.clone()), "Altair beer-tap")),
+        listeners.altair.map(|l| {
+            let face = faces::altair::router(state.clone());
+            (l, face, "Altair beer-tap", auth::Style::Altair)
+        }),
         listeners.testbed.map(|l| {
             // The original trims a trailing slash before routing.
             let trimmed = tower::Layer::layer(
                 &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
                 faces::testbed::router(state.clone()),
             );
-            (l, Router::new().fallback_service(trimmed), "TestbedOS")
+            let face = Router::new().fallback_service(trimmed);
+            (l, face, "TestbedOS", auth::Style::Testbed)
         }),
         listeners.funkytown.map(|l| {
-            (
-                l,
-                faces::funkytown::router(state.clone()),
-                "funkytown reporter",
-            )
+            let face = faces::funkytown::router(state.clone());
+            (l, face, "funkytown reporter", auth::Style::Text)
         }),
     ];
-    for (l, face, name) in faces.into_iter().flatten() {
-        let stop = shutdown.clone();
+    for (l, face, name, style) in faces.into_iter().flatten() {
         tracing::info!(addr = ?l.local_addr().ok(), face = name, "serving a compatibility face");
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(l, face).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, face = name, "face listener failed");
-            }
-        }));
+        serve(l, face, name, style)?;
     }
-    let app = api::router(state);
-    let stop = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listeners.api, app).with_graceful_shutdown(stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API listener failed");
-        }
-    }));
+    serve(listeners.api, api::router(state), "API", auth::Style::V1)?;
     tracing::info!(api = %api_addr, peer = %peer_addr, "serving");
     Ok(Server {
         api_addr,
@@ -230,22 +243,17 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
 
 /// Ask the cluster at `target` to add this node, following leader hints, until it has.
 async fn join_cluster(
+    peers: network::PeerClient,
     mut target: String,
     join: switchyard_types::JoinRequest,
     shutdown: CancellationToken,
 ) {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a plain HTTP client always builds");
     let mut backoff = Duration::from_millis(100);
     loop {
-        let url = format!("{}/v1/cluster/members", target.trim_end_matches('/'));
-        tracing::info!(%url, "asking to join the cluster");
+        tracing::info!(%target, "asking to join the cluster");
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = http.post(&url).json(&join).send() => r,
+            r = peers.join(&target, &join).timeout(Duration::from_secs(60)).send() => r,
         };
         match outcome {
             Ok(r) if r.status().is_success() => {

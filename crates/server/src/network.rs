@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::entry::RaftEntry;
 use openraft::errors::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -26,7 +27,10 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchyard_store::{NodeAddr, Raft, TypeConfig};
+use switchyard_store::{NodeAddr, TypeConfig};
+
+use crate::error::ApiError;
+use crate::peer_auth::{self, ClusterSecret};
 
 use crate::node::{LeaderRequest, Node};
 
@@ -35,38 +39,97 @@ type C = TypeConfig;
 /// Creates links to peers.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    client: reqwest::Client,
+    client: PeerClient,
 }
 
 /// The header every peer request carries: the data format of the node sending it. Log
 /// entries and snapshots cross it, so two nodes of different formats must not talk.
 pub const FORMAT_HEADER: &str = "x-switchyard-format";
 
-/// An HTTP client for peer requests: no proxy, and the sender's format on every request.
-pub fn peer_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        FORMAT_HEADER,
-        reqwest::header::HeaderValue::from(switchyard_store::FORMAT),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(headers)
-        .build()
-        .expect("a plain HTTP client always builds")
+/// Largest snapshot piece in one peer request.
+const SNAPSHOT_CHUNK: usize = 4 << 20;
+
+/// The peer listener's body limit for a node whose client API takes bodies up to
+/// `max_body_bytes`: room for a forwarded write (a command re-encoded as JSON can grow up to
+/// about three times) and a snapshot chunk. A sender splits what would not fit.
+pub fn peer_body_limit(max_body_bytes: usize) -> usize {
+    (16 << 20).max(max_body_bytes.saturating_mul(8))
 }
 
-impl PeerNetwork {
-    pub fn new() -> Self {
+/// The HTTP client of peer requests: no proxy, the sender's format on every request, and every
+/// request signed with the cluster secret ([`crate::peer_auth`]).
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    secret: ClusterSecret,
+    limit: usize,
+}
+
+impl PeerClient {
+    pub fn new(secret: ClusterSecret, limit: usize) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            FORMAT_HEADER,
+            reqwest::header::HeaderValue::from(switchyard_store::FORMAT),
+        );
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .expect("a plain HTTP client always builds");
         Self {
-            client: peer_client(),
+            http,
+            secret,
+            limit,
         }
+    }
+
+    /// A signed POST of `body` to `path` on the peer listener at `peer` (host:port).
+    pub fn post(
+        &self,
+        peer: &str,
+        path: &str,
+        body: Vec<u8>,
+        json: bool,
+    ) -> reqwest::RequestBuilder {
+        let sig = self.secret.sign("POST", path, &body);
+        let ct = if json {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        };
+        self.http
+            .post(format!("http://{peer}{path}"))
+            .header(peer_auth::HEADER, sig)
+            .header(reqwest::header::CONTENT_TYPE, ct)
+            .body(body)
+    }
+
+    /// A signed join request to a member's client API (`POST /v1/cluster/members`).
+    pub fn join(
+        &self,
+        api_base: &str,
+        join: &switchyard_types::JoinRequest,
+    ) -> reqwest::RequestBuilder {
+        let body = serde_json::to_vec(join).expect("a join request serialises");
+        let path = "/v1/cluster/members";
+        let sig = self.secret.sign("POST", path, &body);
+        self.http
+            .post(format!("{}{path}", api_base.trim_end_matches('/')))
+            .header(peer_auth::HEADER, sig)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
+    /// A plain GET (a member's public status, before it is trusted).
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.get(url)
     }
 }
 
-impl Default for PeerNetwork {
-    fn default() -> Self {
-        Self::new()
+impl PeerNetwork {
+    pub fn new(client: PeerClient) -> Self {
+        Self { client }
     }
 }
 
@@ -75,7 +138,7 @@ impl RaftNetworkFactory<C> for PeerNetwork {
 
     async fn new_client(&mut self, _target: u64, node: &NodeAddr) -> Self::Network {
         PeerLink {
-            base: format!("http://{}/raft", node.peer),
+            peer: node.peer.clone(),
             client: self.client.clone(),
         }
     }
@@ -83,26 +146,24 @@ impl RaftNetworkFactory<C> for PeerNetwork {
 
 /// A link to one peer.
 pub struct PeerLink {
-    base: String,
-    client: reqwest::Client,
+    peer: String,
+    client: PeerClient,
 }
 
 impl PeerLink {
-    async fn call<Req, Resp>(
+    async fn call<Resp>(
         &self,
         path: &str,
-        req: &Req,
+        body: Vec<u8>,
+        json: bool,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>>
     where
-        Req: Serialize,
         Result<Resp, RaftError<C>>: DeserializeOwned,
     {
-        let url = format!("{}/{path}", self.base);
         let resp = self
             .client
-            .post(&url)
-            .json(req)
+            .post(&self.peer, path, body, json)
             .timeout(option.soft_ttl())
             .send()
             .await
@@ -117,7 +178,8 @@ impl PeerLink {
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             return Err(RPCError::Network(NetworkError::from_string(format!(
-                "HTTP {status} from {url}: {text}"
+                "HTTP {status} from {}{path}: {text}",
+                self.peer
             ))));
         }
         let res: Result<Resp, RaftError<C>> =
@@ -126,15 +188,60 @@ impl PeerLink {
     }
 }
 
+/// The body of one snapshot piece: a big-endian `u32` length, that many bytes of JSON
+/// [`ChunkHead`], then the piece's bytes.
+#[derive(Serialize, serde::Deserialize)]
+struct ChunkHead {
+    vote: VoteOf<C>,
+    meta: openraft::alias::SnapshotMetaOf<C>,
+    offset: u64,
+    total: u64,
+}
+
+fn encode_chunk(head: &ChunkHead, data: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(head).expect("a snapshot head serialises");
+    let mut out = Vec::with_capacity(4 + h.len() + data.len());
+    out.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out
+}
+
+fn decode_chunk(body: &[u8]) -> Result<(ChunkHead, &[u8]), String> {
+    let len = body
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("shorter than its 4-byte head length")?;
+    let head = body.get(4..4 + len).ok_or("shorter than its head")?;
+    let head: ChunkHead = serde_json::from_slice(head).map_err(|e| format!("head: {e}"))?;
+    Ok((head, &body[4 + len..]))
+}
+
 impl RaftNetworkV2<C> for PeerLink {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn append_entries(
         &mut self,
-        req: AppendEntriesRequest<C>,
+        mut req: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.call("append", &req, &option).await
+        // Send as many entries as fit in the receiver's body limit; the rest go next time
+        // (openraft takes a partial success and continues from it).
+        let all = req.entries.len();
+        let mut body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+        while body.len() > self.client.limit && req.entries.len() > 1 {
+            req.entries.truncate(req.entries.len() / 2);
+            let last = req.entries.last().map(|e| e.log_id());
+            req.leader_commit = req.leader_commit.min(last);
+            body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+        }
+        let resp: AppendEntriesResponse<C> = self.call("/raft/append", body, true, &option).await?;
+        match resp {
+            AppendEntriesResponse::Success if req.entries.len() < all => Ok(
+                AppendEntriesResponse::PartialSuccess(req.entries.last().map(|e| e.log_id())),
+            ),
+            other => Ok(other),
+        }
     }
 
     async fn vote(
@@ -142,7 +249,8 @@ impl RaftNetworkV2<C> for PeerLink {
         req: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.call("vote", &req, &option).await
+        let body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+        self.call("/raft/vote", body, true, &option).await
     }
 
     async fn full_snapshot(
@@ -152,11 +260,32 @@ impl RaftNetworkV2<C> for PeerLink {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot.into_inner());
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len() as u64;
         tokio::pin!(cancel);
-        tokio::select! {
-            closed = &mut cancel => Err(StreamingError::Closed(closed)),
-            res = self.call("snapshot", &req, &option) => Ok(res?),
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK).min(data.len());
+            let head = ChunkHead {
+                vote,
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                total,
+            };
+            let body = encode_chunk(&head, &data[offset..end]);
+            let sent = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, false, &option) => res?,
+            };
+            match sent {
+                Some(resp) => return Ok(resp),
+                None if end < data.len() => offset = end,
+                None => {
+                    return Err(StreamingError::Network(NetworkError::from_string(
+                        "the peer did not install the whole snapshot",
+                    )));
+                }
+            }
         }
     }
 
@@ -165,26 +294,105 @@ impl RaftNetworkV2<C> for PeerLink {
         req: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        self.call("transfer-leader", &req, &option).await
+        let body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+        self.call("/raft/transfer-leader", body, true, &option)
+            .await
     }
+}
+
+/// What the peer listener's handlers share.
+#[derive(Clone)]
+struct Peer {
+    node: Arc<Node>,
+    /// The snapshot being received, piece by piece.
+    incoming: Arc<tokio::sync::Mutex<Option<Incoming>>>,
+}
+
+/// A snapshot whose pieces are arriving: the head of its first piece, and the bytes so far.
+struct Incoming {
+    head: String,
+    total: u64,
+    data: Vec<u8>,
 }
 
 /// Routes of the peer listener: openraft's messages, and `/raft/leader`, where other nodes
 /// hand the leader the requests only it can carry out (forwarded writes, read index,
-/// membership changes).
+/// membership changes). Every request must be signed with the cluster secret and come from a
+/// node of the same data format; its body is limited to [`peer_body_limit`].
 pub fn peer_router(node: Arc<Node>) -> Router {
-    let leader = Router::new()
-        .route("/raft/leader", post(leader_request))
-        .with_state(node.clone());
+    let limit = peer_body_limit(node.config.max_body_bytes);
+    let state = Peer {
+        node: node.clone(),
+        incoming: Default::default(),
+    };
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/transfer-leader", post(transfer_leader))
-        .with_state(node.raft.clone())
-        .merge(leader)
+        .route("/raft/leader", post(leader_request))
+        .with_state(state)
+        .fallback(|| async { ApiError::not_found("no such peer route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "peer routes take POST",
+            )
+        })
         .layer(axum::middleware::from_fn(same_format))
+        .layer(axum::middleware::from_fn_with_state(
+            (node, limit),
+            authenticate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Refuse a peer request that is too big or not signed with the cluster secret, before
+/// anything else reads it.
+async fn authenticate(
+    State((node, limit)): State<(Arc<Node>, usize)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid",
+            format!("body: a peer request is at most {limit} bytes"),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return too_big();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_big();
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    let header = parts
+        .headers
+        .get(peer_auth::HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = node
+        .peer_auth
+        .verify(parts.method.as_str(), path, header, &bytes)
+    {
+        tracing::warn!(path, error = %e, "refused a peer request");
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+        .await
 }
 
 /// Refuse a peer request from a node of another data format (409, naming both).
@@ -205,65 +413,124 @@ async fn same_format(req: axum::extract::Request, next: axum::middleware::Next) 
          the same format",
         switchyard_store::FORMAT
     );
-    (StatusCode::CONFLICT, msg).into_response()
+    ApiError::new(StatusCode::CONFLICT, "conflict", msg).into_response()
 }
 
-async fn leader_request(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+async fn leader_request(State(p): State<Peer>, body: Bytes) -> Response {
     match parse::<LeaderRequest>(&body) {
-        Ok(req) => reply(&node.serve_leader_request(req).await),
+        Ok(req) => reply(&p.node.serve_leader_request(req).await),
         Err(r) => r.into_response(),
     }
 }
 
 /// Decode a peer message; a bad one is answered 400 with the reason.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, (StatusCode, String)> {
-    serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad peer message: {e}")))
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    crate::api::parse_json(body)
 }
 
 fn reply<T: Serialize>(v: &T) -> Response {
     axum::Json(v).into_response()
 }
 
-async fn append(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+async fn append(State(p): State<Peer>, body: Bytes) -> Response {
     match parse(&body) {
-        Ok(req) => reply(&raft.append_entries(req).await),
+        Ok(req) => reply(&p.node.raft.append_entries(req).await),
         Err(r) => r.into_response(),
     }
 }
 
-async fn vote(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+async fn vote(State(p): State<Peer>, body: Bytes) -> Response {
     match parse(&body) {
-        Ok(req) => reply(&raft.vote(req).await),
+        Ok(req) => reply(&p.node.raft.vote(req).await),
         Err(r) => r.into_response(),
     }
 }
 
-async fn snapshot(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
-    let (vote, meta, data): (VoteOf<C>, _, Vec<u8>) = match parse(&body) {
+/// One piece of a snapshot. Pieces come in order; the last one installs the whole snapshot
+/// and answers its response, the others answer `null`. A first piece (offset 0) starts over.
+async fn snapshot(State(p): State<Peer>, body: Bytes) -> Response {
+    let (head, piece) = match decode_chunk(&body) {
         Ok(v) => v,
-        Err(r) => return r.into_response(),
+        Err(e) => {
+            return ApiError::invalid("body", format!("bad snapshot piece: {e}")).into_response();
+        }
     };
+    let key = serde_json::to_string(&(&head.vote, &head.meta)).unwrap_or_default();
+    let mut incoming = p.incoming.lock().await;
+    if head.offset == 0 {
+        *incoming = Some(Incoming {
+            head: key.clone(),
+            total: head.total,
+            data: Vec::new(),
+        });
+    }
+    let fits = incoming.as_ref().is_some_and(|i| {
+        i.head == key
+            && i.total == head.total
+            && i.data.len() as u64 == head.offset
+            && head.offset + piece.len() as u64 <= head.total
+    });
+    if !fits {
+        *incoming = None;
+        return ApiError::invalid(
+            "offset",
+            "a snapshot piece out of order (or of another snapshot); send it again from offset 0",
+        )
+        .into_response();
+    }
+    let inc = incoming.as_mut().expect("checked");
+    inc.data.extend_from_slice(piece);
+    if (inc.data.len() as u64) < inc.total {
+        let none: Result<Option<SnapshotResponse<C>>, RaftError<C>> = Ok(None);
+        return reply(&none);
+    }
+    let data = incoming.take().expect("checked").data;
+    drop(incoming);
     let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> {
-        meta,
+        meta: head.meta,
         snapshot: Cursor::new(data),
     };
-    let res: Result<SnapshotResponse<C>, RaftError<C>> = raft
-        .install_full_snapshot(vote, snapshot)
+    let res: Result<Option<SnapshotResponse<C>>, RaftError<C>> = p
+        .node
+        .raft
+        .install_full_snapshot(head.vote, snapshot)
         .await
+        .map(Some)
         .map_err(RaftError::Fatal);
     reply(&res)
 }
 
-async fn transfer_leader(State(raft): State<Arc<Raft>>, body: Bytes) -> Response {
+async fn transfer_leader(State(p): State<Peer>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => {
-            let res: Result<TransferLeaderResponse<C>, RaftError<C>> = raft
+            let res: Result<TransferLeaderResponse<C>, RaftError<C>> = p
+                .node
+                .raft
                 .handle_transfer_leader(req)
                 .await
                 .map_err(RaftError::Fatal);
             reply(&res)
         }
         Err(r) => r.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_piece_round_trips() {
+        let head = ChunkHead {
+            vote: openraft::Vote::new(3, 1),
+            meta: Default::default(),
+            offset: 7,
+            total: 10,
+        };
+        let body = encode_chunk(&head, b"abc");
+        let (h, piece) = decode_chunk(&body).unwrap();
+        assert_eq!((h.offset, h.total, piece), (7, 10, &b"abc"[..]));
+        assert!(decode_chunk(&body[..3]).is_err());
+        assert!(decode_chunk(&body[..6]).is_err());
     }
 }

@@ -16,7 +16,8 @@ use switchyard_types::{Member, Status};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::network::PeerNetwork;
+use crate::network::{PeerClient, PeerNetwork};
+use crate::peer_auth::{ClusterSecret, Verifier};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cluster secret: {0}")]
+    Secret(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -48,8 +51,10 @@ pub struct Node {
     pub config: Config,
     log: LogStore<TypeConfig>,
     sm: StateMachine,
-    /// HTTP client for requests handed to the leader over the peer listener.
-    peers: reqwest::Client,
+    /// HTTP client for requests handed to the leader over the peer listener (signed).
+    peers: PeerClient,
+    /// Checks the signature of every request on the peer listener (and of join requests).
+    pub peer_auth: Verifier,
     /// Membership changes on this (leading) node, one at a time: Raft refuses a change while
     /// another is under way, so concurrent joins queue here instead of failing.
     membership: tokio::sync::Mutex<()>,
@@ -156,6 +161,41 @@ enum Failure {
     Failed(ApiError),
 }
 
+/// The cluster secret this node runs with, and whether it was created just now: the one kept
+/// in the data directory; else the configured join token (kept from now on); else, for a
+/// node that starts a cluster, a new one. A node joining a cluster must be given its token.
+fn cluster_secret(config: &Config) -> Result<(ClusterSecret, bool), StartError> {
+    let dir = &config.data_dir;
+    let kept = ClusterSecret::load(dir).map_err(StartError::Secret)?;
+    let keep = |s: &ClusterSecret| {
+        s.store(dir)
+            .map_err(|e| StartError::Secret(format!("cannot keep it in {}: {e}", dir.display())))
+    };
+    match (kept, &config.join_token) {
+        (Some(kept), Some(given)) if kept != *given => Err(StartError::Secret(format!(
+            "--join-token differs from the token this data directory already holds ({}); a \
+             member keeps the token it joined with",
+            ClusterSecret::path(dir).display()
+        ))),
+        (Some(kept), _) => Ok((kept, false)),
+        (None, Some(given)) => {
+            keep(given)?;
+            Ok((given.clone(), false))
+        }
+        (None, None) if config.join.is_some() => Err(StartError::Secret(
+            "joining a cluster needs its join token: pass --join-token (print it on a member \
+             with `switchyard cluster join-token`)"
+                .into(),
+        )),
+        (None, None) => {
+            let s = ClusterSecret::generate();
+            keep(&s)?;
+            tracing::info!(file = %ClusterSecret::path(dir).display(), "created the cluster secret");
+            Ok((s, true))
+        }
+    }
+}
+
 /// Current wall-clock time in Unix milliseconds: the time a leader stamps on a proposal.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -206,10 +246,15 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (secret, created) = cluster_secret(&config)?;
+        let peers = PeerClient::new(
+            secret.clone(),
+            crate::network::peer_body_limit(config.max_body_bytes),
+        );
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            PeerNetwork::new(),
+            PeerNetwork::new(peers.clone()),
             log.clone(),
             sm.clone(),
         )
@@ -235,8 +280,20 @@ impl Node {
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         } else {
-            // A restarted sole voter need not wait an election timeout to lead again.
             let m = raft.metrics().borrow_watched().clone();
+            if created && m.membership_config.nodes().count() > 1 {
+                // A member of a cluster made before cluster secrets: a secret of its own would
+                // lock it out of its peers.
+                let _ = std::fs::remove_file(ClusterSecret::path(dir));
+                let _ = raft.shutdown().await;
+                return Err(StartError::Secret(format!(
+                    "this node belongs to a cluster of {} members that has no cluster secret \
+                     yet: make one with `switchyard cluster join-token --new` and start every \
+                     member once with `--join-token TOKEN`",
+                    m.membership_config.nodes().count()
+                )));
+            }
+            // A restarted sole voter need not wait an election timeout to lead again.
             let voters: Vec<u64> = m.membership_config.voter_ids().collect();
             if voters == [config.node_id] {
                 raft.trigger()
@@ -252,7 +309,8 @@ impl Node {
             config,
             log,
             sm,
-            peers: crate::network::peer_client(),
+            peers,
+            peer_auth: Verifier::new(secret),
             membership: tokio::sync::Mutex::new(()),
         })
     }
@@ -472,11 +530,11 @@ impl Node {
         leader: &NodeAddr,
         req: &LeaderRequest,
     ) -> Result<LeaderReply, Failure> {
-        let url = format!("http://{}/raft/leader", leader.peer);
+        let url = format!("{}/raft/leader", leader.peer);
+        let body = serde_json::to_vec(req).expect("a leader request serialises");
         let sent = self
             .peers
-            .post(&url)
-            .json(req)
+            .post(&leader.peer, "/raft/leader", body, true)
             .timeout(self.config.write_timeout)
             .send()
             .await;
@@ -836,6 +894,16 @@ impl Node {
     }
 
     /// This node's view of itself and the cluster.
+    /// The join token of this node's cluster (what `switchyard cluster join-token` prints).
+    pub fn join_token(&self) -> &str {
+        self.peer_auth.secret().token()
+    }
+
+    /// The client that signs requests to other members.
+    pub fn peer_client(&self) -> &PeerClient {
+        &self.peers
+    }
+
     pub fn status(&self) -> Status {
         let m = self.raft.metrics().borrow_watched().clone();
         let role = match m.state {

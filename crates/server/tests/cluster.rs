@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use switchyard_client::{Client, CommandStarted, WatchItem};
+use switchyard_server::peer_auth::{self, ClusterSecret};
 use switchyard_server::{Config, Server};
 use switchyard_types::DeviceCommandRequest;
 use tempfile::TempDir;
@@ -43,18 +44,33 @@ async fn await_voters(n: &Server, voters: usize) {
         .expect("the cluster forms");
 }
 
+/// The cluster secret (join token) of `n`'s cluster.
+fn secret(n: &Server) -> ClusterSecret {
+    ClusterSecret::parse(n.node.join_token()).unwrap()
+}
+
+/// Sign requests as a holder of `n`'s join token.
+fn signer(
+    n: &Server,
+) -> impl Fn(&str, &str, &[u8]) -> (&'static str, String) + Send + Sync + use<> {
+    let s = secret(n);
+    move |m: &str, p: &str, b: &[u8]| (peer_auth::HEADER, s.sign(m, p, b))
+}
+
 /// Start `n` nodes: node 1 alone, the others joining it; every node tweaked by `tweak`.
 async fn cluster(n: u64, tweak: impl Fn(&mut Config)) -> (Vec<TempDir>, Vec<Server>) {
     log_init();
     let dirs: Vec<TempDir> = (0..n).map(|_| TempDir::new().unwrap()).collect();
     let first = common::start(dirs[0].path(), |c| tweak(c)).await;
     let url = first.url();
+    let token = secret(&first);
     let mut nodes = vec![first];
     for id in 2..=n {
         let node = common::start(dirs[id as usize - 1].path(), |c| {
             tweak(c);
             c.node_id = id;
             c.join = Some(url.clone());
+            c.join_token = Some(token.clone());
         })
         .await;
         nodes.push(node);
@@ -314,6 +330,7 @@ async fn a_fourth_node_catches_up_from_a_snapshot_and_is_removed_again() {
         small_snapshots(c);
         c.node_id = 4;
         c.join = Some(url2);
+        c.join_token = Some(secret(&nodes[0]));
         c.forward_writes = false;
     })
     .await;
@@ -424,7 +441,12 @@ async fn a_node_with_its_own_history_is_refused() {
         .await
         .unwrap();
     let err = Client::new(nodes[1].url())
-        .add_member(7, &other.api_addr.to_string(), &other.peer_addr.to_string())
+        .add_member(
+            7,
+            &other.api_addr.to_string(),
+            &other.peer_addr.to_string(),
+            &signer(&nodes[0]),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("conflict"), "{err}");
@@ -456,6 +478,7 @@ async fn two_nodes_added_at_once_both_become_voters() {
         fast(&mut config);
         config.node_id = id;
         config.join = Some(nobody.clone());
+        config.join_token = Some(secret(&first));
         let listeners = switchyard_server::Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
             .await
             .unwrap();
@@ -467,9 +490,10 @@ async fn two_nodes_added_at_once_both_become_voters() {
         .iter()
         .map(|n| (n.api_addr.to_string(), n.peer_addr.to_string()))
         .collect();
+    let sign = signer(&first);
     let (a, b) = tokio::join!(
-        c.add_member(2, &addr[0].0, &addr[0].1),
-        c.add_member(3, &addr[1].0, &addr[1].1),
+        c.add_member(2, &addr[0].0, &addr[0].1, &sign),
+        c.add_member(3, &addr[1].0, &addr[1].1, &sign),
     );
     a.expect("node 2 added");
     b.expect("node 3 added");
@@ -492,11 +516,15 @@ async fn a_peer_of_another_data_format_is_refused() {
     let url = format!("http://{}/raft/vote", node.peer_addr);
     let http = reqwest::Client::new();
     let other = (switchyard_store::FORMAT + 1).to_string();
+    let secret = secret(&node);
     for (header, says) in [
         (Some(other.as_str()), format!("data format {other}")),
         (None, "no format".to_string()),
     ] {
-        let mut r = http.post(&url).body("{}");
+        let mut r = http
+            .post(&url)
+            .header(peer_auth::HEADER, secret.sign("POST", "/raft/vote", b"{}"))
+            .body("{}");
         if let Some(h) = header {
             r = r.header("x-switchyard-format", h);
         }
@@ -511,4 +539,158 @@ async fn a_peer_of_another_data_format_is_refused() {
         .await
         .unwrap();
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_on_the_peer_port_cannot_write_append_vote_or_install_a_snapshot() {
+    log_init();
+    let dir = TempDir::new().unwrap();
+    let node = common::start(dir.path(), fast).await;
+    let client = Client::new(node.url());
+    client.open_account("before", None).await.unwrap();
+    let before = client.status().await.unwrap();
+    let http = reqwest::Client::new();
+    let format = switchyard_store::FORMAT.to_string();
+
+    // What an attacker would send: a forwarded write that queues a command, an append and a
+    // vote claiming a far higher term, a snapshot.
+    let write = serde_json::json!({"Write": {
+        "time_ms": 0, "idempotency_key": null, "idempotency_window_ms": 1000,
+        "command": {"Bank": {"Open": {"id": "intruder"}}}}});
+    let vote = serde_json::json!({"vote": {"leader_id": {"term": 100, "node_id": 9},
+        "committed": false}, "last_log_id": null});
+    let append = serde_json::json!({"vote": {"leader_id": {"term": 100, "node_id": 9},
+        "committed": true}, "prev_log_id": null, "entries": [], "leader_commit": null});
+    let requests: [(&str, Vec<u8>); 4] = [
+        ("/raft/leader", serde_json::to_vec(&write).unwrap()),
+        ("/raft/vote", serde_json::to_vec(&vote).unwrap()),
+        ("/raft/append", serde_json::to_vec(&append).unwrap()),
+        ("/raft/snapshot", vec![0, 0, 0, 2, b'{', b'}']),
+    ];
+    let stranger = ClusterSecret::generate();
+    let ours = secret(&node);
+    for (path, body) in &requests {
+        let url = format!("http://{}{path}", node.peer_addr);
+        let replayed = ours.sign("POST", path, b"something else");
+        for (what, header) in [
+            ("no credential", None),
+            (
+                "another cluster's secret",
+                Some(stranger.sign("POST", path, body)),
+            ),
+            ("a signature of another body", Some(replayed)),
+            ("garbage", Some("v1 t=1 n=2 s=3".to_string())),
+        ] {
+            let mut r = http
+                .post(&url)
+                .header("x-switchyard-format", &format)
+                .body(body.clone());
+            if let Some(h) = header {
+                r = r.header(peer_auth::HEADER, h);
+            }
+            let resp = r.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{path} with {what}");
+            let e: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(
+                e["error"]["code"], "unauthorized",
+                "{path} with {what}: {e}"
+            );
+        }
+    }
+    // A signed request cannot be sent twice (a replay by someone who saw it on the wire).
+    let stale = serde_json::to_vec(&serde_json::json!({"vote": {"leader_id": {"term": 0,
+        "node_id": 9}, "committed": false}, "last_log_id": null}))
+    .unwrap();
+    let url = format!("http://{}/raft/vote", node.peer_addr);
+    let sig = ours.sign("POST", "/raft/vote", &stale);
+    let send = |sig: String| {
+        http.post(&url)
+            .header("x-switchyard-format", &format)
+            .header(peer_auth::HEADER, sig)
+            .body(stale.clone())
+            .send()
+    };
+    // The first one is served (a stale vote: the node answers with its own, changing nothing).
+    let first = send(sig.clone()).await.unwrap();
+    assert_eq!(first.status(), 200, "{:?}", first.text().await);
+    let replay = send(sig).await.unwrap();
+    assert_eq!(replay.status(), 401);
+    // A body over the limit is refused before it is read: the answer comes with no byte of
+    // the body sent.
+    let limit = switchyard_server::network::peer_body_limit(node.node.config.max_body_bytes);
+    let head = format!(
+        "POST /raft/append HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        limit + 1
+    );
+    let answer = common::raw_exchange(node.peer_addr, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Nothing changed: no write, no new term.
+    let after = client.status().await.unwrap();
+    assert_eq!(after.revision, before.revision, "no write went through");
+    assert_eq!(after.term, before.term, "the term did not move");
+    assert!(
+        client.account("intruder").await.is_err(),
+        "the forwarded write was refused"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_join_token_is_refused() {
+    log_init();
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let first = common::start(dirs[0].path(), fast).await;
+    // No token at all: the node does not start.
+    let mut config = Config::new(dirs[1].path());
+    fast(&mut config);
+    config.node_id = 2;
+    config.join = Some(first.url());
+    let listeners = switchyard_server::Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let err = switchyard_server::start(config.clone().validate().unwrap(), listeners)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("--join-token"), "{err}");
+
+    // A wrong token: it starts, asks, and is refused every time; the cluster stays as it was.
+    config.join_token = Some(ClusterSecret::generate());
+    config.data_dir = dirs[2].path().to_path_buf();
+    let listeners = switchyard_server::Listeners::bind("127.0.0.1:0", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let wrong = switchyard_server::start(config.validate().unwrap(), listeners)
+        .await
+        .unwrap();
+    let c = Client::new(first.url());
+    let stranger = ClusterSecret::generate();
+    let sign = move |m: &str, p: &str, b: &[u8]| (peer_auth::HEADER, stranger.sign(m, p, b));
+    let err = c
+        .add_member(
+            2,
+            &wrong.api_addr.to_string(),
+            &wrong.peer_addr.to_string(),
+            &sign,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"), "{err}");
+    assert!(err.to_string().contains("join token"), "{err}");
+    // Unsigned, as an API client with no token would send it.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/cluster/members", first.url()))
+        .json(
+            &serde_json::json!({"node_id": 2, "api": wrong.api_addr.to_string(),
+            "peer": wrong.peer_addr.to_string()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let cl = c.cluster().await.unwrap();
+    assert_eq!(cl.members.len(), 1, "{cl:?}");
+    wrong.stop().await;
+    first.stop().await;
 }

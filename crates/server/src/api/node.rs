@@ -55,8 +55,29 @@ async fn cluster(State(s): State<Shared>) -> Json<Cluster> {
     responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn add_member(
     State(s): State<Shared>,
-    Body(m): Body<JoinRequest>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<Cluster>, ApiError> {
+    // Only a holder of the cluster's join token may add a member: a member receives the whole
+    // log and votes. The token itself is never sent; the request is signed with it.
+    let signature = headers
+        .get(crate::peer_auth::HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = s
+        .node
+        .peer_auth
+        .verify("POST", "/v1/cluster/members", signature, &body)
+    {
+        let how = "adding a member needs the cluster's join token: `switchyard serve --join URL \
+                   --join-token TOKEN` or `switchyard cluster add --join-token TOKEN` (print the \
+                   token on a member with `switchyard cluster join-token`)";
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{e}; {how}"),
+        ));
+    }
+    let m: JoinRequest = super::parse_json(&body)?;
     if m.node_id == 0 {
         return Err(ApiError::invalid("node_id", "must be a positive integer"));
     }

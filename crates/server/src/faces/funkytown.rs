@@ -21,9 +21,14 @@ use switchyard_core::runs::Run;
 use crate::api::Shared;
 
 pub fn router(s: Shared) -> Router {
+    let guard = crate::api::guard(&s, crate::auth::Style::Text);
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/results", get(results))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::check,
+        ))
         .with_state(s)
 }
 

@@ -1,0 +1,352 @@
+//! Peer authentication: the cluster secret and the signature every peer request carries.
+//!
+//! A new cluster creates a secret (the *join token*) in its data directory
+//! (`cluster-secret`, mode 0600); a node joins with that token and keeps it the same way. Every
+//! request on the peer listener, and a join request on the client API, carries
+//! `x-switchyard-peer-auth: v1 t=MILLIS n=NONCE s=SIGNATURE`, where the signature is
+//! HMAC-SHA256, keyed by the secret, over the method, the path and query, the time, the nonce
+//! and the SHA-256 of the body. The receiver refuses a request whose time is more than
+//! [`WINDOW_MS`] away from its own clock, a nonce it has already seen within that window (a
+//! replay), and a wrong signature; the secret itself never crosses the network.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// The header that carries a peer request's signature.
+pub const HEADER: &str = "x-switchyard-peer-auth";
+/// The file in the data directory that holds the cluster secret.
+pub const SECRET_FILE: &str = "cluster-secret";
+/// How far a request's time may be from the receiver's clock (keep peers' clocks within this).
+pub const WINDOW_MS: i64 = 60_000;
+/// Most nonces remembered; beyond it peer requests are refused until old ones expire.
+const MAX_NONCES: usize = 1_000_000;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A cluster's join token: the shared secret peers sign their requests with.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    token: String,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+impl PartialEq for ClusterSecret {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.key, &other.key)
+    }
+}
+
+/// Why a peer request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedPeer {
+    #[error("no {HEADER} header: peer requests must be signed with the cluster's join token")]
+    Missing,
+    #[error("malformed {HEADER} header: expected `v1 t=MILLIS n=NONCE s=SIGNATURE`")]
+    Malformed,
+    #[error(
+        "the request's time is {0} ms away from this node's clock (at most {WINDOW_MS} allowed): \
+         keep the members' clocks in sync"
+    )]
+    Skewed(i64),
+    #[error("this request was already received (a replay)")]
+    Replayed,
+    #[error("wrong signature: the sender does not hold this cluster's join token")]
+    BadSignature,
+    #[error("too many peer requests in the last minute; retry later")]
+    Busy,
+}
+
+impl ClusterSecret {
+    /// Shortest token accepted (an operator may choose one).
+    pub const MIN_LEN: usize = 24;
+    /// Longest token accepted.
+    pub const MAX_LEN: usize = 256;
+
+    /// A new random token (`swyd1.` then 64 hex digits: 256 bits from the OS).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random number generator works");
+        let mut token = String::from("swyd1.");
+        for b in bytes {
+            token.push_str(&format!("{b:02x}"));
+        }
+        Self::parse(&token).expect("a generated token is valid")
+    }
+
+    /// A token as given by an operator: 24 to 256 visible ASCII characters.
+    pub fn parse(token: &str) -> Result<Self, String> {
+        let token = token.trim();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&token.len())
+            || !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "a join token is {} to {} visible ASCII characters without spaces (make one \
+                 with `switchyard cluster join-token --new`)",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(b"switchyard cluster secret v1\0");
+        h.update(token.as_bytes());
+        Ok(Self {
+            token: token.to_string(),
+            key: h.finalize().into(),
+        })
+    }
+
+    /// The token, as `switchyard cluster join-token` prints it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Where a data directory keeps its secret.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(SECRET_FILE)
+    }
+
+    /// The secret kept in a data directory, if it has one.
+    pub fn load(data_dir: &Path) -> Result<Option<Self>, String> {
+        let path = Self::path(data_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Keep the secret in a data directory: readable by its owner only, fsynced, then renamed
+    /// into place.
+    pub fn store(&self, data_dir: &Path) -> std::io::Result<()> {
+        let path = Self::path(data_dir);
+        let tmp = data_dir.join(format!("{SECRET_FILE}.tmp"));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(self.token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    }
+
+    fn mac(&self, method: &str, path: &str, time_ms: i64, nonce: &str, body: &[u8]) -> [u8; 32] {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        m.update(format!("v1\n{method}\n{path}\n{time_ms}\n{nonce}\n").as_bytes());
+        m.update(&digest);
+        m.finalize().into_bytes().into()
+    }
+
+    /// The header value that signs a request (`path` with its query).
+    pub fn sign(&self, method: &str, path: &str, body: &[u8]) -> String {
+        let mut n = [0u8; 16];
+        getrandom::fill(&mut n).expect("the OS random number generator works");
+        let nonce = hex(&n);
+        let t = now_ms();
+        let s = hex(&self.mac(method, path, t, &nonce, body));
+        format!("v1 t={t} n={nonce} s={s}")
+    }
+}
+
+/// Checks signed requests against one secret and remembers recent nonces.
+pub struct Verifier {
+    secret: ClusterSecret,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<String>,
+    /// (arrival time, nonce), oldest first.
+    order: VecDeque<(i64, String)>,
+}
+
+impl Verifier {
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self {
+            secret,
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    /// Check one request's signature header.
+    pub fn verify(
+        &self,
+        method: &str,
+        path: &str,
+        header: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), RefusedPeer> {
+        let header = header.ok_or(RefusedPeer::Missing)?;
+        let mut parts = header.split(' ');
+        if parts.next() != Some("v1") {
+            return Err(RefusedPeer::Malformed);
+        }
+        let (mut t, mut n, mut s) = (None, None, None);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("t", v)) => t = v.parse::<i64>().ok(),
+                Some(("n", v)) if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    n = Some(v)
+                }
+                Some(("s", v)) => s = unhex(v),
+                _ => return Err(RefusedPeer::Malformed),
+            }
+        }
+        let (Some(t), Some(n), Some(s)) = (t, n, s) else {
+            return Err(RefusedPeer::Malformed);
+        };
+        let now = now_ms();
+        if (now - t).abs() > WINDOW_MS {
+            return Err(RefusedPeer::Skewed(now - t));
+        }
+        if !constant_time_eq(&self.secret.mac(method, path, t, n, body), &s) {
+            return Err(RefusedPeer::BadSignature);
+        }
+        let mut seen = self.seen.lock().expect("nonce cache lock");
+        while seen
+            .order
+            .front()
+            .is_some_and(|(at, _)| *at < now - 2 * WINDOW_MS)
+        {
+            let (_, old) = seen.order.pop_front().expect("checked");
+            seen.set.remove(&old);
+        }
+        if seen.set.contains(n) {
+            return Err(RefusedPeer::Replayed);
+        }
+        if seen.set.len() >= MAX_NONCES {
+            return Err(RefusedPeer::Busy);
+        }
+        seen.set.insert(n.to_string());
+        seen.order.push_back((now, n.to_string()));
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Compare secrets in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_request_passes_once_and_any_change_is_refused() {
+        let s = ClusterSecret::generate();
+        let v = Verifier::new(s.clone());
+        let h = s.sign("POST", "/raft/append", b"body");
+        assert_eq!(v.verify("POST", "/raft/append", Some(&h), b"body"), Ok(()));
+        // The same request again is a replay.
+        assert_eq!(
+            v.verify("POST", "/raft/append", Some(&h), b"body"),
+            Err(RefusedPeer::Replayed)
+        );
+        let h = s.sign("POST", "/raft/append", b"body");
+        for (m, p, b) in [
+            ("POST", "/raft/append", &b"bodY"[..]),
+            ("POST", "/raft/vote", b"body"),
+            ("PUT", "/raft/append", b"body"),
+        ] {
+            assert_eq!(
+                v.verify(m, p, Some(&h), b),
+                Err(RefusedPeer::BadSignature),
+                "{m} {p}"
+            );
+        }
+        let other = Verifier::new(ClusterSecret::generate());
+        assert_eq!(
+            other.verify("POST", "/raft/append", Some(&h), b"body"),
+            Err(RefusedPeer::BadSignature)
+        );
+        assert_eq!(
+            v.verify("POST", "/raft/append", None, b"body"),
+            Err(RefusedPeer::Missing)
+        );
+        assert_eq!(
+            v.verify("POST", "/raft/append", Some("Bearer x"), b"body"),
+            Err(RefusedPeer::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_old_signature_is_refused() {
+        let s = ClusterSecret::generate();
+        let v = Verifier::new(s.clone());
+        let t = now_ms() - WINDOW_MS - 5_000;
+        let n = "0".repeat(32);
+        let sig = hex(&s.mac("POST", "/raft/vote", t, &n, b""));
+        let h = format!("v1 t={t} n={n} s={sig}");
+        assert!(matches!(
+            v.verify("POST", "/raft/vote", Some(&h), b""),
+            Err(RefusedPeer::Skewed(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_are_checked_and_kept_in_the_data_directory() {
+        assert!(ClusterSecret::parse("short").is_err());
+        assert!(ClusterSecret::parse("has a space in it, and is long enough").is_err());
+        let chosen = ClusterSecret::parse("an-operator-chosen-token-1234").unwrap();
+        assert_eq!(chosen.token(), "an-operator-chosen-token-1234");
+        let dir = tempfile::TempDir::new().unwrap();
+        assert_eq!(ClusterSecret::load(dir.path()).unwrap(), None);
+        let s = ClusterSecret::generate();
+        assert!(s.token().starts_with("swyd1.") && s.token().len() == 70);
+        s.store(dir.path()).unwrap();
+        assert_eq!(ClusterSecret::load(dir.path()).unwrap(), Some(s));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ClusterSecret::path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
