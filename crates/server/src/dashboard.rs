@@ -1,23 +1,21 @@
 //! The dashboard: a few static files compiled into the binary (no CDN, no build step), served
 //! on the API listener at `/`. The page reads the /v1 API and listens on `/v1/watch`.
 
-use axum::Router;
+use crate::routes::Routes;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(|| async { asset("index.html") }))
-        .route(
-            "/ui/{file}",
-            get(|Path(file): Path<String>| async move { asset(&file) }),
-        )
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Routes<S> {
+    Routes::new()
+        .get("/", || async { asset("index.html") })
+        .get("/ui/{file}", |Path(file): Path<String>| async move {
+            asset(&file)
+        })
 }
 
 fn asset(name: &str) -> Response {

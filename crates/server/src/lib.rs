@@ -23,6 +23,7 @@ pub mod listen;
 pub mod network;
 pub mod node;
 pub mod peer_auth;
+pub mod routes;
 pub mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;

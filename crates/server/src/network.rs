@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -300,9 +300,19 @@ impl RaftNetworkV2<C> for PeerLink {
     }
 }
 
+/// The peer listener's routes.
+pub(crate) fn routes() -> crate::routes::Routes<Peer> {
+    crate::routes::Routes::new()
+        .post("/raft/append", append)
+        .post("/raft/vote", vote)
+        .post("/raft/snapshot", snapshot)
+        .post("/raft/transfer-leader", transfer_leader)
+        .post("/raft/leader", leader_request)
+}
+
 /// What the peer listener's handlers share.
 #[derive(Clone)]
-struct Peer {
+pub(crate) struct Peer {
     node: Arc<Node>,
     /// The snapshot being received, piece by piece.
     incoming: Arc<tokio::sync::Mutex<Option<Incoming>>>,
@@ -325,12 +335,8 @@ pub fn peer_router(node: Arc<Node>) -> Router {
         node: node.clone(),
         incoming: Default::default(),
     };
-    Router::new()
-        .route("/raft/append", post(append))
-        .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
-        .route("/raft/transfer-leader", post(transfer_leader))
-        .route("/raft/leader", post(leader_request))
+    routes()
+        .into_router()
         .with_state(state)
         .fallback(|| async { ApiError::not_found("no such peer route") })
         .method_not_allowed_fallback(|| async {

@@ -72,6 +72,22 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// The API listener's routes besides the /v1 ones of the OpenAPI document: the Altair
+/// face's, the dashboard's, and `/openapi.json` serving `doc`.
+pub(crate) fn extra_routes(doc: Arc<str>) -> crate::routes::Routes<Shared> {
+    crate::faces::altair::routes()
+        .merge(crate::dashboard::routes())
+        .get("/openapi.json", move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }
+        })
+}
+
 /// The whole client API router.
 pub fn router(state: Shared) -> Router {
     let max_body = state.node.config.max_body_bytes;
@@ -81,20 +97,7 @@ pub fn router(state: Shared) -> Router {
         .expect("the OpenAPI document serialises")
         .into();
     routes
-        .merge(crate::faces::altair::routes())
-        .merge(crate::dashboard::routes())
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        doc.to_string(),
-                    )
-                }
-            }),
-        )
+        .merge(extra_routes(doc).into_router())
         .fallback(|| async {
             ApiError::not_found("no such route; see /openapi.json for the routes")
         })

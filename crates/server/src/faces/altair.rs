@@ -20,7 +20,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchyard_core::beers::{BeerCommand, BeerReply, NO_GLASS};
@@ -30,13 +30,16 @@ use switchyard_types::WatchMessage;
 use crate::api::Shared;
 use crate::api::watch::{SessionConfig, run_session};
 use crate::error::ApiError;
+use crate::routes::Routes;
 
 /// The face's routes (the same paths on both listeners).
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/beers", get(list).post(pour))
-        .route("/api/beers/{id}", get(get_one).delete(delete))
-        .route("/sockets/beers", get(socket))
+pub fn routes() -> Routes<Shared> {
+    Routes::new()
+        .get("/api/beers", list)
+        .post("/api/beers", pour)
+        .get("/api/beers/{id}", get_one)
+        .delete("/api/beers/{id}", delete)
+        .get("/sockets/beers", socket)
 }
 
 /// The face alone, for its own listener.
@@ -44,6 +47,7 @@ pub fn router(s: Shared) -> Router {
     let max_body = s.node.config.max_body_bytes;
     let guard = crate::api::guard(&s, crate::auth::Style::Altair);
     routes()
+        .into_router()
         .fallback(|| async { status(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

@@ -13,18 +13,25 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+
 use serde::Deserialize;
 use switchyard_core::jobs::Status;
 use switchyard_core::runs::Run;
 
 use crate::api::Shared;
+use crate::routes::Routes;
+
+/// The face's routes.
+pub fn routes() -> Routes<Shared> {
+    Routes::new()
+        .get("/health", || async { StatusCode::OK })
+        .get("/results", results)
+}
 
 pub fn router(s: Shared) -> Router {
     let guard = crate::api::guard(&s, crate::auth::Style::Text);
-    Router::new()
-        .route("/health", get(|| async { StatusCode::OK }))
-        .route("/results", get(results))
+    routes()
+        .into_router()
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::auth::check,

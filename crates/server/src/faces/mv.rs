@@ -22,7 +22,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ use crate::api::Shared;
 use crate::api::devices::run_command;
 use crate::api::watch::{SessionConfig, run_session};
 use crate::error::ApiError;
+use crate::routes::Routes;
 
 /// The seven commands of the `mv` type.
 pub const COMMANDS: [&str; 7] = [
@@ -45,34 +46,37 @@ pub const COMMANDS: [&str; 7] = [
 ];
 
 #[derive(Clone)]
-struct Face {
+pub(crate) struct Face {
     s: Shared,
     device: String,
+}
+
+/// The face's routes.
+pub(crate) fn routes() -> Routes<Face> {
+    let mut r = Routes::new()
+        .any("/", ws)
+        .get("/state", |st: State<Face>| attribute(st, "state"))
+        .get("/obs_state", |st: State<Face>| attribute(st, "obs_state"))
+        .post("/abort", abort);
+    for name in COMMANDS {
+        r = r
+            .post(&format!("/{name}"), move |st: State<Face>, body: Bytes| {
+                command(st, name, false, body)
+            })
+            .post(
+                &format!("/background_{name}"),
+                move |st: State<Face>, body: Bytes| command(st, name, true, body),
+            );
+    }
+    r
 }
 
 /// The face's router, serving device `device`.
 pub fn router(s: Shared, device: String) -> Router {
     let guard = crate::api::guard(&s, crate::auth::Style::FastApi);
-    let mut r = Router::new()
-        .route("/", any(ws))
-        .route("/state", get(|st: State<Face>| attribute(st, "state")))
-        .route(
-            "/obs_state",
-            get(|st: State<Face>| attribute(st, "obs_state")),
-        )
-        .route("/abort", post(abort));
-    for name in COMMANDS {
-        r = r
-            .route(
-                &format!("/{name}"),
-                post(move |st: State<Face>, body: Bytes| command(st, name, false, body)),
-            )
-            .route(
-                &format!("/background_{name}"),
-                post(move |st: State<Face>, body: Bytes| command(st, name, true, body)),
-            );
-    }
-    r.fallback(|| async { detail(StatusCode::NOT_FOUND, json!("Not Found")) })
+    routes()
+        .into_router()
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, json!("Not Found")) })
         .method_not_allowed_fallback(|| async {
             detail(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
         })

@@ -39,7 +39,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -53,32 +53,31 @@ use switchyard_types::rfc3339;
 use crate::api::Shared;
 use crate::api::jobs::{Followed, follow_log};
 use crate::error::ApiError;
+use crate::routes::Routes;
 
 /// Seconds a joined client may stay silent before it is lost (the original's clients check
 /// in every 10 s); lost at twice this.
 const CLIENT_TTL: u64 = 15;
 
 /// The face's routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/deployments", get(list).post(create))
-        .route(
-            "/api/deployments/{name}",
-            get(get_one).put(put).delete(delete),
-        )
-        .route(
-            "/api/deployments/{name}/state",
-            get(get_document).post(post_document),
-        )
-        .route("/api/deployments/{name}/action", post(action))
-        .route("/api/deployments/{name}/logs", get(log_index))
-        .route("/api/active-deployments", get(active))
-        .route("/api/orchestration/ws", get(ws))
-        .route("/api/orchestration/logs/{file}", get(log_text))
-        .route("/api/cluster", post(join))
-        .route("/api/cluster/{name}", get(membership))
-        .route("/api/config/cluster", get(cluster_config))
-        .route("/api/config/status", get(|| async { StatusCode::OK }))
+pub fn routes() -> Routes<Shared> {
+    Routes::new()
+        .get("/api/deployments", list)
+        .post("/api/deployments", create)
+        .get("/api/deployments/{name}", get_one)
+        .put("/api/deployments/{name}", put)
+        .delete("/api/deployments/{name}", delete)
+        .get("/api/deployments/{name}/state", get_document)
+        .post("/api/deployments/{name}/state", post_document)
+        .post("/api/deployments/{name}/action", action)
+        .get("/api/deployments/{name}/logs", log_index)
+        .get("/api/active-deployments", active)
+        .get("/api/orchestration/ws", ws)
+        .get("/api/orchestration/logs/{file}", log_text)
+        .post("/api/cluster", join)
+        .get("/api/cluster/{name}", membership)
+        .get("/api/config/cluster", cluster_config)
+        .get("/api/config/status", || async { StatusCode::OK })
 }
 
 /// The face alone, for its own listener.
@@ -91,6 +90,7 @@ pub fn router(s: Shared) -> Router {
         .max(switchyard_core::deployments::MAX_DOCUMENT);
     let guard = crate::api::guard(&s, crate::auth::Style::Testbed);
     routes()
+        .into_router()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
