@@ -134,7 +134,7 @@ pub struct ServeArgs {
     /// advertised names; comma-separated [default: none]
     #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
-    /// Token file (TOML) that turns bearer-token auth on; see README "Auth" [default: off]
+    /// Token file (TOML) that turns bearer-token auth on; see README "Security" [default: off]
     #[arg(long, env = "SWITCHYARD_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
     /// A follower hands writes to the leader (true) or answers 503 naming it (false)

@@ -109,6 +109,14 @@ struct Probe {
 }
 
 impl Probe {
+    /// A client holding `server`'s cluster secret.
+    fn of(server: &Server) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            secret: ClusterSecret::parse(server.node.join_token()).unwrap(),
+        }
+    }
+
     async fn send(
         &self,
         addr: SocketAddr,
@@ -179,11 +187,7 @@ fn public(listener: &str, path: &str) -> bool {
 async fn every_route_of_every_listener_gets_exactly_what_its_credential_allows() {
     let dir = TempDir::new().unwrap();
     let (server, addrs) = node(&dir, |_| {}).await;
-    let http = reqwest::Client::new();
-    let probe = Probe {
-        http: http.clone(),
-        secret: ClusterSecret::parse(server.node.join_token()).unwrap(),
-    };
+    let probe = Probe::of(&server);
     let mut checked = 0;
     for (listener, routes) in switchyard_server::routes::all() {
         assert!(!routes.is_empty(), "{listener} lists its routes");
@@ -230,11 +234,8 @@ async fn every_route_of_every_listener_gets_exactly_what_its_credential_allows()
 async fn a_page_of_another_origin_changes_nothing_and_opens_no_socket() {
     let dir = TempDir::new().unwrap();
     let (server, addrs) = node(&dir, |_| {}).await;
-    let http = reqwest::Client::new();
-    let probe = Probe {
-        http: http.clone(),
-        secret: ClusterSecret::parse(server.node.join_token()).unwrap(),
-    };
+    let probe = Probe::of(&server);
+    let http = probe.http.clone();
     let client = Client::new(server.url()).with_token(WRITE);
     let before = client.status().await.unwrap().revision;
     let cross_site: [&[(&str, &str)]; 3] = [
