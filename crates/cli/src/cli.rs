@@ -26,6 +26,10 @@ pub struct Args {
     /// Bearer token for a server with auth on (client commands).
     #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust for https:// servers besides the system's roots (client
+    /// commands, the worker, tap); `switchyard certs init` makes one.
+    #[arg(long, global = true, env = "SWITCHYARD_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -63,6 +67,9 @@ pub enum Cmd {
     /// Cluster membership: status, add, remove, transfer-leader.
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCmd),
+    /// Certificates for a cluster with none: a CA, then one certificate per node.
+    #[command(subcommand)]
+    Certs(CertsCmd),
     /// Run a local cluster of N nodes on loopback (separate data dirs) until Ctrl-C.
     DevCluster(crate::cluster::DevClusterArgs),
     /// Run jobs from a queue on this machine (an agent): `--server URL[,URL...]`.
@@ -84,6 +91,52 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCmd {
+    /// Write a new CA (ca.pem, ca-key.pem) in --dir; keep ca-key.pem private.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: std::path::PathBuf,
+    },
+    /// Write NAME.pem and NAME-key.pem, signed by the CA in --dir, for serving (--tls-cert,
+    /// --peer-cert) and for presenting to peers.
+    Node {
+        name: String,
+        /// An IP address clients reach the node at; repeatable.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name clients reach the node at; repeatable.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        #[arg(long, default_value = "certs")]
+        dir: std::path::PathBuf,
+    },
+}
+
+fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
+    match cmd {
+        CertsCmd::Init { dir } => {
+            let (cert, key) = switchyard_tls::certs::init(&dir)?;
+            println!(
+                "CA certificate {} (give it to clients: --ca-cert, --peer-ca)",
+                cert.display()
+            );
+            println!("CA key         {} (keep it private)", key.display());
+        }
+        CertsCmd::Node {
+            name,
+            ips,
+            dns,
+            dir,
+        } => {
+            let (cert, key) = switchyard_tls::certs::node(&dir, &name, &ips, &dns)?;
+            println!("certificate {}", cert.display());
+            println!("key         {}", key.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,24 +227,41 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => Client::new(&args.server).with_token(t),
         None => Client::new(&args.server),
     };
+    let client = match &args.ca_cert {
+        Some(ca) => client
+            .with_ca_cert(ca)
+            .map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?,
+        None => client,
+    };
     let ctx = || format!("talking to {}", args.server);
     match args.command {
-        Cmd::Serve(s) => serve(*s).await?,
+        Cmd::Serve(mut s) => {
+            s.ca_cert = args.ca_cert.clone();
+            serve(*s).await?
+        }
         Cmd::Bench(b) => crate::bench::run(b).await?,
+        Cmd::Certs(c) => certs(c)?,
         Cmd::Device(d) => return device(&client, d).await.with_context(ctx),
         Cmd::Tap(t) => {
             let defaulted =
                 args.server == DEFAULT_SERVER && std::env::var_os("SWITCHYARD_SERVER").is_none();
+            let secure = crate::tap::Secure {
+                on: args.server.starts_with("https://") || args.server.starts_with("wss://"),
+                tls: client.tls().cloned(),
+            };
             crate::tap::run(
                 t,
                 crate::tap::server_addr(&args.server, defaulted),
                 args.token.clone(),
+                secure,
             )
             .await?
         }
         Cmd::Cluster(c) => return crate::cluster::cluster(&client, c).await.with_context(ctx),
         Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
-        Cmd::Worker(w) => crate::jobs::worker(&args.server, args.token.clone(), w).await?,
+        Cmd::Worker(w) => {
+            crate::jobs::worker(&args.server, args.token.clone(), args.ca_cert.clone(), w).await?
+        }
         Cmd::Jobs(j) => return crate::jobs::jobs(&client, j).await.with_context(ctx),
         Cmd::Deploy(d) => return crate::deploy::deploy(&client, d).await.with_context(ctx),
         Cmd::Run(r) => {

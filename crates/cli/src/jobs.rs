@@ -68,9 +68,15 @@ fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-pub async fn worker(server: &str, token: Option<String>, a: WorkerArgs) -> anyhow::Result<()> {
+pub async fn worker(
+    server: &str,
+    token: Option<String>,
+    ca_cert: Option<std::path::PathBuf>,
+    a: WorkerArgs,
+) -> anyhow::Result<()> {
     let mut cfg = switchyard_worker::Config::new(server, a.queue);
     cfg.token = token;
+    cfg.ca_cert = ca_cert;
     if let Some(id) = a.id {
         cfg.id = id;
     }

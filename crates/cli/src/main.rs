@@ -23,6 +23,8 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Every HTTP client of the binary uses rustls with ring.
+    switchyard_tls::install_provider();
     let args = cli::Args::parse();
     // A benchmark worker process does one thing at a time: a single-threaded runtime spares
     // it the cross-thread wake-ups (the same for every system it drives).

@@ -117,6 +117,28 @@ pub struct ServeArgs {
     /// environment or the file to a flag, which other local users can see
     #[arg(long, env = "SWITCHYARD_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Certificate (PEM, with its chain) of the client API and every face: they speak HTTPS
+    /// (reloaded on SIGHUP) [default: plain HTTP]
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) of the cluster's peers: with --peer-cert and --peer-key, peers talk mutual TLS
+    /// and the peer listener refuses, at the handshake, a client without a certificate of
+    /// this CA [default: plain HTTP, signed with the join token]
+    #[arg(long, env = "SWITCHYARD_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM), signed by --peer-ca, for serving and for
+    /// presenting to other peers
+    #[arg(long, env = "SWITCHYARD_PEER_CERT")]
+    pub peer_cert: Option<PathBuf>,
+    /// Private key (PEM) of --peer-cert
+    #[arg(long, env = "SWITCHYARD_PEER_KEY")]
+    pub peer_key: Option<PathBuf>,
+    /// The global --ca-cert: trusted when this node talks to other members' API (a join).
+    #[arg(skip)]
+    pub ca_cert: Option<PathBuf>,
     /// Seconds a client has to send a request's head (line and headers) [default: 10]
     #[arg(long, env = "SWITCHYARD_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<f64>,
@@ -227,6 +249,12 @@ struct FileConfig {
     auth_tokens: Option<PathBuf>,
     join: Option<String>,
     join_token: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
+    peer_cert: Option<PathBuf>,
+    peer_key: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
     header_read_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     max_connections: Option<usize>,
@@ -353,6 +381,44 @@ impl ServeArgs {
             c.mv_device = d;
         }
         c.join = self.join.or(f.join);
+        match (self.tls_cert.or(f.tls_cert), self.tls_key.or(f.tls_key)) {
+            (Some(cert), Some(key)) => {
+                let files = switchyard_tls::ServerFiles {
+                    cert,
+                    key,
+                    client_ca: None,
+                };
+                let tls = switchyard_tls::ServerTls::load(files)
+                    .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?;
+                c.tls = Some(std::sync::Arc::new(tls));
+            }
+            (None, None) => {}
+            _ => bail!("tls_cert, tls_key: give both, or neither"),
+        }
+        match (
+            self.peer_ca.or(f.peer_ca),
+            self.peer_cert.or(f.peer_cert),
+            self.peer_key.or(f.peer_key),
+        ) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let files = switchyard_tls::ServerFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: Some(ca.clone()),
+                };
+                let server = switchyard_tls::ServerTls::load(files)
+                    .map_err(|e| anyhow::anyhow!("peer_cert: {e}"))?;
+                c.peer_tls = Some(switchyard_server::config::PeerTls {
+                    server: std::sync::Arc::new(server),
+                    ca,
+                    cert,
+                    key,
+                });
+            }
+            (None, None, None) => {}
+            _ => bail!("peer_ca, peer_cert, peer_key: give all three, or none"),
+        }
+        c.ca_cert = self.ca_cert.or(f.ca_cert);
         if let Some(v) = self.header_read_timeout.or(f.header_read_timeout) {
             c.limits.header_read_timeout = seconds_up_to("header_read_timeout", v, 3600.0)?;
         }
@@ -527,6 +593,7 @@ pub async fn terminated() {
 async fn bind_face(
     addr: &Option<String>,
     name: &str,
+    scheme: &str,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = addr else {
         return Ok(None);
@@ -534,7 +601,7 @@ async fn bind_face(
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the {name} face"))?;
-    eprintln!("switchyard {name} face on http://{}", l.local_addr()?);
+    eprintln!("switchyard {name} face on {scheme}://{}", l.local_addr()?);
     Ok(Some(l))
 }
 
@@ -551,10 +618,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
-    listeners.mv = bind_face(&s.mv_listen, "mv").await?;
-    listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap").await?;
-    listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS").await?;
-    listeners.funkytown = bind_face(&s.funkytown_listen, "funkytown reporter").await?;
+    let scheme = if s.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    listeners.mv = bind_face(&s.mv_listen, "mv", scheme).await?;
+    listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap", scheme).await?;
+    listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS", scheme).await?;
+    listeners.funkytown = bind_face(&s.funkytown_listen, "funkytown reporter", scheme).await?;
     let token = s
         .config
         .auth
@@ -562,15 +634,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .and_then(|a| a.write_token().map(str::to_string));
     let server = switchyard_server::start(s.config, listeners).await?;
     eprintln!(
-        "switchyard node {} serving the API on http://{} (peer RPC on {})",
-        server.node.id, server.api_addr, server.peer_addr
+        "switchyard node {} serving the API on {} (peer RPC on {})",
+        server.node.id,
+        server.url(),
+        server.peer_addr
     );
+    if server.node.config.peer_tls.is_some() {
+        eprintln!("peers talk mutual TLS");
+    }
+    #[cfg(unix)]
+    {
+        let node = server.node.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing a SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match node.config.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
+                    }
+                }
+            }
+        });
+    }
+    let worker_ca = server
+        .node
+        .config
+        .ca_cert
+        .clone()
+        .or_else(|| server.node.config.peer_tls.as_ref().map(|p| p.ca.clone()));
     let stop_worker = tokio_util::sync::CancellationToken::new();
     let worker = (s.local_workers > 0).then(|| {
         let mut w = switchyard_worker::Config::new(server.url(), s.local_worker_queue.clone());
         w.id = format!("local-node{}", server.node.id);
         w.concurrency = s.local_workers;
         w.token = token;
+        w.ca_cert = worker_ca;
         w.shutdown_grace = Duration::from_secs(5);
         w.host = serde_json::json!({"local": true, "node_id": server.node.id});
         let stop = stop_worker.clone();

@@ -45,7 +45,17 @@ impl Rng {
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-async fn listen(url: String, token: Option<String>) {
+/// How the tap reaches the server: TLS (`https://`/`wss://` given) and what it trusts.
+pub struct Secure {
+    pub on: bool,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+async fn listen(
+    url: String,
+    token: Option<String>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         eprintln!("Attempting to connect to: {url}");
@@ -62,7 +72,12 @@ async fn listen(url: String, token: Option<String>) {
         {
             request.headers_mut().insert("authorization", v);
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connector = tls
+            .as_ref()
+            .map(|c| tokio_tungstenite::Connector::Rustls(c.clone()));
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+            .await
+        {
             Ok((mut ws, _)) => {
                 backoff = Duration::from_millis(100);
                 while let Some(Ok(m)) = ws.next().await {
@@ -86,13 +101,20 @@ pub fn server_addr(server: &str, defaulted: bool) -> String {
         Ok(addr) if defaulted => addr,
         _ => server
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_start_matches("ws://")
+            .trim_start_matches("wss://")
             .trim_end_matches('/')
             .to_string(),
     }
 }
 
-pub async fn run(a: TapArgs, addr: String, token: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    a: TapArgs,
+    addr: String,
+    token: Option<String>,
+    secure: Secure,
+) -> anyhow::Result<()> {
     if a.min_volume > a.max_volume {
         bail!("--min-volume must not exceed --max-volume");
     }
@@ -100,15 +122,17 @@ pub async fn run(a: TapArgs, addr: String, token: Option<String>) -> anyhow::Res
         bail!("--interval must be a number of seconds, 0 or more");
     }
     eprintln!("\n - Inet Addr: {} \n - Tap ID: {} \n", addr, a.id);
-    let mut ws_url = format!("ws://{}/sockets/beers", addr);
+    let (ws, web) = if secure.on {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let mut ws_url = format!("{ws}://{}/sockets/beers", addr);
     if a.skip_own {
         ws_url.push_str(&format!("?tapId={}&skip_own=true", a.id));
     }
-    let listener = tokio::spawn(listen(ws_url, token.clone()));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let listener = tokio::spawn(listen(ws_url, token.clone(), secure.tls.clone()));
+    let http = switchyard_client::http_client(secure.tls.as_ref(), Some(Duration::from_secs(10)));
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -125,7 +149,7 @@ pub async fn run(a: TapArgs, addr: String, token: Option<String>) -> anyhow::Res
         let volume = u64::from(a.min_volume) + rng.next() % span;
         eprintln!("Posting beer...");
         let mut req = http
-            .post(format!("http://{}/api/beers", addr))
+            .post(format!("{web}://{}/api/beers", addr))
             .json(&serde_json::json!({"tapId": a.id, "volume": volume}));
         if let Some(t) = &token {
             req = req.bearer_auth(t);

@@ -22,7 +22,15 @@ const TOKEN: &str = "switchyard-cli-test-cluster-token";
 
 /// Start node `id` on `dir` (API and peer on `api`/`peer`, port 0 for any free port), with
 /// short Raft timings; `join` is the client URL of a member to join.
-fn spawn(id: u64, dir: &Path, api: &str, peer: &str, join: Option<&str>) -> Proc {
+/// `extra`: more flags.
+fn spawn_with(
+    id: u64,
+    dir: &Path,
+    api: &str,
+    peer: &str,
+    join: Option<&str>,
+    extra: &[std::ffi::OsString],
+) -> Proc {
     let id_s = id.to_string();
     let mut args: Vec<std::ffi::OsString> = [
         "--node-id",
@@ -43,6 +51,7 @@ fn spawn(id: u64, dir: &Path, api: &str, peer: &str, join: Option<&str>) -> Proc
     if let Some(j) = join {
         args.extend(["--join".into(), j.into()]);
     }
+    args.extend(extra.iter().cloned());
     common::serve(&format!("node {id}"), args)
 }
 
@@ -64,24 +73,157 @@ async fn account_ids(c: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Certificates for nodes 1 to 4 on loopback, from a new CA (`switchyard certs`), and the
+/// flags that turn on HTTPS and mutual TLS between peers with them.
+struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    fn new() -> Self {
+        let dir = TempDir::new().unwrap();
+        let run = |args: &[&str]| {
+            let ok = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .arg("certs")
+                .args(args)
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "switchyard certs {args:?}");
+        };
+        run(&["init"]);
+        for n in 1..=4 {
+            run(&[
+                "node",
+                &format!("node{n}"),
+                "--ip",
+                "127.0.0.1",
+                "--dns",
+                "localhost",
+            ]);
+        }
+        Self { dir }
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn flags(&self, id: u64) -> Vec<std::ffi::OsString> {
+        let d = self.dir.path();
+        let cert = d.join(format!("node{id}.pem"));
+        let key = d.join(format!("node{id}-key.pem"));
+        vec![
+            "--tls-cert".into(),
+            cert.clone().into(),
+            "--tls-key".into(),
+            key.clone().into(),
+            "--peer-ca".into(),
+            self.ca().into(),
+            "--peer-cert".into(),
+            cert.into(),
+            "--peer-key".into(),
+            key.into(),
+            "--ca-cert".into(),
+            self.ca().into(),
+        ]
+    }
+
+    fn client(&self, url: impl Into<String>) -> Client {
+        Client::new(url).with_ca_cert(&self.ca()).unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
+    kill_the_leader_under_load(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_kill_9_the_leader_and_refuse_strangers() {
+    let certs = Certs::new();
+    let procs = kill_the_leader_under_load(Some(&certs)).await;
+
+    // An outsider on the peer port: without a client certificate, or with one of another CA,
+    // the handshake fails; nothing is served.
+    let peer = format!("https://{}/raft/vote", procs[0].peer);
+    let tls = switchyard_tls::client_config(&[&certs.ca()], None).unwrap();
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap();
+    let err = plain.post(&peer).body("{}").send().await.unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err}");
+    let other = Certs::new();
+    let foreign = switchyard_tls::client_config(
+        &[&certs.ca()],
+        Some((
+            &other.dir.path().join("node1.pem"),
+            &other.dir.path().join("node1-key.pem"),
+        )),
+    )
+    .unwrap();
+    let foreign = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(foreign)
+        .build()
+        .unwrap();
+    assert!(foreign.post(&peer).body("{}").send().await.is_err());
+    // Plain HTTP to a TLS listener gets nothing either.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/health", procs[0].api))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // A fourth node with a certificate of the cluster's CA but without the join token is
+    // refused: it does not even start.
+    let dir4 = TempDir::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--node-id", "4", "--listen", "127.0.0.1:0"])
+        .args(["--peer-listen", "127.0.0.1:0", "--join", &procs[1].url()])
+        .arg("--data-dir")
+        .arg(dir4.path())
+        .args(certs.flags(4))
+        .env_remove("SWITCHYARD_JOIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--join-token"), "{text}");
+}
+
+/// Three real processes (over mutual TLS with `certs`): SIGKILL the leader under write load;
+/// writes resume, every acknowledged write is on the survivors and on the restarted node.
+/// Returns the running nodes.
+async fn kill_the_leader_under_load(certs: Option<&Certs>) -> Vec<Proc> {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
     let any = "127.0.0.1:0";
-    let mut procs = vec![spawn(1, dirs[0].path(), any, any, None)];
+    let flags = |id: u64| certs.map(|c| c.flags(id)).unwrap_or_default();
+    let client = |url: String| match certs {
+        Some(c) => c.client(url),
+        None => Client::new(url),
+    };
+    let mut procs = vec![spawn_with(1, dirs[0].path(), any, any, None, &flags(1))];
     let first = procs[0].url();
     for id in 2..=3u64 {
-        procs.push(spawn(
+        procs.push(spawn_with(
             id,
             dirs[id as usize - 1].path(),
             any,
             any,
             Some(&first),
+            &flags(id),
         ));
     }
     // Every node sees three voters, a leader and no change under way (before a kill, a member
     // that has not seen the final configuration could not help elect a new leader).
-    let single: Vec<Client> = procs.iter().map(|p| Client::new(p.url())).collect();
+    let single: Vec<Client> = procs.iter().map(|p| client(p.url())).collect();
     until(30, "three voters on every node", || async {
         let mut all = true;
         for c in &single {
@@ -109,7 +251,7 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
 
     // Write load through a client that knows every node.
     let urls: Vec<String> = procs.iter().map(Proc::url).collect();
-    let all = Client::new(urls.join(","));
+    let all = client(urls.join(","));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
@@ -161,8 +303,15 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
 
     // The killed node restarts on its addresses, catches up, and has them too.
     let (api, peer) = (procs[victim].api.clone(), procs[victim].peer.clone());
-    procs[victim] = spawn(leader, dirs[victim].path(), &api, &peer, None);
-    let restarted = Client::new(procs[victim].url());
+    procs[victim] = spawn_with(
+        leader,
+        dirs[victim].path(),
+        &api,
+        &peer,
+        None,
+        &flags(leader),
+    );
+    let restarted = client(procs[victim].url());
     until(30, "the restarted node rejoins", || async {
         restarted.status().await.is_ok_and(|s| s.leader.is_some())
     })
@@ -175,6 +324,7 @@ async fn three_processes_kill_9_the_leader_under_load_and_lose_nothing() {
         account_ids(&single[(victim + 1) % 3]).await,
         "the same state on every node"
     );
+    procs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,13 +146,20 @@ impl Client {
     pub fn follow_logs(&self, id: u64, from: u64) -> LogFollower {
         LogFollower {
             client: self.clone(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(5))
-                // The server sends a keep-alive comment every 15 s.
-                .read_timeout(Duration::from_secs(40))
-                .build()
-                .expect("a plain HTTP client always builds"),
+            http: {
+                let config = match &self.tls {
+                    Some(c) => (**c).clone(),
+                    None => (*switchyard_tls::system_client_config()).clone(),
+                };
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .tls_backend_preconfigured(config)
+                    .connect_timeout(Duration::from_secs(5))
+                    // The server sends a keep-alive comment every 15 s.
+                    .read_timeout(Duration::from_secs(40))
+                    .build()
+                    .expect("a client with a rustls configuration builds")
+            },
             id,
             next: from,
             stream: None,

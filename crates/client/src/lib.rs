@@ -39,6 +39,9 @@ pub enum Error {
     /// The server's answer was not what the API documents.
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// The TLS files could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A watch could not resume: its revision is older than the server's history.
     #[error(
         "watch resume point is compacted; re-read state and watch from revision {compact_revision} or later"
@@ -89,6 +92,27 @@ pub struct Client {
     http: reqwest::Client,
     token: Option<String>,
     failover: Duration,
+    /// What `https://` and `wss://` trust (none: the system's roots).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// A reqwest client over rustls (ring), trusting `tls` or else the system's roots.
+pub fn http_client(
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    timeout: Option<Duration>,
+) -> reqwest::Client {
+    let config = match tls {
+        Some(c) => (**c).clone(),
+        None => (*switchyard_tls::system_client_config()).clone(),
+    };
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(config);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build()
+        .expect("a client with a rustls configuration builds")
 }
 
 /// How long a request keeps trying other nodes by default.
@@ -98,6 +122,7 @@ impl Client {
     /// A client for the server at `base`, e.g. `http://127.0.0.1:7700`, or for a cluster given
     /// as comma-separated URLs.
     pub fn new(base: impl Into<String>) -> Self {
+        switchyard_tls::install_provider();
         let base = base.into();
         let mut bases: Vec<String> = base
             .split(',')
@@ -107,18 +132,35 @@ impl Client {
         if bases.is_empty() {
             bases.push(base);
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a plain HTTP client always builds");
         Self {
             bases: std::sync::Arc::new(bases),
             current: Default::default(),
-            http,
+            http: http_client(None, Some(Duration::from_secs(30))),
             token: None,
             failover: FAILOVER,
+            tls: None,
         }
+    }
+
+    /// Trust the certificates of this PEM file (a cluster's CA) for `https://` and `wss://`,
+    /// besides the system's roots.
+    pub fn with_ca_cert(self, path: &std::path::Path) -> Result<Self, Error> {
+        let config =
+            switchyard_tls::client_config(&[path], None).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(self.with_tls(config))
+    }
+
+    /// Use this TLS configuration for `https://` and `wss://`.
+    pub fn with_tls(mut self, config: rustls::ClientConfig) -> Self {
+        let config = std::sync::Arc::new(config);
+        self.http = http_client(Some(&config), Some(Duration::from_secs(30)));
+        self.tls = Some(config);
+        self
+    }
+
+    /// The TLS configuration given with [`Client::with_tls`], if any.
+    pub fn tls(&self) -> Option<&std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     /// How long a request keeps trying other nodes before giving up (default 15 s).
@@ -545,6 +587,7 @@ impl Client {
             prefix,
             from,
             self.token.clone(),
+            self.tls.clone(),
         )
         .await
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use switchyard_types::{WatchEvent, WatchMessage};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::Error;
 
@@ -39,6 +39,25 @@ pub struct Watch {
     /// How many times the watch reconnected.
     pub reconnects: u64,
     token: Option<String>,
+    /// What `wss://` connections trust (none: the system's roots).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Open a WebSocket, with `tls` for `wss://`.
+pub(crate) async fn open(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    tls: &Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<
+    (
+        Socket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let connector = tls
+        .as_ref()
+        .map(|c| tokio_tungstenite::Connector::Rustls(c.clone()));
+    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await
 }
 
 fn request(
@@ -80,6 +99,7 @@ impl Watch {
         prefix: &str,
         from: u64,
         token: Option<String>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Result<Self, Error> {
         let mut w = Self {
             bases,
@@ -91,10 +111,16 @@ impl Watch {
             skip: 0,
             reconnects: 0,
             token,
+            tls,
         };
         let mut last = None;
         for _ in 0..w.bases.len() {
-            match connect_async(request(&w.bases[w.at], prefix, from, w.token.as_deref())?).await {
+            match open(
+                request(&w.bases[w.at], prefix, from, w.token.as_deref())?,
+                &w.tls,
+            )
+            .await
+            {
                 Ok((socket, _)) => {
                     w.socket = Some(socket);
                     return Ok(w);
@@ -140,12 +166,15 @@ impl Watch {
         let mut wait = Duration::from_millis(50);
         loop {
             let from = self.complete;
-            match connect_async(request(
-                &self.bases[self.at],
-                &self.prefix,
-                from,
-                self.token.as_deref(),
-            )?)
+            match open(
+                request(
+                    &self.bases[self.at],
+                    &self.prefix,
+                    from,
+                    self.token.as_deref(),
+                )?,
+                &self.tls,
+            )
             .await
             {
                 Ok((s, _)) => {

@@ -53,6 +53,14 @@ pub struct Config {
     /// joins needs it; a new cluster without one creates one (kept in the data directory, as
     /// is a given one).
     pub join_token: Option<crate::peer_auth::ClusterSecret>,
+    /// TLS of the client API and every face (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<switchyard_tls::ServerTls>>,
+    /// Mutual TLS between peers (`--peer-ca`, `--peer-cert`, `--peer-key`): the peer listener
+    /// serves only clients with a certificate of that CA, and this node presents its own.
+    pub peer_tls: Option<PeerTls>,
+    /// More CA certificates this node trusts when it talks to other members' client API (a
+    /// join), besides the system's and the peer CA.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Connection limits of every listener (header-read and idle timeouts, connection cap).
     pub limits: crate::listen::Limits,
     /// Cross-origin and DNS-rebinding guard of every listener: the origins and host names
@@ -91,6 +99,17 @@ pub struct Config {
     pub run_keep: u32,
 }
 
+/// Mutual TLS between peers.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The peer listener's certificate, requiring clients signed by the peer CA.
+    pub server: std::sync::Arc<switchyard_tls::ServerTls>,
+    /// The peer CA and this node's certificate and key (what it presents to other peers).
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 impl Config {
     /// Defaults for a node whose data lives in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -115,6 +134,9 @@ impl Config {
             join: None,
             join_token: None,
             limits: Default::default(),
+            tls: None,
+            peer_tls: None,
+            ca_cert: None,
             browser: Default::default(),
             forward_writes: true,
             heartbeat_interval: Duration::from_millis(150),
@@ -132,6 +154,18 @@ impl Config {
             run_retention: Duration::from_secs(7 * 24 * 60 * 60),
             run_keep: 100,
         }
+    }
+
+    /// Read every listener's TLS files again; on an error the old ones stay.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        for tls in self
+            .tls
+            .iter()
+            .chain(self.peer_tls.iter().map(|p| &p.server))
+        {
+            tls.reload().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// [`Config::job_retention`] in milliseconds, as stamped on the jobs it queues.

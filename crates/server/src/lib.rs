@@ -100,6 +100,7 @@ fn prometheus() -> PrometheusHandle {
 
 /// Start a node on the given listeners.
 pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, StartError> {
+    switchyard_tls::install_provider();
     if listeners.mv.is_some() && !config.devices.iter().any(|(n, _)| *n == config.mv_device) {
         config.devices.push((config.mv_device.clone(), "mv".into()));
     }
@@ -171,7 +172,11 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     // Every listener is served the same way: the browser guard, connection limits, and a
     // graceful end on shutdown (crate::listen).
     let own_hosts = vec![addr_api.clone(), addr_peer.clone()];
-    let mut serve = |l: TcpListener, app: Router, name: &'static str, style: auth::Style| {
+    let mut serve = |l: TcpListener,
+                     app: Router,
+                     name: &'static str,
+                     style: auth::Style,
+                     tls: Option<Arc<switchyard_tls::ServerTls>>| {
         let local = l
             .local_addr()
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -187,6 +192,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             app,
             name,
             node.config.limits,
+            tls,
             shutdown.clone(),
         )));
         Ok::<_, StartError>(())
@@ -196,6 +202,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         network::peer_router(node.clone()),
         "peer",
         auth::Style::V1,
+        node.config.peer_tls.as_ref().map(|t| t.server.clone()),
     )?;
 
     let state = Arc::new(api::AppState {
@@ -229,9 +236,15 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     ];
     for (l, face, name, style) in faces.into_iter().flatten() {
         tracing::info!(addr = ?l.local_addr().ok(), face = name, "serving a compatibility face");
-        serve(l, face, name, style)?;
+        serve(l, face, name, style, node.config.tls.clone())?;
     }
-    serve(listeners.api, api::router(state), "API", auth::Style::V1)?;
+    serve(
+        listeners.api,
+        api::router(state),
+        "API",
+        auth::Style::V1,
+        node.config.tls.clone(),
+    )?;
     tracing::info!(api = %api_addr, peer = %peer_addr, "serving");
     Ok(Server {
         api_addr,
@@ -267,7 +280,12 @@ async fn join_cluster(
                 match body["error"]["details"]["leader"]["api"].as_str() {
                     Some(api) if status == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                         tracing::info!(leader = api, "following the leader hint");
-                        target = format!("http://{api}");
+                        let scheme = if target.starts_with("https://") {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        target = format!("{scheme}://{api}");
                         continue;
                     }
                     _ => {
@@ -313,9 +331,20 @@ async fn create_configured_devices(node: Arc<Node>, shutdown: CancellationToken)
 }
 
 impl Server {
-    /// Base URL of the client API, e.g. `http://127.0.0.1:7700`.
+    /// Base URL of the client API, e.g. `http://127.0.0.1:7700` (`https://` with TLS on).
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.node.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
+    }
+
+    /// Read the TLS certificates and keys of every listener again (the binary does on SIGHUP);
+    /// new connections get them, open ones keep theirs. On an error the old ones stay.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.node.config.reload_tls()
     }
 
     /// A token that stops the server when cancelled (stop still has to be awaited).

@@ -10,6 +10,8 @@
 //!   request whose `Host` is not an IP address, `localhost`, one of the node's advertised
 //!   names or in `allowed_hosts` is refused too (a DNS-rebinding page reaches loopback under
 //!   its own name).
+//! - **TLS** when the listener has a certificate (rustls; the configuration is read anew for
+//!   each connection, so a reload takes effect at once), mutual on the peer listener.
 //! - **Connection limits**: a request head must arrive within `header_read_timeout`, a
 //!   connection with no request in flight is closed after `idle_timeout`, and at most
 //!   `max_connections` connections are open per listener (more wait in the accept backlog,
@@ -245,6 +247,7 @@ pub async fn serve(
     app: Router,
     name: &'static str,
     limits: Limits,
+    tls: Option<Arc<switchyard_tls::ServerTls>>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -279,8 +282,25 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let stop = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            connection(stream, app, limits, stop).await;
+            match tls {
+                None => connection(stream, app, limits, stop).await,
+                Some(tls) => {
+                    // The handshake, like a request head, must finish within the header timeout.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    let accepted =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    match accepted {
+                        Ok(Ok(s)) => connection(s, app, limits, stop).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(listener = name, error = %e, "TLS handshake refused")
+                        }
+                        Err(_) => tracing::info!(listener = name, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

@@ -63,10 +63,18 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: ClusterSecret,
     limit: usize,
+    /// `https` when peers talk mutual TLS.
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub fn new(secret: ClusterSecret, limit: usize) -> Self {
+    /// `tls`: what this node trusts and presents; `peer_tls`: peers speak TLS.
+    pub fn new(
+        secret: ClusterSecret,
+        limit: usize,
+        tls: rustls::ClientConfig,
+        peer_tls: bool,
+    ) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             FORMAT_HEADER,
@@ -75,12 +83,14 @@ impl PeerClient {
         let http = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
+            .tls_backend_preconfigured(tls)
             .build()
-            .expect("a plain HTTP client always builds");
+            .expect("a client with a rustls configuration builds");
         Self {
             http,
             secret,
             limit,
+            scheme: if peer_tls { "https" } else { "http" },
         }
     }
 
@@ -99,7 +109,7 @@ impl PeerClient {
             "application/octet-stream"
         };
         self.http
-            .post(format!("http://{peer}{path}"))
+            .post(format!("{}://{peer}{path}", self.scheme))
             .header(peer_auth::HEADER, sig)
             .header(reqwest::header::CONTENT_TYPE, ct)
             .body(body)

@@ -39,6 +39,8 @@ pub enum StartError {
     },
     #[error("cluster secret: {0}")]
     Secret(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -247,9 +249,25 @@ impl Node {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (secret, created) = cluster_secret(&config)?;
+        // What this node trusts when it talks to other members: the system's roots, the peer
+        // CA and --ca-cert; what it presents: its peer certificate.
+        let cas: Vec<&std::path::Path> = config
+            .peer_tls
+            .iter()
+            .map(|p| p.ca.as_path())
+            .chain(config.ca_cert.as_deref())
+            .collect();
+        let identity = config
+            .peer_tls
+            .as_ref()
+            .map(|p| (p.cert.as_path(), p.key.as_path()));
+        let tls = switchyard_tls::client_config(&cas, identity)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
         let peers = PeerClient::new(
             secret.clone(),
             crate::network::peer_body_limit(config.max_body_bytes),
+            tls,
+            config.peer_tls.is_some(),
         );
         let raft = Raft::new(
             config.node_id,
@@ -776,7 +794,12 @@ impl Node {
     /// without `--join` on its data directory): Raft cannot merge two histories. A node that
     /// cannot be asked (down, auth) is not refused here; it waits to be added as before.
     async fn refuse_foreign_member(&self, id: u64, addr: &NodeAddr) -> Result<(), ApiError> {
-        let url = format!("http://{}/v1/status", addr.api);
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}/v1/status", addr.api);
         let status = match self
             .peers
             .get(&url)

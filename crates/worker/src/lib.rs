@@ -43,6 +43,8 @@ pub struct Config {
     /// Server URL, or comma-separated URLs of a cluster.
     pub servers: String,
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust for `https://` servers, besides the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Agent id: 1 to 64 of `A-Z a-z 0-9 _ . -`.
     pub id: String,
     pub queue: String,
@@ -72,6 +74,7 @@ impl Config {
         Self {
             servers: servers.into(),
             token: None,
+            ca_cert: None,
             id: default_id(),
             queue: queue.into(),
             concurrency: 1,
@@ -163,6 +166,11 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Summary, String
         return Err("concurrency: must be at least 1".into());
     }
     let mut client = Client::new(cfg.servers.clone()).with_failover(Duration::from_secs(60));
+    if let Some(ca) = &cfg.ca_cert {
+        client = client
+            .with_ca_cert(ca)
+            .map_err(|e| format!("ca_cert: {e}"))?;
+    }
     if let Some(t) = &cfg.token {
         client = client.with_token(t.clone());
     }

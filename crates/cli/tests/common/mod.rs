@@ -18,12 +18,15 @@ pub struct Proc {
     pub testbed: Option<String>,
     /// host:port of the funkytown face, when `--funkytown-listen` was given.
     pub funkytown: Option<String>,
+    /// The API speaks HTTPS.
+    pub tls: bool,
 }
 
 impl Proc {
     /// Base URL of the client API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 }
 
@@ -37,6 +40,8 @@ impl Drop for Proc {
 /// Start `switchyard serve ARGS` (logging warnings) and read the addresses it prints; its other
 /// log lines go to the test's stderr prefixed with `label`.
 pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -> Proc {
+    // The test's own HTTP clients use rustls with ring, as the binary's do.
+    switchyard_tls::install_provider();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("serve")
         .args(args.into_iter().map(Into::into))
@@ -62,8 +67,10 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
                 funkytown = Some(addr.trim().to_string());
                 continue;
             }
-            // "switchyard node N serving the API on http://A (peer RPC on P)"
-            if let Some(rest) = line.split("serving the API on http://").nth(1) {
+            // "switchyard node N serving the API on http(s)://A (peer RPC on P)"
+            if let Some(url) = line.split("serving the API on ").nth(1) {
+                let tls = url.starts_with("https://");
+                let rest = url.split("://").nth(1).unwrap_or_default();
                 let api = rest.split_whitespace().next().unwrap_or_default();
                 let peer = rest
                     .split("peer RPC on ")
@@ -72,14 +79,14 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
                     .trim_end_matches(')');
                 if let Some(tx) = tx.take() {
                     let faces = (testbed.take(), funkytown.take());
-                    let _ = tx.send((api.to_string(), peer.to_string(), faces));
+                    let _ = tx.send((api.to_string(), peer.to_string(), faces, tls));
                 }
             } else {
                 eprintln!("[{label}] {line}");
             }
         }
     });
-    let (api, peer, (testbed, funkytown)) = rx
+    let (api, peer, (testbed, funkytown), tls) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server prints its addresses");
     Proc {
@@ -88,6 +95,7 @@ pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -
         peer,
         testbed,
         funkytown,
+        tls,
     }
 }
 
