@@ -57,8 +57,13 @@ pub struct WritesArgs {
     /// Seconds of pause between cells, so one system's writes do not slow the next.
     #[arg(long, default_value_t = 2.0)]
     pub pause: f64,
-    /// Systems to run, comma-separated: switchyard, etcd, redis.
-    #[arg(long, default_value = "switchyard,etcd,redis", value_delimiter = ',')]
+    /// Systems to run, comma-separated: switchyard, switchyard-tls (the API on HTTPS), etcd,
+    /// redis.
+    #[arg(
+        long,
+        default_value = "switchyard,switchyard-tls,etcd,redis",
+        value_delimiter = ','
+    )]
     pub systems: Vec<String>,
     /// A short run that checks the command works (CI): 1 and 16 clients, 1 s, one round;
     /// peers that are not installed are skipped.
@@ -83,6 +88,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum System {
     Switchyard,
+    /// switchyard with the API on HTTPS (a certificate of a CA made for the run).
+    SwitchyardTls,
     Etcd,
     Redis,
 }
@@ -91,14 +98,19 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Switchyard => "switchyard",
+            System::SwitchyardTls => "switchyard-tls",
             System::Etcd => "etcd",
             System::Redis => "redis",
         }
     }
 
+    fn switchyard(self) -> bool {
+        matches!(self, System::Switchyard | System::SwitchyardTls)
+    }
+
     fn binary(self) -> Option<PathBuf> {
         match self {
-            System::Switchyard => std::env::current_exe().ok(),
+            System::Switchyard | System::SwitchyardTls => std::env::current_exe().ok(),
             System::Etcd => which("etcd"),
             System::Redis => which("redis-server"),
         }
@@ -125,6 +137,22 @@ struct Running {
     child: Child,
     /// host:port of its client endpoint.
     addr: String,
+    /// What a client trusts to reach it over TLS (switchyard-tls).
+    tls: Option<rustls::ClientConfig>,
+}
+
+impl Running {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    fn http(&self) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder().no_proxy();
+        match &self.tls {
+            Some(c) => b.tls_backend_preconfigured(c.clone()),
+            None => b,
+        }
+    }
 }
 
 impl Drop for Running {
@@ -145,8 +173,24 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
     std::fs::create_dir_all(&data)?;
     let mut cmd = Command::new(bin);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut tls = None;
     match system {
-        System::Switchyard => {
+        System::Switchyard | System::SwitchyardTls => {
+            if system == System::SwitchyardTls {
+                let certs = dir.join("certs");
+                switchyard_tls::certs::init(&certs)?;
+                let (cert, key) = switchyard_tls::certs::node(
+                    &certs,
+                    "bench",
+                    &["127.0.0.1".parse().expect("an address")],
+                    &[],
+                )?;
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+                tls = Some(switchyard_tls::client_config(
+                    &[&certs.join("ca.pem")],
+                    None,
+                )?);
+            }
             cmd.args([
                 "serve",
                 "--listen",
@@ -200,6 +244,7 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
         system,
         child,
         addr,
+        tls,
     };
     wait_ready(&running, max_clients).await?;
     Ok(running)
@@ -207,11 +252,11 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
 
 async fn wait_ready(r: &Running, max_clients: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let http = r.http().build()?;
     loop {
         let ok = match r.system {
-            System::Switchyard => match http
-                .get(format!("http://{}/v1/status", r.addr))
+            System::Switchyard | System::SwitchyardTls => match http
+                .get(format!("{}://{}/v1/status", r.scheme(), r.addr))
                 .send()
                 .await
             {
@@ -243,10 +288,10 @@ async fn wait_ready(r: &Running, max_clients: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if r.system == System::Switchyard {
+    if r.system.switchyard() {
         for i in 0..max_clients {
             let resp = http
-                .post(format!("http://{}/v1/bank/accounts", r.addr))
+                .post(format!("{}://{}/v1/bank/accounts", r.scheme(), r.addr))
                 .json(&serde_json::json!({"id": format!("bench-{i}")}))
                 .send()
                 .await?;
@@ -285,7 +330,7 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
 /// One client's closed loop until `stop`; returns each acknowledged write's latency in µs.
 async fn client_loop(
     system: System,
-    addr: String,
+    base: String,
     http: reqwest::Client,
     idx: usize,
     stop: Instant,
@@ -293,8 +338,8 @@ async fn client_loop(
     let mut lat = Vec::new();
     let value = "v".repeat(64);
     match system {
-        System::Switchyard => {
-            let url = format!("http://{addr}/v1/bank/accounts/bench-{idx}/credit");
+        System::Switchyard | System::SwitchyardTls => {
+            let url = format!("{base}/v1/bank/accounts/bench-{idx}/credit");
             while Instant::now() < stop {
                 let t = Instant::now();
                 let resp = http
@@ -310,7 +355,7 @@ async fn client_loop(
             }
         }
         System::Etcd => {
-            let url = format!("http://{addr}/v3/kv/put");
+            let url = format!("{base}/v3/kv/put");
             let body = serde_json::json!({"key": base64(format!("bench-{idx}").as_bytes()), "value": base64(value.as_bytes())});
             while Instant::now() < stop {
                 let t = Instant::now();
@@ -323,7 +368,8 @@ async fn client_loop(
             }
         }
         System::Redis => {
-            let mut s = tokio::net::TcpStream::connect(&addr).await?;
+            let addr = base.trim_start_matches("http://");
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;
             let key = format!("bench-{idx}");
             let cmd = format!(
@@ -352,15 +398,18 @@ struct Cell {
 }
 
 async fn run_cell(r: &Running, clients: usize, seconds: f64) -> anyhow::Result<Cell> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = r
+        .http()
         .pool_max_idle_per_host(clients.max(1))
         .timeout(Duration::from_secs(30))
         .build()?;
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client_loop(r.system, r.addr.clone(), http.clone(), i, stop)))
+        .map(|i| {
+            let base = format!("{}://{}", r.scheme(), r.addr);
+            tokio::spawn(client_loop(r.system, base, http.clone(), i, stop))
+        })
         .collect();
     let mut latencies = Vec::new();
     for t in tasks {
@@ -419,9 +468,12 @@ async fn writes(mut a: WritesArgs) -> anyhow::Result<()> {
     for s in &a.systems {
         let sys = match s.as_str() {
             "switchyard" => System::Switchyard,
+            "switchyard-tls" => System::SwitchyardTls,
             "etcd" => System::Etcd,
             "redis" => System::Redis,
-            other => bail!("--systems: unknown system {other:?}; allowed: switchyard, etcd, redis"),
+            other => bail!(
+                "--systems: unknown system {other:?}; allowed: switchyard, switchyard-tls, etcd, redis"
+            ),
         };
         if sys.binary().is_none() {
             if a.smoke {

@@ -400,3 +400,52 @@ async fn dev_cluster_starts_three_nodes_and_stops_them_on_ctrl_c() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_without_dropping_the_node() {
+    let (a, b) = (Certs::new(), Certs::new());
+    let live = TempDir::new().unwrap();
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    let install = |c: &Certs| {
+        std::fs::copy(c.dir.path().join("node1.pem"), &cert).unwrap();
+        std::fs::copy(c.dir.path().join("node1-key.pem"), &key).unwrap();
+    };
+    install(&a);
+    let data = TempDir::new().unwrap();
+    let flags: Vec<std::ffi::OsString> = vec![
+        "--tls-cert".into(),
+        cert.clone().into(),
+        "--tls-key".into(),
+        key.clone().into(),
+    ];
+    let any = "127.0.0.1:0";
+    let proc = spawn_with(1, data.path(), any, any, None, &flags);
+    // A new client each time: a pooled connection would keep the old certificate.
+    let trusts = |c: &Certs| {
+        let url = proc.url();
+        // No failover: a refused handshake is an answer here.
+        let client = c.client(url).with_failover(Duration::ZERO);
+        async move { client.status().await.is_ok() }
+    };
+    common::ready(&a.client(proc.url())).await;
+    assert!(!trusts(&b).await, "B's CA is not trusted yet");
+    a.client(proc.url())
+        .open_account("before-reload", None)
+        .await
+        .unwrap();
+
+    // New files, SIGHUP: new connections get the new certificate; the node keeps running.
+    install(&b);
+    let pid = proc.child.id().to_string();
+    let ok = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(ok.success());
+    until(10, "the new certificate is served", || trusts(&b)).await;
+    assert!(!trusts(&a).await, "the old certificate is gone");
+    let after = b.client(proc.url());
+    assert!(after.account("before-reload").await.is_ok(), "state kept");
+    assert_eq!(
+        after.status().await.unwrap().node_id,
+        1,
+        "the same node answers"
+    );
+}
