@@ -61,6 +61,9 @@ pub struct Config {
     /// More CA certificates this node trusts when it talks to other members' client API (a
     /// join), besides the system's and the peer CA.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Largest snapshot piece sent to a peer in one request (1 KiB to half the peer body
+    /// limit; default 4 MiB).
+    pub snapshot_chunk_bytes: usize,
     /// Connection limits of every listener (header-read and idle timeouts, connection cap).
     pub limits: crate::listen::Limits,
     /// Cross-origin and DNS-rebinding guard of every listener: the origins and host names
@@ -134,6 +137,7 @@ impl Config {
             join: None,
             join_token: None,
             limits: Default::default(),
+            snapshot_chunk_bytes: crate::network::SNAPSHOT_CHUNK,
             tls: None,
             peer_tls: None,
             ca_cert: None,
@@ -268,6 +272,9 @@ impl Config {
                     "actions.{name}.command: must be a non-empty argv template"
                 ));
             }
+        }
+        if self.snapshot_chunk_bytes < 1024 {
+            return Err("snapshot_chunk_bytes: must be at least 1024".into());
         }
         let l = &self.limits;
         if l.header_read_timeout < Duration::from_millis(100)

@@ -46,8 +46,8 @@ pub struct PeerNetwork {
 /// entries and snapshots cross it, so two nodes of different formats must not talk.
 pub const FORMAT_HEADER: &str = "x-switchyard-format";
 
-/// Largest snapshot piece in one peer request.
-const SNAPSHOT_CHUNK: usize = 4 << 20;
+/// Largest snapshot piece in one peer request, by default.
+pub const SNAPSHOT_CHUNK: usize = 4 << 20;
 
 /// The peer listener's body limit for a node whose client API takes bodies up to
 /// `max_body_bytes`: room for a forwarded write (a command re-encoded as JSON can grow up to
@@ -63,6 +63,8 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: ClusterSecret,
     limit: usize,
+    /// Largest snapshot piece per request (at most the limit).
+    chunk: usize,
     /// `https` when peers talk mutual TLS.
     scheme: &'static str,
 }
@@ -90,8 +92,15 @@ impl PeerClient {
             http,
             secret,
             limit,
+            chunk: SNAPSHOT_CHUNK.min(limit / 2),
             scheme: if peer_tls { "https" } else { "http" },
         }
+    }
+
+    /// Send snapshots in pieces of at most `bytes` (1 KiB at least).
+    pub fn with_snapshot_chunk(mut self, bytes: usize) -> Self {
+        self.chunk = bytes.clamp(1024, self.limit / 2);
+        self
     }
 
     /// A signed POST of `body` to `path` on the peer listener at `peer` (host:port).
@@ -275,7 +284,7 @@ impl RaftNetworkV2<C> for PeerLink {
         tokio::pin!(cancel);
         let mut offset = 0usize;
         loop {
-            let end = (offset + SNAPSHOT_CHUNK).min(data.len());
+            let end = (offset + self.client.chunk).min(data.len());
             let head = ChunkHead {
                 vote,
                 meta: snapshot.meta.clone(),

@@ -268,7 +268,8 @@ impl Node {
             crate::network::peer_body_limit(config.max_body_bytes),
             tls,
             config.peer_tls.is_some(),
-        );
+        )
+        .with_snapshot_chunk(config.snapshot_chunk_bytes);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),

@@ -292,6 +292,8 @@ async fn a_fourth_node_catches_up_from_a_snapshot_and_is_removed_again() {
         fast(c);
         c.snapshot_logs = 100;
         c.snapshot_keep_logs = 0;
+        // Snapshots cross in many pieces.
+        c.snapshot_chunk_bytes = 1024;
     };
     let (_dirs, nodes) = cluster(3, small_snapshots).await;
     let leader = Client::new(nodes[0].url());
