@@ -176,6 +176,7 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
     let mut tls = None;
     match system {
         System::Switchyard | System::SwitchyardTls => {
+            cmd.arg("serve");
             if system == System::SwitchyardTls {
                 let certs = dir.join("certs");
                 switchyard_tls::certs::init(&certs)?;
@@ -185,14 +186,15 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
                     &["127.0.0.1".parse().expect("an address")],
                     &[],
                 )?;
+                // The serve's local worker trusts the run's CA too.
                 cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+                cmd.arg("--ca-cert").arg(certs.join("ca.pem"));
                 tls = Some(switchyard_tls::client_config(
                     &[&certs.join("ca.pem")],
                     None,
                 )?);
             }
             cmd.args([
-                "serve",
                 "--listen",
                 &addr,
                 "--peer-listen",

@@ -696,3 +696,26 @@ async fn a_node_without_the_join_token_is_refused() {
     wrong.stop().await;
     first.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_a_node_joins_with_the_join_token_alone() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        "[[tokens]]\nname = \"w\"\ntoken = \"write-token-0123456789\"\naccess = \"write\"\n",
+    )
+    .unwrap();
+    let auth = std::sync::Arc::new(switchyard_server::auth::Auth::load(&file).unwrap());
+    // The joining node holds no bearer token: its signed join request is its credential.
+    let (_dirs, nodes) = cluster(2, |c| {
+        fast(c);
+        c.auth = Some(auth.clone());
+    })
+    .await;
+    let c = Client::new(nodes[1].url()).with_token("write-token-0123456789");
+    c.open_account("through-the-joiner", None).await.unwrap();
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+}
