@@ -417,5 +417,27 @@ async fn half_sent_and_idle_connections_are_closed_and_the_cap_holds() {
         opened.elapsed()
     );
     drop(first);
+
+    // A WebSocket keeps its slot after the upgrade: the next connection waits until the socket
+    // is closed (here 500 ms after the next request was sent), not less.
+    let url = format!("ws://{addr}/v1/watch?prefix=&token={WRITE}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let answer =
+            common::raw_exchange(addr, b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        (answer, tokio::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = tokio::time::Instant::now();
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let (answer, at) = common::within(5, "the connection after the socket", waiting)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        at >= closed,
+        "answered while the WebSocket still held the only slot"
+    );
     server.stop().await;
 }
