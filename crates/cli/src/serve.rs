@@ -402,18 +402,13 @@ impl ServeArgs {
         ) {
             (Some(ca), Some(cert), Some(key)) => {
                 let files = switchyard_tls::ServerFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: Some(ca.clone()),
-                };
-                let server = switchyard_tls::ServerTls::load(files)
-                    .map_err(|e| anyhow::anyhow!("peer_cert: {e}"))?;
-                c.peer_tls = Some(switchyard_server::config::PeerTls {
-                    server: std::sync::Arc::new(server),
-                    ca,
                     cert,
                     key,
-                });
+                    client_ca: Some(ca),
+                };
+                let tls = switchyard_tls::ServerTls::load(files)
+                    .map_err(|e| anyhow::anyhow!("peer_cert: {e}"))?;
+                c.peer_tls = Some(std::sync::Arc::new(tls));
             }
             (None, None, None) => {}
             _ => bail!("peer_ca, peer_cert, peer_key: give all three, or none"),
@@ -618,11 +613,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
-    let scheme = if s.config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = s.config.api_scheme();
     listeners.mv = bind_face(&s.mv_listen, "mv", scheme).await?;
     listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap", scheme).await?;
     listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS", scheme).await?;
@@ -663,7 +654,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .config
         .ca_cert
         .clone()
-        .or_else(|| server.node.config.peer_tls.as_ref().map(|p| p.ca.clone()));
+        .or_else(|| server.node.config.peer_ca().map(Path::to_path_buf));
     let stop_worker = tokio_util::sync::CancellationToken::new();
     let worker = (s.local_workers > 0).then(|| {
         let mut w = switchyard_worker::Config::new(server.url(), s.local_worker_queue.clone());

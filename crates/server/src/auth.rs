@@ -208,7 +208,7 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
     // The health check, and the dashboard's static files (no data: the page asks for a token).
     let dashboard = matches!(g.style, Style::V1) && (path == "/" || path.starts_with("/ui/"));
     // A join request proves the cluster's join token instead (checked by its handler).
-    let join = path == "/v1/cluster/members"
+    let join = path == crate::peer_auth::JOIN_PATH
         && req.method() == Method::POST
         && req.headers().contains_key(crate::peer_auth::HEADER);
     let health = path == "/v1/health" || (matches!(g.style, Style::Text) && path == "/health");

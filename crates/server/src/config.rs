@@ -56,8 +56,9 @@ pub struct Config {
     /// TLS of the client API and every face (`--tls-cert`, `--tls-key`); `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<switchyard_tls::ServerTls>>,
     /// Mutual TLS between peers (`--peer-ca`, `--peer-cert`, `--peer-key`): the peer listener
-    /// serves only clients with a certificate of that CA, and this node presents its own.
-    pub peer_tls: Option<PeerTls>,
+    /// serves only clients with a certificate of its client CA (the peer CA), and this node
+    /// presents the same certificate to the others.
+    pub peer_tls: Option<std::sync::Arc<switchyard_tls::ServerTls>>,
     /// More CA certificates this node trusts when it talks to other members' client API (a
     /// join), besides the system's and the peer CA.
     pub ca_cert: Option<std::path::PathBuf>,
@@ -100,17 +101,6 @@ pub struct Config {
     /// How long a finished run (its jobs and logs too) is kept, and how many finished runs.
     pub run_retention: Duration,
     pub run_keep: u32,
-}
-
-/// Mutual TLS between peers.
-#[derive(Debug, Clone)]
-pub struct PeerTls {
-    /// The peer listener's certificate, requiring clients signed by the peer CA.
-    pub server: std::sync::Arc<switchyard_tls::ServerTls>,
-    /// The peer CA and this node's certificate and key (what it presents to other peers).
-    pub ca: std::path::PathBuf,
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
 }
 
 impl Config {
@@ -162,14 +152,22 @@ impl Config {
 
     /// Read every listener's TLS files again; on an error the old ones stay.
     pub fn reload_tls(&self) -> Result<(), String> {
-        for tls in self
-            .tls
-            .iter()
-            .chain(self.peer_tls.iter().map(|p| &p.server))
-        {
+        for tls in self.tls.iter().chain(self.peer_tls.iter()) {
             tls.reload().map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// `https` when the client API (and every face) speaks TLS, else `http`.
+    pub fn api_scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The peer CA, when peers talk mutual TLS.
+    pub fn peer_ca(&self) -> Option<&Path> {
+        self.peer_tls
+            .as_ref()
+            .and_then(|t| t.files().client_ca.as_deref())
     }
 
     /// [`Config::job_retention`] in milliseconds, as stamped on the jobs it queues.

@@ -202,7 +202,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         network::peer_router(node.clone()),
         "peer",
         auth::Style::V1,
-        node.config.peer_tls.as_ref().map(|t| t.server.clone()),
+        node.config.peer_tls.clone(),
     )?;
 
     let state = Arc::new(api::AppState {
@@ -333,12 +333,7 @@ async fn create_configured_devices(node: Arc<Node>, shutdown: CancellationToken)
 impl Server {
     /// Base URL of the client API, e.g. `http://127.0.0.1:7700` (`https://` with TLS on).
     pub fn url(&self) -> String {
-        let scheme = if self.node.config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.api_addr)
+        format!("{}://{}", self.node.config.api_scheme(), self.api_addr)
     }
 
     /// Read the TLS certificates and keys of every listener again (the binary does on SIGHUP);

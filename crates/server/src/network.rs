@@ -12,7 +12,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -131,7 +130,7 @@ impl PeerClient {
         join: &switchyard_types::JoinRequest,
     ) -> reqwest::RequestBuilder {
         let body = serde_json::to_vec(join).expect("a join request serialises");
-        let path = "/v1/cluster/members";
+        let path = peer_auth::JOIN_PATH;
         let sig = self.secret.sign("POST", path, &body);
         self.http
             .post(format!("{}{path}", api_base.trim_end_matches('/')))

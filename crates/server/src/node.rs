@@ -252,15 +252,14 @@ impl Node {
         // What this node trusts when it talks to other members: the system's roots, the peer
         // CA and --ca-cert; what it presents: its peer certificate.
         let cas: Vec<&std::path::Path> = config
-            .peer_tls
-            .iter()
-            .map(|p| p.ca.as_path())
+            .peer_ca()
+            .into_iter()
             .chain(config.ca_cert.as_deref())
             .collect();
         let identity = config
             .peer_tls
             .as_ref()
-            .map(|p| (p.cert.as_path(), p.key.as_path()));
+            .map(|t| (t.files().cert.as_path(), t.files().key.as_path()));
         let tls = switchyard_tls::client_config(&cas, identity)
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let peers = PeerClient::new(
@@ -795,12 +794,7 @@ impl Node {
     /// without `--join` on its data directory): Raft cannot merge two histories. A node that
     /// cannot be asked (down, auth) is not refused here; it waits to be added as before.
     async fn refuse_foreign_member(&self, id: u64, addr: &NodeAddr) -> Result<(), ApiError> {
-        let scheme = if self.config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}/v1/status", addr.api);
+        let url = format!("{}://{}/v1/status", self.config.api_scheme(), addr.api);
         let status = match self
             .peers
             .get(&url)
@@ -917,7 +911,6 @@ impl Node {
         }
     }
 
-    /// This node's view of itself and the cluster.
     /// The join token of this node's cluster (what `switchyard cluster join-token` prints).
     pub fn join_token(&self) -> &str {
         self.peer_auth.secret().token()
@@ -928,6 +921,7 @@ impl Node {
         &self.peers
     }
 
+    /// This node's view of itself and the cluster.
     pub fn status(&self) -> Status {
         let m = self.raft.metrics().borrow_watched().clone();
         let role = match m.state {

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 /// The header that carries a peer request's signature.
 pub const HEADER: &str = "x-switchyard-peer-auth";
+/// The client API route a joining node posts to, signed like a peer request.
+pub const JOIN_PATH: &str = "/v1/cluster/members";
 /// The file in the data directory that holds the cluster secret.
 pub const SECRET_FILE: &str = "cluster-secret";
 /// How far a request's time may be from the receiver's clock (keep peers' clocks within this).
@@ -172,9 +174,9 @@ pub struct Verifier {
 
 #[derive(Default)]
 struct Seen {
-    set: HashSet<String>,
+    set: HashSet<u128>,
     /// (arrival time, nonce), oldest first.
-    order: VecDeque<(i64, String)>,
+    order: VecDeque<(i64, u128)>,
 }
 
 impl Verifier {
@@ -216,6 +218,7 @@ impl Verifier {
         let (Some(t), Some(n), Some(s)) = (t, n, s) else {
             return Err(RefusedPeer::Malformed);
         };
+        let nonce = u128::from_str_radix(n, 16).map_err(|_| RefusedPeer::Malformed)?;
         let now = now_ms();
         if (now - t).abs() > WINDOW_MS {
             return Err(RefusedPeer::Skewed(now - t));
@@ -232,14 +235,14 @@ impl Verifier {
             let (_, old) = seen.order.pop_front().expect("checked");
             seen.set.remove(&old);
         }
-        if seen.set.contains(n) {
+        if seen.set.contains(&nonce) {
             return Err(RefusedPeer::Replayed);
         }
         if seen.set.len() >= MAX_NONCES {
             return Err(RefusedPeer::Busy);
         }
-        seen.set.insert(n.to_string());
-        seen.order.push_back((now, n.to_string()));
+        seen.set.insert(nonce);
+        seen.order.push_back((now, nonce));
         Ok(())
     }
 }

@@ -66,7 +66,7 @@ async fn add_member(
     if let Err(e) = s
         .node
         .peer_auth
-        .verify("POST", "/v1/cluster/members", signature, &body)
+        .verify("POST", crate::peer_auth::JOIN_PATH, signature, &body)
     {
         let how = "adding a member needs the cluster's join token: `switchyard serve --join URL \
                    --join-token TOKEN` or `switchyard cluster add --join-token TOKEN` (print the \
