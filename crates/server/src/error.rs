@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchyard_core::CommandError;
+use switchyard_node::NodeError;
 use switchyard_types::{ErrorBody, ErrorInfo};
 
 /// An error answer.
@@ -97,6 +98,30 @@ impl From<CommandError> for ApiError {
                 amount,
             } => Self::new(StatusCode::CONFLICT, "insufficient_funds", message)
                 .with_details(json!({"account": account, "balance": balance, "amount": amount})),
+        }
+    }
+}
+
+/// The one mapping of a node's errors to HTTP.
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let message = e.to_string();
+        match e {
+            NodeError::NotLeader { leader } => Self::unavailable(
+                message,
+                leader.map(|l| json!({"node_id": l.node_id, "api": l.api})),
+            ),
+            NodeError::OutcomeUnknown { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+            }
+            NodeError::Unavailable { .. } => Self::unavailable(message, None),
+            NodeError::Refused(e) => e.into(),
+            // Logged where it arose.
+            NodeError::Internal { .. } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the server log has the details",
+            ),
         }
     }
 }

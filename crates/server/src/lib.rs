@@ -11,7 +11,6 @@
 //! state machine applies it through `switchyard_core::apply` → the reply goes back to the
 //! handler, and the events go into the history that every watch session reads.
 
-mod agent_check;
 pub mod api;
 pub mod auth;
 pub mod cluster_config;
@@ -24,9 +23,9 @@ pub mod network;
 pub mod node;
 pub mod peer_auth;
 pub mod routes;
-pub mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 
 use axum::Router;
 use std::net::SocketAddr;
@@ -107,11 +106,11 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     let api_addr = listeners
         .api
         .local_addr()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| StartError::Listen(e.to_string()))?;
     let peer_addr = listeners
         .peer
         .local_addr()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| StartError::Listen(e.to_string()))?;
     let addr = NodeAddr {
         api: config
             .advertise_api
@@ -128,9 +127,12 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     let shutdown = CancellationToken::new();
 
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(scheduler::run(node.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(agent_check::run(
-        node.clone(),
+    tasks.push(tokio::spawn(switchyard_node::scheduler::run(
+        node.inner().clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(switchyard_node::agent_check::run(
+        node.inner().clone(),
         shutdown.clone(),
     )));
     if let Some(path) = node.config.cluster_config_file.clone() {
@@ -179,7 +181,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
                      tls: Option<Arc<switchyard_tls::ServerTls>>| {
         let local = l
             .local_addr()
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+            .map_err(|e| StartError::Listen(e.to_string()))?;
         let app = listen::guard(
             app,
             node.config.browser.clone(),
@@ -322,9 +324,11 @@ async fn create_configured_devices(node: Arc<Node>, shutdown: CancellationToken)
         });
         match node.write(cmd, None).await {
             Ok(_) => tracing::info!(device = %name, r#type = %ty, "created device from config"),
-            Err(e) if e.code == "conflict" => {}
+            Err(switchyard_node::NodeError::Refused(switchyard_core::CommandError::Conflict {
+                ..
+            })) => {}
             Err(e) => {
-                tracing::warn!(device = %name, error = %e.message, "could not create device from config")
+                tracing::warn!(device = %name, error = %e, "could not create device from config")
             }
         }
     }

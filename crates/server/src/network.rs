@@ -31,7 +31,10 @@ use switchyard_store::{NodeAddr, TypeConfig};
 use crate::error::ApiError;
 use crate::peer_auth::{self, ClusterSecret};
 
-use crate::node::{LeaderRequest, Node};
+use crate::node::Node;
+use switchyard_node::LeaderRequest;
+
+pub use crate::transport::{HttpAgentProbe, HttpTransport};
 
 type C = TypeConfig;
 
@@ -325,7 +328,7 @@ pub(crate) fn routes() -> crate::routes::Routes<Peer> {
         .post("/raft/vote", vote)
         .post("/raft/snapshot", snapshot)
         .post("/raft/transfer-leader", transfer_leader)
-        .post("/raft/leader", leader_request)
+        .post(crate::transport::LEADER_PATH, leader_request)
 }
 
 /// What the peer listener's handlers share.

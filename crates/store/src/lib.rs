@@ -12,11 +12,14 @@
 //! - [`format`]: the data directory's format version (`FORMAT`), checked before either store
 //!   is opened.
 //!
+//! - [`runtime`]: tokio with a seedable RNG, the one runtime of production and simulation.
+//!
 //! [`TypeConfig`] ties the core's proposal and outcome types to openraft.
 
 pub mod format;
 pub mod history;
 pub mod log_store;
+pub mod runtime;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +27,8 @@ use serde::{Deserialize, Serialize};
 pub use format::FORMAT;
 pub use history::{History, ReadAfter, StoredEvent};
 pub use log_store::LogStore;
-pub use state_machine::{StateMachine, StateView};
+pub use runtime::Runtime;
+pub use state_machine::{ApplyGate, SnapshotStore, StateMachine, StateView};
 
 /// Addresses of a cluster member, stored in the membership config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,7 @@ openraft::declare_raft_types!(
         D = switchyard_core::Proposal,
         R = Applied,
         Node = NodeAddr,
+        AsyncRuntime = Runtime,
 );
 
 /// The Raft handle type used by the server.

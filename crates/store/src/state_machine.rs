@@ -1,11 +1,18 @@
-//! The state machine: the core state in memory, snapshots fsynced to `state.redb`.
+//! The state machine: the core state in memory, snapshots kept durably by a [`SnapshotStore`]
+//! (`state.redb` in a data directory, with fsync).
 //!
 //! Applying does not write to disk: the log is the durable record. A snapshot (core state +
-//! event history) is written with fsync whenever openraft builds one; on restart openraft
+//! event history) is saved whenever openraft builds or installs one; on restart openraft
 //! installs it and re-applies the log entries after it, up to the saved committed index.
+//!
+//! What differs between a server and a simulation is injected: where snapshots are kept
+//! ([`SnapshotStore`]) and an optional [`ApplyGate`] that may hold an entry before it is
+//! applied and sees every apply. The apply itself is this one.
 
+use std::future::Future;
 use std::io::{self, Cursor};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -26,6 +33,75 @@ const KEY_CURRENT: &str = "current";
 type Entry = openraft::alias::EntryOf<TypeConfig>;
 type Meta = SnapshotMetaOf<TypeConfig>;
 
+/// A boxed future, as the injected parts return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the current snapshot is kept. `save` returns once the record is durable.
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Replace the current snapshot record (durable when the future resolves).
+    fn save(&self, record: Vec<u8>) -> BoxFuture<'_, io::Result<()>>;
+    /// The current snapshot record, if any.
+    fn load(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Close the store; later saves fail.
+    fn close(&self) {}
+}
+
+/// Sees every entry the state machine applies, and may hold one before it is applied (the
+/// simulation's "before apply" hook). Production runs without one.
+pub trait ApplyGate: Send + Sync + 'static {
+    /// Applying entry `index` waits for this future.
+    fn before(&self, index: u64) -> BoxFuture<'static, ()>;
+    /// Entry `index` was applied with this answer.
+    fn applied(&self, index: u64, answer: &Applied);
+}
+
+/// Snapshots in `state.redb`, written with fsync.
+struct RedbSnapshots {
+    db: Mutex<Option<Arc<Database>>>,
+}
+
+impl RedbSnapshots {
+    fn db(&self) -> io::Result<Arc<Database>> {
+        self.db
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "state store is closed"))
+    }
+}
+
+impl SnapshotStore for RedbSnapshots {
+    fn save(&self, bytes: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            let db = self.db()?;
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                let mut w = db.begin_write().map_err(io_err)?;
+                w.set_durability(Durability::Immediate).map_err(io_err)?;
+                w.open_table(SNAPSHOT)
+                    .map_err(io_err)?
+                    .insert(KEY_CURRENT, bytes.as_slice())
+                    .map_err(io_err)?;
+                w.commit().map_err(io_err)
+            })
+            .await
+            .map_err(io_err)?
+        })
+    }
+
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        let db = self.db()?;
+        let r = db.begin_read().map_err(io_err)?;
+        let t = r.open_table(SNAPSHOT).map_err(io_err)?;
+        Ok(t.get(KEY_CURRENT)
+            .map_err(io_err)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn close(&self) {
+        self.db.lock().unwrap().take();
+    }
+}
+
 /// The state machine handed to openraft. Cheap to clone.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -42,8 +118,8 @@ struct Shared {
     inner: RwLock<Inner>,
     /// Last applied log index (the current revision), for waiters.
     applied: watch::Sender<u64>,
-    /// `state.redb`: holds the current snapshot. `None` once closed.
-    db: Mutex<Option<Arc<Database>>>,
+    snapshots: Arc<dyn SnapshotStore>,
+    gate: Option<Arc<dyn ApplyGate>>,
     history_capacity: usize,
 }
 
@@ -80,8 +156,20 @@ impl StateMachine {
         let w = db.begin_write().map_err(io_err)?;
         w.open_table(SNAPSHOT).map_err(io_err)?;
         w.commit().map_err(io_err)?;
+        let snapshots = RedbSnapshots {
+            db: Mutex::new(Some(Arc::new(db))),
+        };
+        Ok(Self::new(Arc::new(snapshots), None, history_capacity))
+    }
+
+    /// A state machine keeping its snapshots in `snapshots`, with an optional gate on applies.
+    pub fn new(
+        snapshots: Arc<dyn SnapshotStore>,
+        gate: Option<Arc<dyn ApplyGate>>,
+        history_capacity: usize,
+    ) -> Self {
         let (applied, _) = watch::channel(0);
-        Ok(Self {
+        Self {
             shared: Arc::new(Shared {
                 inner: RwLock::new(Inner {
                     core: State::default(),
@@ -90,10 +178,11 @@ impl StateMachine {
                     membership: Default::default(),
                 }),
                 applied,
-                db: Mutex::new(Some(Arc::new(db))),
+                snapshots,
+                gate,
                 history_capacity,
             }),
-        })
+        }
     }
 
     /// A read-only view for the API layer.
@@ -103,18 +192,9 @@ impl StateMachine {
         }
     }
 
-    /// Close the snapshot file. Later snapshot writes fail.
+    /// Close the snapshot store. Later snapshot writes fail.
     pub fn close(&self) {
-        self.shared.db.lock().unwrap().take();
-    }
-
-    fn db(&self) -> io::Result<Arc<Database>> {
-        self.shared
-            .db
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "state store is closed"))
+        self.shared.snapshots.close();
     }
 
     fn apply_entry(&self, entry: Entry) -> Applied {
@@ -136,23 +216,15 @@ impl StateMachine {
         inner.last_applied = Some(entry.log_id);
         drop(inner);
         self.shared.applied.send_replace(index);
+        if let Some(gate) = &self.shared.gate {
+            gate.applied(index, &resp);
+        }
         resp
     }
 
     async fn save(&self, record: Record) -> io::Result<()> {
-        let db = self.db()?;
         let bytes = postcard::to_allocvec(&record).map_err(io_err)?;
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut w = db.begin_write().map_err(io_err)?;
-            w.set_durability(Durability::Immediate).map_err(io_err)?;
-            w.open_table(SNAPSHOT)
-                .map_err(io_err)?
-                .insert(KEY_CURRENT, bytes.as_slice())
-                .map_err(io_err)?;
-            w.commit().map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+        self.shared.snapshots.save(bytes).await
     }
 }
 
@@ -243,6 +315,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            if let Some(gate) = &self.shared.gate {
+                gate.before(entry.log_id.index()).await;
+            }
             let resp = self.apply_entry(entry);
             if let Some(responder) = responder {
                 responder.send(resp);
@@ -284,13 +359,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        let db = self.db()?;
-        let r = db.begin_read().map_err(io_err)?;
-        let t = r.open_table(SNAPSHOT).map_err(io_err)?;
-        let Some(v) = t.get(KEY_CURRENT).map_err(io_err)? else {
+        let Some(v) = self.shared.snapshots.load()? else {
             return Ok(None);
         };
-        let record: Record = postcard::from_bytes(v.value()).map_err(io_err)?;
+        let record: Record = postcard::from_bytes(&v).map_err(io_err)?;
         Ok(Some(SnapshotOf::<TypeConfig, _> {
             meta: record.meta,
             snapshot: Cursor::new(record.data),

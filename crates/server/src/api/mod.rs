@@ -251,7 +251,7 @@ impl Consistency {
     /// Wait until a read at this consistency may look at local state.
     pub async fn ready(self, node: &Node) -> Result<(), ApiError> {
         match self {
-            Self::Linearizable => node.linearizable().await,
+            Self::Linearizable => Ok(node.linearizable().await?),
             Self::Stale => Ok(()),
         }
     }

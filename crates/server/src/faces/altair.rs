@@ -107,7 +107,7 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
             axum::Json(json!({"beer": b.original_json()})).into_response()
         }
         Ok((other, _)) => ApiError::internal(format!("pour answered {other:?}")).into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(e.into()),
     }
 }
 
@@ -129,7 +129,7 @@ async fn list(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>
         (Err(m), _) | (_, Err(m)) => return bad(m),
     };
     if let Err(e) = s.node.linearizable().await {
-        return refused(e);
+        return refused(e.into());
     }
     let kind = q.get("type");
     let beers: Vec<Value> = s.node.view.read(|st| {
@@ -156,7 +156,7 @@ async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Response {
         return not_found(&id);
     };
     if let Err(e) = s.node.linearizable().await {
-        return refused(e);
+        return refused(e.into());
     }
     match s
         .node
@@ -184,7 +184,7 @@ async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
         .await
     {
         Ok(_) => StatusCode::OK.into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(e.into()),
     }
 }
 

@@ -135,7 +135,7 @@ fn page(run: &Run, now_ms: i64) -> String {
 
 async fn results(State(s): State<Shared>, Query(w): Query<Which>) -> Response {
     if let Err(e) = s.node.linearizable().await {
-        return e.into_response();
+        return crate::error::ApiError::from(e).into_response();
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -103,7 +103,7 @@ fn refused(e: ApiError) -> Response {
 
 async fn attribute(State(f): State<Face>, name: &'static str) -> Response {
     if let Err(e) = f.s.node.linearizable().await {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     match f.s.node.view.read(|st| st.devices.get(&f.device)) {
         Some(d) => axum::Json(d.attributes.get(name).cloned().flatten()).into_response(),
@@ -160,7 +160,7 @@ async fn command(
             let text = original_refusal(&f, name, e.code);
             detail(StatusCode::METHOD_NOT_ALLOWED, json!([text]))
         }
-        Err(e) => refused(e),
+        Err(e) => refused(e.into()),
     }
 }
 
@@ -197,7 +197,7 @@ async fn abort(State(f): State<Face>) -> Response {
     });
     match f.s.node.write(cmd, None).await {
         Ok(_) => axum::Json(Value::Null).into_response(),
-        Err(e) => refused(e),
+        Err(e) => refused(e.into()),
     }
 }
 

@@ -170,7 +170,7 @@ fn json_answer(v: &Value, pretty: &Pretty) -> Response {
 }
 
 async fn linearizable(s: &Shared) -> Result<(), Refusal> {
-    s.node.linearizable().await.map_err(refused)
+    s.node.linearizable().await.map_err(|e| refused(e.into()))
 }
 
 fn lookup(s: &Shared, name: &str) -> Result<Deployment, Refusal> {
@@ -193,7 +193,7 @@ async fn run(s: &Shared, cmd: DeploymentCommand) -> Result<DeploymentReply, Refu
         Ok((other, _)) => Err(refused(ApiError::internal(format!(
             "deployments command answered {other:?}"
         )))),
-        Err(e) => Err(refused(e)),
+        Err(e) => Err(refused(e.into())),
     }
 }
 

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use switchyard_core::{Command, Reply};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{Node, now_ms};
+use crate::node::Node;
 
 /// Longest sleep when nothing is due; state and leadership changes wake it earlier.
 const IDLE: Duration = Duration::from_secs(60);
@@ -25,13 +24,13 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let mut raft_metrics = node.raft.metrics();
     let mut revisions = node.view.subscribe();
     loop {
-        let is_leader = raft_metrics.borrow_watched().state == ServerState::Leader;
+        let is_leader = raft_metrics.borrow_watched().state == openraft::ServerState::Leader;
         let next_due = if is_leader {
             node.view.read(|s| s.timers.next_due())
         } else {
             None
         };
-        let now = now_ms();
+        let now = node.now_ms();
         if let Some(due) = next_due.filter(|d| *d <= now) {
             match node.write(Command::Tick, None).await {
                 Ok((Reply::Ticked { fired }, _)) if fired > 0 => {
@@ -39,9 +38,10 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                     continue;
                 }
                 Ok(_) => tracing::debug!(due, "tick fired nothing"),
-                Err(e) => tracing::warn!(error = %e.message, "could not propose a tick"),
+                Err(e) => tracing::warn!(error = %e, "could not propose a tick"),
             }
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(BACKOFF) => {}
             }
@@ -49,9 +49,10 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         }
         let sleep = next_due.map_or(IDLE, |due| Duration::from_millis((due - now).max(0) as u64));
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
-            _ = revisions.changed() => {}
             r = raft_metrics.changed() => if r.is_err() { return },
+            _ = revisions.changed() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }

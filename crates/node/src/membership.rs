@@ -1,0 +1,242 @@
+//! Membership changes. Any node may be asked; the leader carries them out one at a time (Raft
+//! refuses a change while another is under way, so concurrent requests queue on the leader).
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use switchyard_core::CommandError;
+use switchyard_store::{NodeAddr, TypeConfig};
+
+use crate::error::NodeError;
+use crate::node::{Node, raft_error};
+use crate::transport::LeaderRequest;
+
+impl Node {
+    /// Add a node to the cluster: as a learner (waiting until it has caught up), then as a
+    /// voter. Adding a node that is already a voter at the same addresses changes nothing.
+    pub async fn add_member(&self, id: u64, addr: NodeAddr) -> Result<(), NodeError> {
+        self.via_leader(LeaderRequest::AddMember { node_id: id, addr })
+            .await?;
+        // Read your write, as for a removal.
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| m.membership_config.nodes().any(|(n, _)| *n == id),
+                "the addition is known here",
+            )
+            .await
+            .map_err(|e| {
+                NodeError::unavailable(format!(
+                    "node {id} was added, but this node has not seen it yet: {e}"
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// Remove a member (voter or learner) from the cluster. Removing a node that is not a
+    /// member changes nothing.
+    pub async fn remove_member(&self, id: u64) -> Result<(), NodeError> {
+        self.via_leader(LeaderRequest::RemoveMember { node_id: id })
+            .await?;
+        // Read your write: this node (perhaps a follower) answers with the membership, so it
+        // waits until it has seen the change the leader committed.
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| !m.membership_config.nodes().any(|(n, _)| *n == id),
+                "the removal is known here",
+            )
+            .await
+            .map_err(|e| {
+                NodeError::unavailable(format!(
+                    "node {id} was removed, but this node has not seen it yet: {e}"
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// Ask the leader to hand leadership to voter `id`, and wait until `id` leads.
+    pub async fn transfer_leader(&self, id: u64) -> Result<(), NodeError> {
+        self.via_leader(LeaderRequest::TransferLeader { node_id: id })
+            .await?;
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(|m| m.current_leader == Some(id), "the new leader is known")
+            .await
+            .map_err(|e| NodeError::unavailable(format!("leadership did not move to {id}: {e}")))?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_member_local(&self, id: u64) -> Result<(), NodeError> {
+        let _one_at_a_time = self.membership_turn().await?;
+        let (member, voters) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let member = m.membership_config.nodes().any(|(n, _)| *n == id);
+            let voters: Vec<u64> = m.membership_config.voter_ids().collect();
+            (member, voters)
+        };
+        if !member {
+            return Ok(());
+        }
+        if voters == [id] {
+            return Err(CommandError::Conflict {
+                message: format!(
+                    "node {id} is the only voter; a cluster cannot remove its last voter"
+                ),
+            }
+            .into());
+        }
+        tracing::info!(node_id = id, "removing a member");
+        let ids = std::collections::BTreeSet::from([id]);
+        let change = if voters.contains(&id) {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| membership_error(&e))?;
+        tracing::info!(node_id = id, "member removed");
+        Ok(())
+    }
+
+    pub(crate) async fn transfer_leader_local(&self, id: u64) -> Result<(), NodeError> {
+        let voter = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .voter_ids()
+            .any(|v| v == id);
+        if !voter {
+            return Err(CommandError::Invalid {
+                field: "node_id".into(),
+                message: format!("node {id} is not a voter of this cluster"),
+            }
+            .into());
+        }
+        if id == self.id {
+            return Ok(());
+        }
+        tracing::info!(to = id, "transferring leadership");
+        self.raft
+            .trigger()
+            .transfer_leader(id)
+            .await
+            .map_err(|e| NodeError::unavailable(format!("raft has stopped on this node: {e}")))
+    }
+
+    pub(crate) async fn add_member_local(&self, id: u64, addr: NodeAddr) -> Result<(), NodeError> {
+        let known = || {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let voter = m.membership_config.voter_ids().any(|v| v == id);
+            let same = m
+                .membership_config
+                .nodes()
+                .any(|(n, a)| *n == id && *a == addr);
+            voter && same
+        };
+        if known() {
+            return Ok(());
+        }
+        // Asked before queueing, so a slow node does not hold up other changes.
+        self.refuse_foreign_member(id, &addr).await?;
+        let _one_at_a_time = self.membership_turn().await?;
+        if known() {
+            return Ok(());
+        }
+        tracing::info!(node_id = id, api = %addr.api, peer = %addr.peer, "adding a member");
+        // The learner catches up first; a node that cannot be reached does not keep the turn
+        // (its join asks again, and the learner keeps catching up meanwhile).
+        let wait = self.config.write_timeout;
+        match tokio::time::timeout(wait, self.raft.add_learner(id, addr, true)).await {
+            Ok(r) => r.map_err(|e| membership_error(&e))?,
+            Err(_) => {
+                return Err(NodeError::unavailable(format!(
+                    "node {id} is a learner still catching up after {wait:?}; ask again"
+                )));
+            }
+        };
+        let voters = std::collections::BTreeSet::from([id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
+            .await
+            .map_err(|e| membership_error(&e))?;
+        tracing::info!(node_id = id, "member added as a voter");
+        Ok(())
+    }
+
+    /// This node's turn to change the membership: one change at a time, waiting at most the
+    /// write timeout for the one under way.
+    async fn membership_turn(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, NodeError> {
+        tokio::time::timeout(self.config.write_timeout, self.membership.lock())
+            .await
+            .map_err(|_| {
+                NodeError::unavailable("another membership change is under way; retry shortly")
+            })
+    }
+
+    /// Refuse to add a node that already holds another cluster's history (it was started
+    /// without `--join` on its data directory): Raft cannot merge two histories. A node that
+    /// cannot be asked (down, auth) is not refused here; it waits to be added as before.
+    async fn refuse_foreign_member(&self, id: u64, addr: &NodeAddr) -> Result<(), NodeError> {
+        let Some(status) = self.transport_status(id, addr).await else {
+            return Ok(());
+        };
+        if status.format != switchyard_store::FORMAT {
+            return Err(CommandError::Conflict {
+                message: format!(
+                    "node {id} at {} runs data format {}; this cluster runs format {}: every \
+                     member must run the same format",
+                    addr.api,
+                    status.format,
+                    switchyard_store::FORMAT
+                ),
+            }
+            .into());
+        }
+        let me = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .nodes()
+            .find(|(n, _)| **n == self.id)
+            .map(|(_, a)| a.clone());
+        // It knows this node at this node's peer address: it is (joining) this cluster.
+        let ours = me.is_some_and(|a| {
+            status
+                .members
+                .iter()
+                .any(|m| m.node_id == self.id && m.peer == a.peer)
+        });
+        if status.members.is_empty() || ours {
+            return Ok(());
+        }
+        Err(CommandError::Conflict {
+            message: format!(
+                "node {id} at {} already belongs to another cluster (its data directory holds \
+                 its own history); stop it, empty its data directory, and start it with \
+                 --join pointing at this cluster",
+                addr.api
+            ),
+        }
+        .into())
+    }
+}
+
+/// A membership change Raft refused or lost: another change under way (one a previous leader
+/// started, as this node queues its own) is worth a retry, not a server error.
+fn membership_error(e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+    if let RaftError::APIError(ClientWriteError::ChangeMembershipError(
+        openraft::errors::ChangeMembershipError::InProgress(p),
+    )) = e
+    {
+        return NodeError::unavailable(format!(
+            "another membership change is under way; retry shortly ({p})"
+        ));
+    }
+    raft_error(e)
+}

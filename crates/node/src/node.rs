@@ -1,0 +1,556 @@
+//! A node: its Raft instance over the injected parts, and what the API layer asks of it
+//! (write a command, make a read linearizable, report status).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::network::{NetSnapshot, RaftNetworkFactory};
+use openraft::raft::ReadPolicy;
+use openraft::storage::RaftLogStorage;
+use switchyard_core::{Command, Outcome, Proposal, Reply};
+use switchyard_store::{NodeAddr, Raft, StateMachine, StateView, TypeConfig};
+use switchyard_types::{Member, Status};
+
+use crate::bugs::Bug;
+use crate::config::NodeConfig;
+use crate::error::{Leader, NodeError};
+use crate::transport::{AgentProbe, Clock, LeaderReply, LeaderRequest, SendError, Transport};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open {what}: {source} (is another switchyard using the same data directory?)")]
+    Store {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("data directory {path}: {source}")]
+    Format {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// What a node runs on: everything that differs between a server and a simulation.
+pub struct Parts<N, L> {
+    /// Raft's messages to other nodes.
+    pub network: N,
+    /// The Raft log and vote.
+    pub log: L,
+    /// The state machine (with its snapshot store).
+    pub sm: StateMachine,
+    /// Requests handed to the leader, and status probes of joining nodes.
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub agent_probe: Arc<dyn AgentProbe>,
+    /// Run once at shutdown, after Raft has stopped (closes the stores).
+    pub close: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// A running node.
+pub struct Node {
+    pub id: u64,
+    pub raft: Arc<Raft>,
+    pub view: StateView,
+    pub config: NodeConfig,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    pub(crate) agent_probe: Arc<dyn AgentProbe>,
+    close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Membership changes on this (leading) node, one at a time: Raft refuses a change while
+    /// another is under way, so concurrent joins queue here instead of failing.
+    pub(crate) membership: tokio::sync::Mutex<()>,
+}
+
+/// Where requests that need the leader go right now.
+pub(crate) enum Route {
+    Local,
+    Remote { id: u64, addr: NodeAddr },
+    Unknown,
+}
+
+/// Why a request for the leader did not give an answer.
+pub(crate) enum Failure {
+    /// Not carried out (not sent, or refused as not-leader): safe to try again.
+    Retry(NodeError),
+    /// Failed, or the outcome is unknown.
+    Failed(NodeError),
+}
+
+impl Node {
+    /// Start Raft on `parts`; on an empty log, initialise a one-member cluster of this node
+    /// (unless `config.join`: then wait to be added).
+    pub async fn start<N, L>(
+        config: NodeConfig,
+        addr: NodeAddr,
+        parts: Parts<N, L>,
+    ) -> Result<Node, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = std::io::Cursor<Vec<u8>>>,
+        L: RaftLogStorage<TypeConfig>,
+    {
+        let raft_config = config.raft_config().map_err(StartError::Raft)?;
+        let sm = parts.sm;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            parts.network,
+            parts.log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && config.join {
+            tracing::info!(
+                node_id = config.node_id,
+                "empty data directory: waiting to be added to the cluster"
+            );
+        } else if !initialized {
+            tracing::info!(
+                node_id = config.node_id,
+                "empty data directory: initialising a one-member cluster"
+            );
+            let members = BTreeMap::from([(config.node_id, addr)]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+        } else {
+            // A restarted sole voter need not wait an election timeout to lead again.
+            let voters: Vec<u64> = raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .voter_ids()
+                .collect();
+            if voters == [config.node_id] {
+                raft.trigger()
+                    .elect(false)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+        }
+        Ok(Node {
+            id: config.node_id,
+            raft: Arc::new(raft),
+            view: sm.view(),
+            config,
+            transport: parts.transport,
+            clock: parts.clock,
+            agent_probe: parts.agent_probe,
+            close: Mutex::new(parts.close),
+            membership: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The time this node stamps on proposals.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Propose a command, wait until it is committed (fsynced on a quorum) and applied here,
+    /// and return its reply and the revision (log index) it was applied at. On a follower the
+    /// command is handed to the leader (unless `forward_writes` is off: then `NotLeader`
+    /// naming the leader); the leader stamps its time on it.
+    pub async fn write(
+        &self,
+        command: Command,
+        idempotency_key: Option<String>,
+    ) -> Result<(Reply, u64), NodeError> {
+        let proposal = Proposal {
+            time_ms: self.now_ms(),
+            idempotency_key,
+            idempotency_window_ms: self.config.idempotency_window.as_millis() as i64,
+            command,
+        };
+        let started = tokio::time::Instant::now();
+        let res = tokio::time::timeout(self.config.write_timeout, self.submit(proposal)).await;
+        metrics::histogram!("switchyard_write_seconds").record(started.elapsed().as_secs_f64());
+        let (outcome, index) = res.map_err(|_| self.write_timed_out())??;
+        // Committed: the answer stands whatever happens next. Waiting for this node to apply it
+        // (at once on the leader) only makes it visible to reads here.
+        if !self.wait_applied(index).await {
+            tracing::warn!(index, "a committed write is not applied here yet");
+        }
+        outcome.map(|r| (r, index)).map_err(Into::into)
+    }
+
+    fn write_timed_out(&self) -> NodeError {
+        NodeError::unknown(format!(
+            "the command was not committed within {:?}; it may still be applied: retry with \
+             the same Idempotency-Key to find out",
+            self.config.write_timeout
+        ))
+    }
+
+    /// Get `proposal` committed by the leader, wherever it is: its outcome and log index.
+    async fn submit(&self, mut proposal: Proposal) -> Result<(Outcome, u64), NodeError> {
+        loop {
+            let failure = match self.route() {
+                Route::Local => match self.write_local(proposal.clone()).await {
+                    Ok(written) => return Ok(written),
+                    Err(Failure::Retry(_)) => {
+                        self.await_writable().await;
+                        continue;
+                    }
+                    Err(Failure::Failed(e)) => e,
+                },
+                Route::Remote { id, addr } => {
+                    if !self.config.forward_writes {
+                        return Err(not_leader(Some(id), Some(&addr)));
+                    }
+                    let req = LeaderRequest::Write(proposal.clone());
+                    match self.hand_to_leader(id, &addr, &req).await {
+                        Ok(LeaderReply::Written { outcome, index }) => return Ok((outcome, index)),
+                        Ok(other) => {
+                            return Err(NodeError::internal(format!(
+                                "the leader answered a write with {other:?}"
+                            )));
+                        }
+                        Err(Failure::Retry(_)) => {
+                            self.await_leader_change(Some(id)).await;
+                            continue;
+                        }
+                        Err(Failure::Failed(e)) => e,
+                    }
+                }
+                Route::Unknown => {
+                    self.await_leader_change(None).await;
+                    continue;
+                }
+            };
+            // The bug: an unknown outcome is "fixed" by proposing again, without the key that
+            // would have made the second proposal find the first.
+            if self.config.bug(Bug::RetryWithoutKey)
+                && matches!(failure, NodeError::OutcomeUnknown { .. })
+            {
+                proposal.idempotency_key = None;
+                continue;
+            }
+            return Err(failure);
+        }
+    }
+
+    /// Propose on this node (the leader, as far as it knows). `Retry` when it is not.
+    async fn write_local(&self, proposal: Proposal) -> Result<(Outcome, u64), Failure> {
+        match self.raft.client_write(proposal).await {
+            Ok(resp) => match resp.data {
+                Some(outcome) => Ok((outcome, resp.log_id.index())),
+                None => Err(Failure::Failed(NodeError::internal(
+                    "a command entry answered without an outcome",
+                ))),
+            },
+            // Proposed, then dropped from this node's log (truncated or superseded by a
+            // snapshot): another node may have committed it, so the outcome is unknown.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(Failure::Failed(NodeError::unknown(
+                    "leadership changed while the command was being committed; it may still be \
+                     applied: retry with the same Idempotency-Key to find out",
+                )))
+            }
+            Err(e) if e.forward_to_leader().is_some() => Err(Failure::Retry(raft_error(&e))),
+            Err(e) => Err(Failure::Failed(raft_error(&e))),
+        }
+    }
+
+    /// Carry out a request handed over by another node (this node should be the leader). A
+    /// `NotLeader` error means nothing was done.
+    pub async fn serve_leader_request(&self, req: LeaderRequest) -> Result<LeaderReply, NodeError> {
+        match self.route() {
+            Route::Local => {}
+            Route::Remote { id, addr } => return Err(not_leader(Some(id), Some(&addr))),
+            Route::Unknown => return Err(not_leader(None, None)),
+        }
+        match req {
+            LeaderRequest::Write(mut proposal) => {
+                proposal.time_ms = self.now_ms();
+                let res =
+                    tokio::time::timeout(self.config.write_timeout, self.write_local(proposal))
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::Failed(self.write_timed_out())));
+                match res {
+                    Ok((outcome, index)) => Ok(LeaderReply::Written { outcome, index }),
+                    Err(Failure::Retry(e) | Failure::Failed(e)) => Err(e),
+                }
+            }
+            LeaderRequest::ReadIndex => {
+                match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                    Ok((read, _)) => Ok(LeaderReply::ReadIndex {
+                        index: read.index(),
+                    }),
+                    Err(e) => Err(raft_error(&e)),
+                }
+            }
+            LeaderRequest::AddMember { node_id, addr } => self
+                .add_member_local(node_id, addr)
+                .await
+                .map(|_| LeaderReply::Done),
+            LeaderRequest::RemoveMember { node_id } => self
+                .remove_member_local(node_id)
+                .await
+                .map(|_| LeaderReply::Done),
+            LeaderRequest::TransferLeader { node_id } => self
+                .transfer_leader_local(node_id)
+                .await
+                .map(|_| LeaderReply::Done),
+        }
+    }
+
+    /// Where leader-only requests go, from this node's current view.
+    pub(crate) fn route(&self) -> Route {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match m.current_leader {
+            Some(id) if id == self.id && m.state == ServerState::Leader => Route::Local,
+            Some(id) if id != self.id => match m.membership_config.nodes().find(|(n, _)| **n == id)
+            {
+                Some((_, addr)) => Route::Remote {
+                    id,
+                    addr: addr.clone(),
+                },
+                None => Route::Unknown,
+            },
+            _ => Route::Unknown,
+        }
+    }
+
+    /// This node leads but refused to propose: it is stepping down, or it was just elected and
+    /// no quorum has acknowledged it yet (its lease is not yet valid). Either clears within a
+    /// heartbeat or so; look again shortly.
+    pub(crate) async fn await_writable(&self) {
+        let me = self.id;
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_millis(10)))
+            .metrics(|m| m.current_leader != Some(me), "leadership moves")
+            .await;
+    }
+
+    /// Wait (briefly) until this node's idea of the leader is no longer `old`.
+    pub(crate) async fn await_leader_change(&self, old: Option<u64>) {
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_millis(200)))
+            .metrics(
+                |m| {
+                    m.current_leader != old
+                        && (m.current_leader != Some(self.id) || m.state == ServerState::Leader)
+                },
+                "the leader changes",
+            )
+            .await;
+    }
+
+    /// Wait until this node has applied `index`, up to the write timeout; false if it has not.
+    async fn wait_applied(&self, index: u64) -> bool {
+        let mut changes = self.view.subscribe();
+        let wait = async {
+            while self.view.revision() < index {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(self.config.write_timeout, wait)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The status of node `id` at `addr`, if it can be asked.
+    pub(crate) async fn transport_status(&self, id: u64, addr: &NodeAddr) -> Option<Status> {
+        self.transport.status(id, addr).await
+    }
+
+    /// Send a request to the leader through the transport.
+    pub(crate) async fn hand_to_leader(
+        &self,
+        id: u64,
+        leader: &NodeAddr,
+        req: &LeaderRequest,
+    ) -> Result<LeaderReply, Failure> {
+        match self
+            .transport
+            .to_leader(id, leader, req, self.config.write_timeout)
+            .await
+        {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) if e.is_not_leader() => Err(Failure::Retry(e)),
+            Ok(Err(e)) => Err(Failure::Failed(e)),
+            Err(SendError::NotSent(why)) => Err(Failure::Retry(NodeError::unavailable(format!(
+                "cannot reach the leader (node {id} at {}): {why}",
+                leader.peer
+            )))),
+            Err(SendError::NoAnswer(why)) => Err(Failure::Failed(NodeError::unknown(format!(
+                "the leader (node {id} at {}) did not answer ({why}); the request may still \
+                 take effect: retry a write with the same Idempotency-Key to find out",
+                leader.peer
+            )))),
+        }
+    }
+
+    /// Hand a leader-only request to the leader wherever it is, following leader changes,
+    /// until it is done or `write_timeout` has passed.
+    pub(crate) async fn via_leader(&self, req: LeaderRequest) -> Result<LeaderReply, NodeError> {
+        let work = async {
+            loop {
+                match self.route() {
+                    Route::Local => match self.serve_leader_request(req.clone()).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) if e.is_not_leader() => self.await_writable().await,
+                        Err(e) => return Err(e),
+                    },
+                    Route::Remote { id, addr } => {
+                        match self.hand_to_leader(id, &addr, &req).await {
+                            Ok(r) => return Ok(r),
+                            Err(Failure::Retry(_)) => self.await_leader_change(Some(id)).await,
+                            Err(Failure::Failed(e)) => return Err(e),
+                        }
+                    }
+                    Route::Unknown => self.await_leader_change(None).await,
+                }
+            }
+        };
+        tokio::time::timeout(self.config.write_timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(NodeError::unavailable(format!(
+                    "no leader answered within {:?}",
+                    self.config.write_timeout
+                )))
+            })
+    }
+
+    /// Wait until local state reflects every write committed before this call (read index).
+    /// On a follower the read index comes from the leader and this node waits until it has
+    /// applied that far.
+    pub async fn linearizable(&self) -> Result<(), NodeError> {
+        if matches!(self.route(), Route::Local) {
+            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.forward_to_leader().is_none() => return Err(raft_error(&e)),
+                Err(_) => {}
+            }
+        } else if self.config.bug(Bug::FollowerReadWithoutIndex) {
+            // The bug: a follower trusts its own state.
+            return Ok(());
+        }
+        match self.via_leader(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex { index } if self.wait_applied(index).await => Ok(()),
+            LeaderReply::ReadIndex { index } => Err(NodeError::unavailable(format!(
+                "this node did not catch up to the leader's read index {index} within {:?}; \
+                 retry, read from another node, or pass ?consistency=stale",
+                self.config.write_timeout
+            ))),
+            other => Err(NodeError::internal(format!(
+                "the leader answered a read index request with {other:?}"
+            ))),
+        }
+    }
+
+    /// This node's view of itself and the cluster.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Candidate => "candidate",
+            ServerState::Shutdown => "shutdown",
+        };
+        Status {
+            node_id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            applied_index: m.last_applied.map_or(0, |l| l.index()),
+            revision: self.view.revision(),
+            compact_revision: self.view.compact_revision(),
+            members: members(&m.membership_config),
+            format: switchyard_store::FORMAT,
+        }
+    }
+
+    /// True while this node is the leader, as far as it knows.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Wait until this node knows a leader (itself or another), up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, NodeError> {
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| NodeError::unavailable(format!("no leader within {timeout:?}: {e}")))?;
+        Ok(m.current_leader.unwrap_or_default())
+    }
+
+    /// Stop Raft and close the stores, so the data directory can be opened again.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let close = self.close.lock().unwrap().take();
+        if let Some(close) = close {
+            close();
+        }
+    }
+}
+
+/// `NotLeader`, naming the leader when known.
+pub(crate) fn not_leader(id: Option<u64>, addr: Option<&NodeAddr>) -> NodeError {
+    NodeError::NotLeader {
+        leader: id.map(|node_id| Leader {
+            node_id,
+            api: addr.map(|a| a.api.clone()),
+        }),
+    }
+}
+
+/// A Raft error as a node error.
+pub(crate) fn raft_error<E>(e: &RaftError<TypeConfig, E>) -> NodeError
+where
+    E: std::fmt::Display
+        + std::fmt::Debug
+        + openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
+{
+    if let Some(f) = e.forward_to_leader() {
+        return not_leader(f.leader_id, f.leader_node.as_ref());
+    }
+    match e {
+        RaftError::Fatal(f) => {
+            NodeError::unavailable(format!("raft has stopped on this node: {f}"))
+        }
+        other => NodeError::internal(other),
+    }
+}
+
+/// Members from a stored membership config.
+pub fn members(m: &openraft::alias::StoredMembershipOf<TypeConfig>) -> Vec<Member> {
+    let voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
+    m.nodes()
+        .map(|(id, n)| Member {
+            node_id: *id,
+            api: n.api.clone(),
+            peer: n.peer.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
+}

@@ -1,0 +1,37 @@
+//! The stores of a data directory: its format checked first, then the Raft log
+//! (`raft-log.redb`) and the state machine's snapshots (`state.redb`).
+
+use std::path::Path;
+
+use switchyard_store::{LogStore, StateMachine, TypeConfig};
+
+use crate::node::StartError;
+
+/// Open (creating them if need be) the stores in `dir`; `history` events are kept for
+/// watchers.
+pub fn open(
+    dir: &Path,
+    history: usize,
+) -> Result<(LogStore<TypeConfig>, StateMachine), StartError> {
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    switchyard_store::format::check(dir).map_err(|source| StartError::Format {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|source| {
+        StartError::Store {
+            what: "raft-log.redb",
+            source,
+        }
+    })?;
+    let sm = StateMachine::open(&dir.join("state.redb"), history).map_err(|source| {
+        StartError::Store {
+            what: "state.redb",
+            source,
+        }
+    })?;
+    Ok((log, sm))
+}
