@@ -92,6 +92,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// The node's settings out of the server's.
+// The update sets the simulation's bug switches (off) when the `bugs` feature is compiled in.
+#[allow(clippy::needless_update)]
 fn node_config(config: &Config) -> NodeConfig {
     NodeConfig {
         node_id: config.node_id,

@@ -160,7 +160,7 @@ async fn command(
             let text = original_refusal(&f, name, e.code);
             detail(StatusCode::METHOD_NOT_ALLOWED, json!([text]))
         }
-        Err(e) => refused(e.into()),
+        Err(e) => refused(e),
     }
 }
 
