@@ -76,8 +76,13 @@ pub struct Node {
 /// Where requests that need the leader go right now.
 pub(crate) enum Route {
     Local,
-    Remote { id: u64, addr: NodeAddr },
-    Unknown,
+    Remote {
+        id: u64,
+        addr: NodeAddr,
+    },
+    /// No leader to ask: none known, or the one known cannot be reached (it left the
+    /// membership, or it is this node stepping down). Wait for a change from this one.
+    Unknown(Option<u64>),
 }
 
 /// Why a request for the leader did not give an answer.
@@ -204,10 +209,10 @@ impl Node {
             let failure = match self.route() {
                 Route::Local => match self.write_local(proposal.clone()).await {
                     Ok(written) => return Ok(written),
-                    Err(Failure::Retry(_)) => {
-                        self.await_writable().await;
-                        continue;
-                    }
+                    Err(Failure::Retry(_)) => match self.await_writable().await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    },
                     Err(Failure::Failed(e)) => e,
                 },
                 Route::Remote { id, addr } => {
@@ -222,17 +227,17 @@ impl Node {
                                 "the leader answered a write with {other:?}"
                             )));
                         }
-                        Err(Failure::Retry(_)) => {
-                            self.await_leader_change(Some(id)).await;
-                            continue;
-                        }
+                        Err(Failure::Retry(_)) => match self.await_leader_change(Some(id)).await {
+                            Ok(()) => continue,
+                            Err(e) => e,
+                        },
                         Err(Failure::Failed(e)) => e,
                     }
                 }
-                Route::Unknown => {
-                    self.await_leader_change(None).await;
-                    continue;
-                }
+                Route::Unknown(old) => match self.await_leader_change(old).await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
             };
             // The bug: an unknown outcome is "fixed" by proposing again, without the key that
             // would have made the second proposal find the first.
@@ -264,6 +269,11 @@ impl Node {
                 )))
             }
             Err(e) if e.forward_to_leader().is_some() => Err(Failure::Retry(raft_error(&e))),
+            // Raft stopped (shutting down) after the command may have been appended: another
+            // node may still commit it.
+            Err(RaftError::Fatal(f)) => Err(Failure::Failed(NodeError::unknown(format!(
+                "raft stopped on this node while the command was being committed ({f}); it                  may still be applied: retry with the same Idempotency-Key to find out"
+            )))),
             Err(e) => Err(Failure::Failed(raft_error(&e))),
         }
     }
@@ -274,7 +284,7 @@ impl Node {
         match self.route() {
             Route::Local => {}
             Route::Remote { id, addr } => return Err(not_leader(Some(id), Some(&addr))),
-            Route::Unknown => return Err(not_leader(None, None)),
+            Route::Unknown(_) => return Err(not_leader(None, None)),
         }
         match req {
             LeaderRequest::Write(mut proposal) => {
@@ -323,27 +333,29 @@ impl Node {
                     id,
                     addr: addr.clone(),
                 },
-                None => Route::Unknown,
+                None => Route::Unknown(Some(id)),
             },
-            _ => Route::Unknown,
+            other => Route::Unknown(other),
         }
     }
 
     /// This node leads but refused to propose: it is stepping down, or it was just elected and
     /// no quorum has acknowledged it yet (its lease is not yet valid). Either clears within a
-    /// heartbeat or so; look again shortly.
-    pub(crate) async fn await_writable(&self) {
+    /// heartbeat or so; look again shortly. `Err` once Raft has stopped here.
+    pub(crate) async fn await_writable(&self) -> Result<(), NodeError> {
         let me = self.id;
-        let _ = self
+        let r = self
             .raft
             .wait(Some(Duration::from_millis(10)))
             .metrics(|m| m.current_leader != Some(me), "leadership moves")
             .await;
+        running(r)
     }
 
-    /// Wait (briefly) until this node's idea of the leader is no longer `old`.
-    pub(crate) async fn await_leader_change(&self, old: Option<u64>) {
-        let _ = self
+    /// Wait (briefly) until this node's idea of the leader is no longer `old`. `Err` once Raft
+    /// has stopped here.
+    pub(crate) async fn await_leader_change(&self, old: Option<u64>) -> Result<(), NodeError> {
+        let r = self
             .raft
             .wait(Some(Duration::from_millis(200)))
             .metrics(
@@ -354,6 +366,7 @@ impl Node {
                 "the leader changes",
             )
             .await;
+        running(r)
     }
 
     /// Wait until this node has applied `index`, up to the write timeout; false if it has not.
@@ -412,17 +425,17 @@ impl Node {
                 match self.route() {
                     Route::Local => match self.serve_leader_request(req.clone()).await {
                         Ok(r) => return Ok(r),
-                        Err(e) if e.is_not_leader() => self.await_writable().await,
+                        Err(e) if e.is_not_leader() => self.await_writable().await?,
                         Err(e) => return Err(e),
                     },
                     Route::Remote { id, addr } => {
                         match self.hand_to_leader(id, &addr, &req).await {
                             Ok(r) => return Ok(r),
-                            Err(Failure::Retry(_)) => self.await_leader_change(Some(id)).await,
+                            Err(Failure::Retry(_)) => self.await_leader_change(Some(id)).await?,
                             Err(Failure::Failed(e)) => return Err(e),
                         }
                     }
-                    Route::Unknown => self.await_leader_change(None).await,
+                    Route::Unknown(old) => self.await_leader_change(old).await?,
                 }
             }
         };
@@ -521,6 +534,16 @@ pub(crate) fn not_leader(id: Option<u64>, addr: Option<&NodeAddr>) -> NodeError 
             node_id,
             api: addr.map(|a| a.api.clone()),
         }),
+    }
+}
+
+/// The end of a wait on Raft's metrics: `Err` when Raft has stopped (a timeout is fine).
+fn running<T>(r: Result<T, openraft::metrics::WaitError>) -> Result<(), NodeError> {
+    match r {
+        Err(openraft::metrics::WaitError::ShuttingDown) => {
+            Err(NodeError::unavailable("raft has stopped on this node"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -51,8 +51,8 @@ pub trait SnapshotStore: Send + Sync + 'static {
 pub trait ApplyGate: Send + Sync + 'static {
     /// Applying entry `index` waits for this future.
     fn before(&self, index: u64) -> BoxFuture<'static, ()>;
-    /// Entry `index` was applied with this answer.
-    fn applied(&self, index: u64, answer: &Applied);
+    /// The entry `log_id` was applied with this answer.
+    fn applied(&self, log_id: &LogIdOf<TypeConfig>, answer: &Applied);
 }
 
 /// Snapshots in `state.redb`, written with fsync.
@@ -217,7 +217,7 @@ impl StateMachine {
         drop(inner);
         self.shared.applied.send_replace(index);
         if let Some(gate) = &self.shared.gate {
-            gate.applied(index, &resp);
+            gate.applied(&entry.log_id, &resp);
         }
         resp
     }
