@@ -1,126 +1,170 @@
-//! The control surface of a simulated cluster: start N nodes, pause and resume them, crash and
-//! restart them from their disks, cut and heal links, hook messages and applies, write and read
-//! through the leader, inspect any node.
+//! The control surface of a simulated cluster: start N production nodes
+//! ([`switchyard_node::Node`]) on in-memory disks and the in-memory network, pause and resume
+//! them, crash and restart them from their disks, add and remove members, cut and heal links,
+//! hook messages and applies, write and read through any node, inspect any node.
 //!
 //! Everything runs on the current task's runtime, which must be a current-thread tokio runtime
-//! with paused time (`start_paused`), inside `Runtime::scope(seed, ..)` for openraft's RNG.
+//! with paused time (`start_paused`), inside `Runtime::scope(seed, ..)` (see
+//! [`run_seeded`](crate::run_seeded)).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::AsyncRuntime;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
-use switchyard_core::{Command, Outcome, Proposal, Reply};
-use tokio::sync::watch;
+use switchyard_core::{Command, Reply};
+use switchyard_node::{Bug, Node, NodeConfig, NodeError, Parts};
+use switchyard_store::state_machine::BoxFuture;
+use switchyard_store::{NodeAddr, Raft, Runtime, StateMachine, StateView};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::log::{Disk, SharedDisk, SimLog};
-use crate::net::{Action, Gate, NetFactory, Router, Stage};
-use crate::sm::SimStateMachine;
-use crate::{Bug, Clock, NodeAddr, Raft};
+use crate::Clock;
+use crate::fuzz::Rng;
+use crate::gate::{Applies, SimGate};
+use crate::log::{Disk, SharedDisk, SimLog, SimSnapshots};
+use crate::net::{Action, Gate, NetFactory, Router, SimTransport, Stage};
+use crate::trace::Trace;
 
 /// How the cluster is built.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     pub nodes: u64,
+    /// Seeds the network's jitter and the clients' choice of node (Raft's RNG is seeded by
+    /// [`run_seeded`](crate::run_seeded)).
+    pub seed: u64,
     /// Virtual time one fsync takes.
     pub fsync: Duration,
-    pub heartbeat_ms: u64,
-    pub election_min_ms: u64,
-    pub election_max_ms: u64,
-    /// A write not answered in this time has an unknown outcome.
+    pub heartbeat: Duration,
+    /// As the server's `--election-timeout`: a follower stands after 1 to 1.5 times this.
+    pub election_timeout: Duration,
+    /// A write not committed in this time has an unknown outcome.
     pub write_timeout: Duration,
     pub snapshot_logs: u64,
+    pub snapshot_keep_logs: u64,
     pub history: usize,
-    pub bug: Option<Bug>,
-    /// openraft's `enable_leader_restore`: off, as in the server (on only to show what it
-    /// breaks).
-    pub leader_restore: bool,
+    /// Bugs switched back on.
+    pub bugs: BTreeSet<Bug>,
+    /// Keep every line of the trace (to compare two runs), not only its hash.
+    pub keep_trace: bool,
+    /// Print every line of the trace as it comes.
+    pub print_trace: bool,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
         Self {
             nodes: 3,
+            seed: 0,
             fsync: Duration::from_millis(2),
-            heartbeat_ms: 50,
-            election_min_ms: 150,
-            election_max_ms: 300,
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(400),
             write_timeout: Duration::from_secs(2),
             snapshot_logs: 500,
+            snapshot_keep_logs: 100,
             history: 100_000,
-            bug: None,
-            leader_restore: false,
+            bugs: BTreeSet::new(),
+            keep_trace: false,
+            print_trace: false,
         }
     }
 }
 
-/// Why a write has no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// This node is not the leader (the one it knows, if any); nothing was proposed.
-    NotLeader(Option<u64>),
-    /// No answer in time, or the leader changed: it may or may not have been applied.
-    Unknown(String),
+/// A client write's answer: the reply and its log index, or the node's error.
+pub type WriteResult = Result<(Reply, u64), NodeError>;
+
+/// Whether a write took effect, as far as its client can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Applied,
+    NotApplied,
+    Unknown,
 }
 
-struct Node {
-    raft: Option<Arc<Raft>>,
-    sm: SimStateMachine,
+/// What a client learns from a write's answer.
+pub fn effect(r: &WriteResult) -> Effect {
+    match r {
+        Ok(_) => Effect::Applied,
+        // Refused by the app, or never proposed.
+        Err(
+            NodeError::Refused(_) | NodeError::NotLeader { .. } | NodeError::Unavailable { .. },
+        ) => Effect::NotApplied,
+        Err(NodeError::OutcomeUnknown { .. } | NodeError::Internal { .. }) => Effect::Unknown,
+    }
+}
+
+struct SimNode {
+    node: Option<Arc<Node>>,
+    /// The applied state of its last incarnation (kept while it is down).
+    view: StateView,
+    gate: Arc<SimGate>,
     disk: SharedDisk,
-    tasks: Vec<JoinHandle<()>>,
-    /// Stops the node's tick loop while it is paused.
-    paused: watch::Sender<bool>,
+    log: SimLog,
+    /// How many times it booted.
+    boots: u64,
+    /// The log writer: aborted by a crash.
+    writer: Option<JoinHandle<()>>,
+    /// The scheduler and agent check; cancelled while the node is paused or down.
+    services: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
+    paused: bool,
     pause_rules: Vec<(u64, Gate)>,
 }
 
-/// A simulated cluster. Node ids are 1..=N.
+/// A simulated cluster. The first nodes' ids are 1..=N; added nodes get the next ids.
 pub struct Sim {
     pub opts: SimOptions,
     pub router: Router,
     pub clock: Clock,
-    nodes: BTreeMap<u64, Node>,
-    next_key: std::cell::Cell<u64>,
+    pub trace: Trace,
+    /// Applies not yet checked (see [`crate::invariants`]).
+    pub applies: Applies,
+    nodes: RefCell<BTreeMap<u64, SimNode>>,
+    next_key: Cell<u64>,
+    next_id: Cell<u64>,
+    rng: RefCell<Rng>,
 }
 
-fn raft_config(o: &SimOptions) -> Arc<openraft::Config> {
-    Arc::new(
-        openraft::Config {
-            cluster_name: "switchyard-sim".into(),
-            heartbeat_interval: o.heartbeat_ms,
-            election_timeout_min: o.election_min_ms,
-            election_timeout_max: o.election_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(o.snapshot_logs),
-            max_in_snapshot_log_to_keep: 100,
-            // As the server: a restarted leader is elected again (see switchyard-server's node).
-            enable_leader_restore: Some(o.leader_restore),
-            ..Default::default()
-        }
-        .validate()
-        .expect("a valid simulation config"),
-    )
+/// The address a simulated node is known by.
+pub fn addr(id: u64) -> NodeAddr {
+    NodeAddr {
+        api: format!("n{id}"),
+        peer: format!("n{id}"),
+    }
+}
+
+/// Agents are not simulated: every probe answers healthy.
+struct Healthy;
+
+impl switchyard_node::AgentProbe for Healthy {
+    fn probe<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl Sim {
     /// Start `opts.nodes` nodes on empty disks and make them one cluster; returns once a leader
     /// is elected.
     pub async fn start(opts: SimOptions) -> Sim {
-        let mut sim = Sim {
-            router: Router::default(),
+        let trace = Trace::new(opts.keep_trace, opts.print_trace);
+        let sim = Sim {
+            router: Router::new(opts.seed, trace.clone()),
             clock: Clock::start(),
-            nodes: BTreeMap::new(),
-            next_key: std::cell::Cell::new(0),
+            trace,
+            applies: Arc::new(Mutex::new(Vec::new())),
+            nodes: RefCell::new(BTreeMap::new()),
+            next_key: Cell::new(0),
+            next_id: Cell::new(opts.nodes + 1),
+            rng: RefCell::new(Rng::new(opts.seed ^ 0x636c_6965_6e74)),
             opts,
         };
         for id in 1..=sim.opts.nodes {
-            sim.boot(id, Arc::new(std::sync::Mutex::new(Disk::default())))
-                .await;
+            sim.boot(id, Arc::new(Mutex::new(Disk::default()))).await;
         }
-        let members: BTreeMap<u64, NodeAddr> = (1..=sim.opts.nodes)
-            .map(|id| (id, NodeAddr::default()))
-            .collect();
+        let members: BTreeMap<u64, NodeAddr> =
+            (1..=sim.opts.nodes).map(|id| (id, addr(id))).collect();
         sim.raft(1)
             .initialize(members)
             .await
@@ -131,65 +175,122 @@ impl Sim {
         sim
     }
 
-    async fn boot(&mut self, id: u64, disk: SharedDisk) {
-        let ack_early = self.opts.bug == Some(Bug::AckBeforeFsync);
+    /// The node's configuration: the simulation's timings, the production defaults otherwise.
+    pub fn node_config(&self, id: u64) -> NodeConfig {
+        let o = &self.opts;
+        NodeConfig {
+            node_id: id,
+            heartbeat_interval: o.heartbeat,
+            election_timeout: o.election_timeout,
+            snapshot_logs: o.snapshot_logs,
+            snapshot_keep_logs: o.snapshot_keep_logs,
+            write_timeout: o.write_timeout,
+            join: true,
+            bugs: o.bugs.clone(),
+            ..NodeConfig::default()
+        }
+    }
+
+    async fn boot(&self, id: u64, disk: SharedDisk) {
+        let ack_early = self.opts.bugs.contains(&Bug::AckBeforeFsync);
         let (log, writer) = SimLog::open(disk.clone(), self.opts.fsync, ack_early);
-        let sm = SimStateMachine::new(disk.clone(), self.opts.history);
-        let network = NetFactory {
-            from: id,
-            router: self.router.clone(),
+        let log_handle = log.clone();
+        let boots = self.nodes.borrow().get(&id).map_or(0, |n| n.boots) + 1;
+        let gate = SimGate::new(id, self.trace.clone(), self.applies.clone());
+        let sm = StateMachine::new(
+            Arc::new(SimSnapshots(disk.clone())),
+            Some(gate.clone()),
+            self.opts.history,
+        );
+        let parts = Parts {
+            network: NetFactory {
+                from: id,
+                router: self.router.clone(),
+            },
+            log,
+            sm,
+            transport: Arc::new(SimTransport {
+                from: id,
+                router: self.router.clone(),
+            }),
+            clock: Arc::new(self.clock),
+            agent_probe: Arc::new(Healthy),
+            close: None,
         };
-        let raft = Raft::new(id, raft_config(&self.opts), network, log, sm.clone())
+        let node = Node::start(self.node_config(id), addr(id), parts)
             .await
             .expect("a simulated node starts");
-        let raft = Arc::new(raft);
-        self.router.set_node(id, Some(raft.clone()));
-        let (paused, paused_rx) = watch::channel(false);
-        let ticks = tokio::spawn(tick_loop(raft.clone(), sm.clone(), self.clock, paused_rx));
-        self.nodes.insert(
+        let node = Arc::new(node);
+        self.router.set_node(id, Some(node.clone()));
+        self.trace.add(format!("boot {id}"));
+        let services = spawn_services(&node);
+        self.nodes.borrow_mut().insert(
             id,
-            Node {
-                raft: Some(raft),
-                sm,
+            SimNode {
+                view: node.view.clone(),
+                node: Some(node),
+                gate,
                 disk,
-                tasks: vec![writer, ticks],
-                paused,
+                log: log_handle,
+                boots,
+                writer: Some(writer),
+                services: Some(services),
+                paused: false,
                 pause_rules: Vec::new(),
             },
         );
     }
 
-    fn node(&self, id: u64) -> &Node {
-        self.nodes.get(&id).expect("a node of the simulation")
+    /// Node `id`, if it is up.
+    pub fn node(&self, id: u64) -> Option<Arc<Node>> {
+        self.nodes.borrow().get(&id).and_then(|n| n.node.clone())
     }
 
-    /// Node `id`'s Raft handle (panics while it is crashed).
+    /// Node `id`'s Raft handle (panics while it is down).
     pub fn raft(&self, id: u64) -> Arc<Raft> {
-        self.node(id).raft.clone().expect("the node is up")
+        self.node(id).expect("the node is up").raft.clone()
     }
 
     pub fn is_up(&self, id: u64) -> bool {
-        self.node(id).raft.is_some()
+        self.node(id).is_some()
     }
 
+    /// Every node of the simulation (up or down), removed members excluded.
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.keys().copied().collect()
+        self.nodes.borrow().keys().copied().collect()
     }
 
-    /// Node `id`'s state machine (its applied state, history and revision).
-    pub fn sm(&self, id: u64) -> &SimStateMachine {
-        &self.node(id).sm
+    /// Node `id`'s applied state (of its last incarnation while it is down).
+    pub fn view(&self, id: u64) -> StateView {
+        self.nodes.borrow()[&id].view.clone()
     }
 
     /// Node `id`'s disk: what survives a crash.
     pub fn disk(&self, id: u64) -> Disk {
-        self.node(id).disk.lock().unwrap().clone()
+        self.nodes.borrow()[&id].disk.lock().unwrap().clone()
+    }
+
+    /// How many times node `id` booted (a new incarnation after each crash).
+    pub fn incarnation(&self, id: u64) -> u64 {
+        self.nodes.borrow().get(&id).map_or(0, |n| n.boots)
+    }
+
+    /// The log ids node `id`'s log holds now, by index.
+    pub fn log_ids(&self, id: u64) -> BTreeMap<u64, String> {
+        self.nodes.borrow()[&id].log.log_ids()
+    }
+
+    /// Node `id`'s Raft metrics, if it is up.
+    pub fn raft_metrics(
+        &self,
+        id: u64,
+    ) -> Option<openraft::RaftMetrics<switchyard_store::TypeConfig>> {
+        Some(self.node(id)?.raft.metrics().borrow_watched().clone())
     }
 
     /// (role, term, last log index, last applied index) of node `id`, if it is up.
     pub fn metrics(&self, id: u64) -> Option<(ServerState, u64, u64, u64)> {
-        let raft = self.node(id).raft.as_ref()?;
-        let m = raft.metrics().borrow_watched().clone();
+        let m = self.raft_metrics(id)?;
         Some((
             m.state,
             m.current_term,
@@ -198,14 +299,40 @@ impl Sim {
         ))
     }
 
+    /// The latest membership configuration any node that is up knows (a removed node's older
+    /// one does not count however high its term).
+    fn membership(
+        &self,
+    ) -> Option<openraft::alias::StoredMembershipOf<switchyard_store::TypeConfig>> {
+        self.ids()
+            .into_iter()
+            .filter_map(|id| self.raft_metrics(id))
+            .map(|m| m.membership_config.as_ref().clone())
+            .max_by_key(|c| c.log_id().map(|l| (*l.committed_leader_id(), l.index())))
+    }
+
+    /// The voters of the latest membership.
+    pub fn voters(&self) -> BTreeSet<u64> {
+        self.membership()
+            .map(|c| c.voter_ids().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every member (voter or learner) of the latest membership.
+    pub fn members(&self) -> BTreeSet<u64> {
+        self.membership()
+            .map(|c| c.nodes().map(|(id, _)| *id).collect())
+            .unwrap_or_default()
+    }
+
     /// The leader of the highest term among the nodes that are up and not paused.
     pub fn leader(&self) -> Option<u64> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| !*n.paused.borrow())
-            .filter_map(|(id, _)| {
-                let (role, term, _, _) = self.metrics(*id)?;
-                (role == ServerState::Leader).then_some((term, *id))
+        self.ids()
+            .into_iter()
+            .filter(|id| !self.is_paused(*id))
+            .filter_map(|id| {
+                let (role, term, _, _) = self.metrics(id)?;
+                (role == ServerState::Leader).then_some((term, id))
             })
             .max()
             .map(|(_, id)| id)
@@ -247,121 +374,179 @@ impl Sim {
         tokio::time::sleep(d).await;
     }
 
-    /// A proposal stamped with the virtual clock.
-    pub fn proposal(&self, command: Command, key: Option<String>) -> Proposal {
-        let mut p = Proposal::new(self.clock.now_ms(), command);
-        p.idempotency_key = key;
-        p
+    /// A node a client asks: any member that is up (paused ones included), chosen at random.
+    pub fn pick(&self) -> Option<u64> {
+        let members = self.members();
+        let up: Vec<u64> = self
+            .ids()
+            .into_iter()
+            .filter(|i| self.is_up(*i) && members.contains(i))
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        Some(up[self.rng.borrow_mut().below(up.len() as u64) as usize])
     }
 
-    /// Propose through node `id` (no forwarding).
-    pub async fn write_to(&self, id: u64, p: Proposal) -> Result<(Outcome, u64), WriteError> {
-        let Some(raft) = self.node(id).raft.clone() else {
-            return Err(WriteError::NotLeader(None));
+    /// A new idempotency key.
+    pub fn key(&self) -> String {
+        self.next_key.set(self.next_key.get() + 1);
+        format!("sim-{}", self.next_key.get())
+    }
+
+    /// Write through node `id` (which forwards to the leader), waiting at most `within`.
+    pub async fn write_to(
+        &self,
+        id: u64,
+        command: Command,
+        key: Option<String>,
+        within: Duration,
+    ) -> WriteResult {
+        let Some(node) = self.node(id) else {
+            return Err(NodeError::unavailable(format!("node {id} is down")));
         };
-        let write = tokio::time::timeout(self.opts.write_timeout, raft.client_write(p));
-        match write.await {
-            Err(_) => Err(WriteError::Unknown("no answer in time".into())),
-            Ok(Ok(resp)) => match resp.data {
-                Some(outcome) => Ok((outcome, resp.log_id.index())),
-                None => Err(WriteError::Unknown("a blank answer".into())),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader(f.leader_id))
-            }
-            Ok(Err(e)) => Err(WriteError::Unknown(e.to_string())),
+        match tokio::time::timeout(within, node.write(command, key)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::unknown(format!("no answer within {within:?}"))),
         }
     }
 
-    /// A client write: to the leader, retried across leader changes with one idempotency key
-    /// (so it applies once), for at most `within`.
-    /// Several may run at once (concurrent clients).
-    pub async fn write(
-        &self,
-        command: Command,
-        within: Duration,
-    ) -> Result<(Outcome, u64), WriteError> {
-        self.next_key.set(self.next_key.get() + 1);
-        let key = (self.opts.bug != Some(Bug::RetryWithoutKey))
-            .then(|| format!("sim-{}", self.next_key.get()));
+    /// A client write: to a node chosen at random, retried on another across failures with one
+    /// idempotency key (so it applies once), for at most `within`. Several may run at once.
+    pub async fn write(&self, command: Command, within: Duration) -> WriteResult {
+        let key = self.key();
         let deadline = tokio::time::Instant::now() + within;
-        let mut last = WriteError::NotLeader(None);
-        let mut proposed = false;
-        while tokio::time::Instant::now() < deadline {
-            let Some(leader) = self.leader() else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut maybe = false;
+        let mut last = NodeError::unavailable("no node is up");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Some(id) = self.pick() else {
+                tokio::time::sleep(Duration::from_millis(20).min(left)).await;
                 continue;
             };
-            match self
-                .write_to(leader, self.proposal(command.clone(), key.clone()))
-                .await
-            {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    proposed |= matches!(e, WriteError::Unknown(_));
-                    last = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            let r = self
+                .write_to(id, command.clone(), Some(key.clone()), left)
+                .await;
+            match effect(&r) {
+                Effect::Applied => return r,
+                Effect::NotApplied if matches!(r, Err(NodeError::Refused(_))) => return r,
+                Effect::Unknown => maybe = true,
+                Effect::NotApplied => {}
             }
+            last = r.expect_err("not applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if proposed {
-            Err(WriteError::Unknown(format!("{last:?}")))
+        if maybe {
+            Err(NodeError::unknown(format!(
+                "no answer in time (last: {last})"
+            )))
         } else {
             Err(last)
         }
     }
 
-    /// A linearizable read on the leader: `f` runs on its applied state once it has applied
-    /// everything committed when the read began.
-    pub async fn read<R>(&self, f: impl FnOnce(&switchyard_core::State) -> R) -> Option<R> {
-        let leader = self.leader()?;
-        let raft = self.raft(leader);
-        let ok = tokio::time::timeout(
-            self.opts.write_timeout,
-            raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex),
-        )
-        .await;
-        match ok {
-            Ok(Ok(_)) => Some(self.sm(leader).read(|i| f(&i.core))),
+    /// A linearizable read on node `id`: `f` runs on its state once it has applied everything
+    /// committed when the read began.
+    pub async fn read_on<R>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&switchyard_core::State) -> R,
+    ) -> Option<R> {
+        let node = self.node(id)?;
+        match tokio::time::timeout(self.opts.write_timeout, node.linearizable()).await {
+            Ok(Ok(())) => Some(node.view.read(f)),
             _ => None,
         }
     }
 
+    /// A linearizable read on a node chosen at random (which node, and what `f` saw).
+    pub async fn read<R>(&self, f: impl FnOnce(&switchyard_core::State) -> R) -> Option<(u64, R)> {
+        let id = self.pick()?;
+        Some((id, self.read_on(id, f).await?))
+    }
+
     /// Crash node `id`: its tasks stop at once; what its log had not flushed is lost.
-    pub async fn crash(&mut self, id: u64) {
-        let node = self.nodes.get_mut(&id).expect("a node");
-        for t in node.tasks.drain(..) {
-            t.abort();
-        }
+    pub async fn crash(&self, id: u64) {
+        let (node, rules) = {
+            let mut nodes = self.nodes.borrow_mut();
+            let n = nodes.get_mut(&id).expect("a node");
+            if let Some(w) = n.writer.take() {
+                w.abort();
+            }
+            if let Some((token, tasks)) = n.services.take() {
+                token.cancel();
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+            n.paused = false;
+            (n.node.take(), std::mem::take(&mut n.pause_rules))
+        };
         self.router.set_node(id, None);
-        if let Some(raft) = node.raft.take() {
-            let _ = raft.shutdown().await;
-        }
-        node.paused.send_replace(false);
-        for (rule, gate) in node.pause_rules.drain(..) {
+        for (rule, gate) in rules {
             self.router.remove_rule(rule);
             gate.open();
+        }
+        self.trace.add(format!("crash {id}"));
+        if let Some(node) = node {
+            let _ = node.raft.shutdown().await;
         }
     }
 
     /// Restart a crashed node from its disk.
-    pub async fn restart(&mut self, id: u64) {
+    pub async fn restart(&self, id: u64) {
         assert!(!self.is_up(id), "node {id} is up");
-        let disk = self.nodes[&id].disk.clone();
+        let disk = self.nodes.borrow()[&id].disk.clone();
         self.boot(id, disk).await;
     }
 
-    /// Pause node `id`: its timers (elections, heartbeats, ticks) stop and every message to or
-    /// from it waits, until [`Sim::resume`].
-    pub fn pause(&mut self, id: u64) {
+    /// Boot a new node on an empty disk (it waits to be added), under the next free id.
+    pub async fn new_node(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.boot(id, Arc::new(Mutex::new(Disk::default()))).await;
+        id
+    }
+
+    /// Ask node `via` to add node `id` (learner, then voter).
+    pub async fn add_member(&self, via: u64, id: u64) -> Result<(), NodeError> {
+        let node = self
+            .node(via)
+            .ok_or_else(|| NodeError::unavailable(format!("node {via} is down")))?;
+        let r = node.add_member(id, addr(id)).await;
+        self.trace.add(format!("add {id} via {via}: {r:?}"));
+        r
+    }
+
+    /// Ask node `via` to remove node `id`; once removed, `id` is stopped and forgotten.
+    pub async fn remove_member(&self, via: u64, id: u64) -> Result<(), NodeError> {
+        let node = self
+            .node(via)
+            .ok_or_else(|| NodeError::unavailable(format!("node {via} is down")))?;
+        let r = node.remove_member(id).await;
+        self.trace.add(format!("remove {id} via {via}: {r:?}"));
+        r
+    }
+
+    /// Stop node `id` for good and forget it (after it was removed from the cluster).
+    pub async fn forget(&self, id: u64) {
+        if self.is_up(id) {
+            self.crash(id).await;
+        }
+        self.nodes.borrow_mut().remove(&id);
+    }
+
+    /// Pause node `id`: its timers (elections, heartbeats, its scheduler) stop and every
+    /// message to or from it waits, until [`Sim::resume`].
+    pub fn pause(&self, id: u64) {
         let raft = self.raft(id);
         let rc = raft.runtime_config();
         rc.tick(false);
         rc.heartbeat(false);
         rc.elect(false);
-        let node = self.nodes.get_mut(&id).expect("a node");
-        node.paused.send_replace(true);
         let gate = Gate::default();
+        let mut rules = Vec::new();
         for (from, to) in [(Some(id), None), (None, Some(id))] {
             let rule = self.router.add_rule(
                 None,
@@ -371,40 +556,55 @@ impl Sim {
                 Action::Park(gate.clone()),
                 None,
             );
-            node.pause_rules.push((rule, gate.clone()));
+            rules.push((rule, gate.clone()));
         }
+        let mut nodes = self.nodes.borrow_mut();
+        let n = nodes.get_mut(&id).expect("a node");
+        n.paused = true;
+        n.pause_rules = rules;
+        if let Some((token, tasks)) = n.services.take() {
+            token.cancel();
+            tasks.iter().for_each(JoinHandle::abort);
+        }
+        self.trace.add(format!("pause {id}"));
     }
 
-    pub fn resume(&mut self, id: u64) {
-        let raft = self.raft(id);
-        let node = self.nodes.get_mut(&id).expect("a node");
-        for (rule, gate) in node.pause_rules.drain(..) {
+    pub fn resume(&self, id: u64) {
+        let node = self.node(id).expect("the node is up");
+        let rules = {
+            let mut nodes = self.nodes.borrow_mut();
+            let n = nodes.get_mut(&id).expect("a node");
+            n.paused = false;
+            n.services = Some(spawn_services(&node));
+            std::mem::take(&mut n.pause_rules)
+        };
+        for (rule, gate) in rules {
             self.router.remove_rule(rule);
             gate.open();
         }
-        node.paused.send_replace(false);
-        let rc = raft.runtime_config();
+        let rc = node.raft.runtime_config();
         rc.tick(true);
         rc.heartbeat(true);
         rc.elect(true);
+        self.trace.add(format!("resume {id}"));
     }
 
     pub fn is_paused(&self, id: u64) -> bool {
-        *self.node(id).paused.borrow()
+        self.nodes.borrow().get(&id).is_some_and(|n| n.paused)
     }
 
     /// Hold node `id`'s state machine before its next apply (or let it go on).
     pub fn hold_apply(&self, id: u64, hold: bool) {
-        self.node(id).sm.hold.send_replace(hold);
+        self.nodes.borrow()[&id].gate.hold.send_replace(hold);
     }
 
     /// Hold node `id`'s state machine once it has applied `index` (`None`: let it go on).
     pub fn hold_apply_after(&self, id: u64, index: Option<u64>) {
-        self.node(id).sm.hold_after.send_replace(index);
+        self.nodes.borrow()[&id].gate.hold_after.send_replace(index);
     }
 
     /// Pause every node that is up: all timers of the cluster stop.
-    pub fn pause_all(&mut self) {
+    pub fn pause_all(&self) {
         for id in self.ids() {
             if self.is_up(id) && !self.is_paused(id) {
                 self.pause(id);
@@ -412,7 +612,7 @@ impl Sim {
         }
     }
 
-    pub fn resume_all(&mut self) {
+    pub fn resume_all(&self) {
         for id in self.ids() {
             if self.is_up(id) && self.is_paused(id) {
                 self.resume(id);
@@ -426,10 +626,15 @@ impl Sim {
         self.router.partition(&[id], &others);
     }
 
-    /// Every node up, unpaused, connected, applying, without rules; then wait until all have
-    /// applied the same index.
-    pub async fn settle(&mut self, within: Duration) -> bool {
+    /// Every fault repaired: every member up and resumed, applying, connected, no message
+    /// rules; nodes that are no longer members (removed, or never added) are stopped.
+    pub async fn repair(&self) {
+        let members = self.members();
         for id in self.ids() {
+            if !members.contains(&id) {
+                self.forget(id).await;
+                continue;
+            }
             if !self.is_up(id) {
                 self.restart(id).await;
             } else if self.is_paused(id) {
@@ -439,21 +644,27 @@ impl Sim {
             self.hold_apply_after(id, None);
         }
         self.router.heal();
-        self.router.clear_rules();
+        self.router.clear_rules_except(&BTreeSet::new());
+        self.trace.add("repair");
+    }
+
+    /// [`Sim::repair`], then wait until every voter has applied the leader's last entry.
+    pub async fn settle(&self, within: Duration) -> bool {
+        self.repair().await;
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let applied: Vec<u64> = self
-                .ids()
-                .iter()
-                .filter_map(|id| self.metrics(*id))
-                .map(|(_, _, last, applied)| applied.min(last))
-                .collect();
+            let voters = self.voters();
             let leader_last = self
                 .leader()
                 .and_then(|l| self.metrics(l))
                 .map(|(_, _, last, _)| last);
+            let applied: Vec<u64> = voters
+                .iter()
+                .filter_map(|id| self.metrics(*id))
+                .map(|(_, _, last, applied)| applied.min(last))
+                .collect();
             if let Some(last) = leader_last
-                && applied.len() == self.nodes.len()
+                && applied.len() == voters.len()
                 && applied.iter().all(|a| *a == last)
             {
                 return true;
@@ -466,7 +677,7 @@ impl Sim {
     }
 
     /// Stop every node (end of a run).
-    pub async fn shutdown(&mut self) {
+    pub async fn shutdown(&self) {
         for id in self.ids() {
             if self.is_up(id) {
                 self.crash(id).await;
@@ -475,45 +686,16 @@ impl Sim {
     }
 }
 
-/// The leader's tick loop, as `switchyard-server`'s scheduler runs it: when a timer in the
-/// replicated state is due, propose a `Tick`; a paused node proposes nothing.
-async fn tick_loop(
-    raft: Arc<Raft>,
-    sm: SimStateMachine,
-    clock: Clock,
-    paused: watch::Receiver<bool>,
-) {
-    const IDLE: Duration = Duration::from_secs(60);
-    const BACKOFF: Duration = Duration::from_millis(100);
-    let mut metrics = raft.metrics();
-    let mut revisions = sm.subscribe();
-    let mut paused = paused;
-    loop {
-        let leads = metrics.borrow_watched().state == ServerState::Leader && !*paused.borrow();
-        let next_due = if leads {
-            sm.read(|i| i.core.timers.next_due())
-        } else {
-            None
-        };
-        let now = clock.now_ms();
-        if next_due.is_some_and(|d| d <= now) {
-            let p = Proposal::new(now, Command::Tick);
-            let fired = tokio::time::timeout(Duration::from_secs(2), raft.client_write(p)).await;
-            if let Ok(Ok(r)) = fired
-                && matches!(r.data, Some(Ok(Reply::Ticked { fired })) if fired > 0)
-            {
-                continue;
-            }
-            tokio::time::sleep(BACKOFF).await;
-            continue;
-        }
-        let sleep = next_due.map_or(IDLE, |due| Duration::from_millis((due - now).max(0) as u64));
-        tokio::select! {
-            biased;
-            r = metrics.changed() => if r.is_err() { return },
-            r = revisions.changed() => if r.is_err() { return },
-            r = paused.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(sleep) => {}
-        }
-    }
+/// The node's leader-side services, as the server runs them: the scheduler and the agent
+/// check.
+fn spawn_services(node: &Arc<Node>) -> (CancellationToken, Vec<JoinHandle<()>>) {
+    let token = CancellationToken::new();
+    let tasks = vec![
+        Runtime::spawn(switchyard_node::scheduler::run(node.clone(), token.clone())),
+        Runtime::spawn(switchyard_node::agent_check::run(
+            node.clone(),
+            token.clone(),
+        )),
+    ];
+    (token, tasks)
 }

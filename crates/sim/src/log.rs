@@ -5,7 +5,7 @@
 //! reports them flushed; reads are served from memory at once. The durable part ([`Disk`])
 //! survives a crash of its node; the queue and the memory do not. With the
 //! [`Bug::AckBeforeFsync`](crate::Bug) switch, appends are reported flushed before they are
-//! written.
+//! written. [`SimSnapshots`] keeps the state machine's snapshot record on the same disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -20,9 +20,10 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 use tokio::sync::mpsc;
 
-use crate::SimConfig;
+use switchyard_store::TypeConfig;
+use switchyard_store::state_machine::{BoxFuture, SnapshotStore};
 
-type C = SimConfig;
+type C = TypeConfig;
 
 /// What a node's disk holds: it survives crashes.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +32,8 @@ pub struct Disk {
     pub vote: Option<VoteOf<C>>,
     pub committed: Option<LogIdOf<C>>,
     pub last_purged: Option<LogIdOf<C>>,
-    /// The last snapshot: its metadata and data.
-    pub snapshot: Option<(openraft::alias::SnapshotMetaOf<C>, Vec<u8>)>,
+    /// The state machine's last snapshot record.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 pub type SharedDisk = Arc<Mutex<Disk>>;
@@ -80,6 +81,15 @@ impl SimLog {
             },
             writer,
         )
+    }
+
+    /// The log id of every entry held now, by index.
+    pub fn log_ids(&self) -> BTreeMap<u64, String> {
+        let mem = self.mem.lock().unwrap();
+        mem.log
+            .iter()
+            .map(|(i, e)| (*i, e.log_id().to_string()))
+            .collect()
     }
 
     fn send(&self, op: Op) -> io::Result<()> {
@@ -217,5 +227,19 @@ impl RaftLogStorage<C> for SimLog {
             mem.last_purged = Some(log_id);
         }
         self.send(Op::Purge { log_id })
+    }
+}
+
+/// The state machine's snapshot store on a node's simulated disk (durable at once).
+pub struct SimSnapshots(pub SharedDisk);
+
+impl SnapshotStore for SimSnapshots {
+    fn save(&self, record: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
+        self.0.lock().unwrap().snapshot = Some(record);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().snapshot.clone())
     }
 }

@@ -7,7 +7,8 @@ use switchyard_core::bank::BankCommand;
 use switchyard_core::devices::DeviceCommand;
 use switchyard_core::jobs::{JobCommand, JobReply};
 use switchyard_core::{Command, Reply};
-use switchyard_sim::net::{Action, Rpc, Stage};
+use switchyard_node::NodeError;
+use switchyard_sim::net::{Action, Gate, Rpc, Stage};
 use switchyard_sim::{Sim, SimOptions, run_seeded};
 
 const TEN_S: Duration = Duration::from_secs(10);
@@ -26,11 +27,10 @@ fn credit(id: &str, amount: u64) -> Command {
 /// Run `scenario` twice on the same seed: the traces must be equal.
 /// Write `command` (answered within 5 s) and expect it applied; its log index.
 async fn applied(sim: &Sim, command: Command) -> u64 {
-    let (outcome, index) = sim
+    let (_, index) = sim
         .write(command, Duration::from_secs(5))
         .await
-        .expect("answered");
-    assert!(outcome.is_ok(), "{outcome:?}");
+        .expect("applied");
     index
 }
 
@@ -48,7 +48,7 @@ fn twice(
 fn a_new_leader_is_elected_after_the_leader_is_isolated() {
     let trace = twice(7, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             let mut trace = String::new();
             let l1 = sim.leader().unwrap();
             let t1 = sim.metrics(l1).unwrap().1;
@@ -64,15 +64,15 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
             };
             let t2 = sim.metrics(l2).unwrap().1;
             assert!(t2 > t1);
-            let (outcome, index) = sim
+            let (reply, index) = sim
                 .write(credit("a", 5), Duration::from_secs(5))
                 .await
                 .unwrap();
-            assert!(matches!(outcome, Ok(Reply::Bank(_))), "{outcome:?}");
+            assert!(matches!(reply, Reply::Bank(_)), "{reply:?}");
             // The isolated old leader did not apply it; after healing it does.
-            assert!(sim.sm(l1).revision() < index);
+            assert!(sim.view(l1).revision() < index);
             assert!(sim.settle(Duration::from_secs(10)).await);
-            let balance = |id| sim.sm(id).read(|i| i.core.bank.get("a").map(|a| a.balance));
+            let balance = |id| sim.view(id).read(|s| s.bank.get("a").map(|a| a.balance));
             for id in sim.ids() {
                 assert_eq!(balance(id), Some(5), "node {id}");
             }
@@ -88,15 +88,13 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
 }
 
 fn balance(sim: &Sim, node: u64, id: &str) -> Option<u64> {
-    sim.sm(node)
-        .read(|i| i.core.bank.get(id).map(|a| a.balance))
+    sim.view(node).read(|s| s.bank.get(id).map(|a| a.balance))
 }
 
 /// Events of node `node` after `after` (whole history when 0), as (revision, topic, kind).
 fn events(sim: &Sim, node: u64, after: u64) -> Vec<(u64, String, String)> {
-    sim.sm(node).read(|i| {
-        let head = i.last_applied.map_or(0, |l| l.index());
-        match i.history.read_after(after, "", usize::MAX, head) {
+    {
+        match sim.view(node).read_events(after, "", usize::MAX) {
             switchyard_store::ReadAfter::Events { events, .. } => events
                 .into_iter()
                 .map(|e| {
@@ -107,14 +105,14 @@ fn events(sim: &Sim, node: u64, after: u64) -> Vec<(u64, String, String)> {
                 .collect(),
             switchyard_store::ReadAfter::Compacted { .. } => panic!("history compacted"),
         }
-    })
+    }
 }
 
 #[test]
 fn a_write_commits_while_every_vote_message_is_dropped() {
     let trace = twice(11, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let term = sim.metrics(leader).unwrap().1;
             let drop_votes = sim.router.add_rule(
@@ -163,11 +161,11 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
 fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
     let trace = twice(23, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             let opened = applied(&sim, open("a")).await;
-            sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= opened)
+            sim.wait_until(TEN_S, |s| s.view(follower).revision() >= opened)
                 .await
                 .expect("node follower catches up");
             // The follower receives the next entry but is held before applying it.
@@ -176,7 +174,7 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
             sim.wait_until(TEN_S, |s| s.metrics(follower).unwrap().2 >= index)
                 .await
                 .expect("the append reaches the follower");
-            assert!(sim.sm(follower).revision() < index, "held before apply");
+            assert!(sim.view(follower).revision() < index, "held before apply");
             assert_eq!(balance(&sim, follower, "a"), Some(0));
             sim.crash(leader).await;
             sim.wait_until(TEN_S, |s| s.leader().is_some_and(|l| l != leader))
@@ -186,7 +184,7 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
             // Released, it applies the entry it held, once.
             sim.hold_apply(follower, false);
             let later = applied(&sim, credit("a", 1)).await;
-            sim.wait_until(TEN_S, |s| s.sm(follower).revision() >= later)
+            sim.wait_until(TEN_S, |s| s.view(follower).revision() >= later)
                 .await
                 .expect("node follower catches up");
             assert_eq!(balance(&sim, follower, "a"), Some(4));
@@ -207,7 +205,7 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
 fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() {
     let trace = twice(5, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             let switch = switchyard_core::devices::types::builtin()
                 .into_iter()
                 .find(|t| t.name == "switch")
@@ -231,7 +229,7 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
                 specs: vec![spec],
                 retention_ms: switchyard_core::jobs::DEFAULT_RETENTION_MS,
             });
-            let Ok((Ok(Reply::Jobs(JobReply::Enqueued { ids })), _)) =
+            let Ok((Reply::Jobs(JobReply::Enqueued { ids }), _)) =
                 sim.write(enqueue, Duration::from_secs(5)).await
             else {
                 panic!("enqueue")
@@ -251,16 +249,16 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
             sim.advance(Duration::from_secs(5)).await;
             let new = sim.leader().expect("a new leader");
             assert_ne!(new, old);
-            let dev = sim.sm(new).read(|i| i.core.devices.get("sw")).unwrap();
+            let dev = sim.view(new).read(|s| s.devices.get("sw")).unwrap();
             assert_eq!(dev.state.as_deref(), Some("ON"));
-            let history = sim.sm(new).read(|i| i.core.devices.history("sw")).unwrap();
+            let history = sim.view(new).read(|s| s.devices.history("sw")).unwrap();
             assert_eq!(
                 history.len(),
                 1,
                 "the transition finished once: {history:?}"
             );
             // The lease expired once: requeued once, attempt 1.
-            let j = sim.sm(new).read(|i| i.core.jobs.get(job).cloned()).unwrap();
+            let j = sim.view(new).read(|s| s.jobs.get(job).cloned()).unwrap();
             assert_eq!((j.status.as_str(), j.attempts), ("queued", 1));
             let kinds: Vec<String> = events(&sim, new, leased_at)
                 .into_iter()
@@ -287,7 +285,7 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
 fn a_watch_resumes_on_another_node_across_a_leader_change() {
     let trace = twice(9, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let mut acked = Vec::new();
             for n in 1..=5 {
@@ -295,7 +293,7 @@ fn a_watch_resumes_on_another_node_across_a_leader_change() {
             }
             let leader = sim.leader().unwrap();
             let a = sim.ids().into_iter().find(|i| *i != leader).unwrap();
-            sim.wait_until(TEN_S, |s| s.sm(a).revision() >= acked[4])
+            sim.wait_until(TEN_S, |s| s.view(a).revision() >= acked[4])
                 .await
                 .expect("node a applies the fifth write");
             // A watcher on node a reads up to the fifth write, then a's leader dies.
@@ -319,7 +317,7 @@ fn a_watch_resumes_on_another_node_across_a_leader_change() {
                 .into_iter()
                 .find(|i| *i != leader && *i != a)
                 .unwrap();
-            sim.wait_until(TEN_S, |s| s.sm(b).revision() >= acked[9])
+            sim.wait_until(TEN_S, |s| s.view(b).revision() >= acked[9])
                 .await
                 .expect("node b catches up");
             let rest = events(&sim, b, resume);
@@ -359,7 +357,7 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
     // found the stale read this guards against; see tests/fuzz.rs).
     let trace = twice(6, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let mut total = 0;
             let mut t = String::new();
@@ -374,7 +372,9 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
                 }
                 let start = tokio::time::Instant::now();
                 let value = loop {
-                    if let Some(v) = sim.read(|s| s.bank.get("a").map_or(0, |a| a.balance)).await {
+                    if let Some((_, v)) =
+                        sim.read(|s| s.bank.get("a").map_or(0, |a| a.balance)).await
+                    {
                         break v;
                     }
                     assert!(start.elapsed() < Duration::from_secs(10), "no read");
@@ -394,7 +394,7 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
 fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
     let trace = twice(3, || {
         Box::pin(async {
-            let mut sim = Sim::start(SimOptions::default()).await;
+            let sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             let opened = applied(&sim, open("a")).await;
@@ -404,7 +404,7 @@ fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
                 applied(&sim, credit("a", n)).await;
             }
             sim.advance(Duration::from_secs(1)).await;
-            assert_eq!(sim.sm(follower).revision(), opened);
+            assert_eq!(sim.view(follower).revision(), opened);
             assert_eq!(balance(&sim, follower, "a"), Some(0));
             // Every timer of the cluster stops: no election however long nothing is heard.
             sim.pause_all();
@@ -425,6 +425,171 @@ fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
             assert!(sim.settle(Duration::from_secs(10)).await);
             assert_eq!(balance(&sim, follower, "a"), Some(6));
             let t = format!("held {follower} after {opened}; terms {terms:?}");
+            sim.shutdown().await;
+            t
+        })
+    });
+    eprintln!("{trace}");
+}
+
+#[test]
+fn writes_in_flight_survive_a_fourth_node_joining_and_a_voter_leaving() {
+    let trace = twice(13, || {
+        Box::pin(async {
+            let sim = Sim::start(SimOptions::default()).await;
+            applied(&sim, open("a")).await;
+            let leader = sim.leader().unwrap();
+            let leaving = sim.ids().into_iter().find(|i| *i != leader).unwrap();
+            // Twenty credits in flight while a node joins and another voter leaves.
+            let writes = futures::future::join_all(
+                (1..=20).map(|n| sim.write(credit("a", n), Duration::from_secs(10))),
+            );
+            let change = async {
+                let new = sim.new_node().await;
+                sim.add_member(leader, new).await.expect("added");
+                sim.remove_member(new, leaving).await.expect("removed");
+                sim.forget(leaving).await;
+                new
+            };
+            let (answers, new) = futures::join!(writes, change);
+            let acked: u64 = answers
+                .iter()
+                .zip(1..)
+                .filter(|(r, _)| r.is_ok())
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(
+                acked,
+                (1..=20).sum::<u64>(),
+                "every write answered: {answers:?}"
+            );
+            assert!(sim.settle(TEN_S).await);
+            let voters = sim.voters();
+            assert!(
+                voters.contains(&new) && !voters.contains(&leaving),
+                "{voters:?}"
+            );
+            for id in voters {
+                assert_eq!(balance(&sim, id, "a"), Some(acked), "node {id}");
+            }
+            let t = format!(
+                "{new} joined, {leaving} left; trace {:016x}",
+                sim.trace.hash()
+            );
+            sim.shutdown().await;
+            t
+        })
+    });
+    eprintln!("{trace}");
+}
+
+#[test]
+fn a_write_forwarded_to_a_leader_that_dies_applies_at_most_once_and_its_retry_tells() {
+    let trace = twice(17, || {
+        Box::pin(async {
+            let sim = Sim::start(SimOptions::default()).await;
+            applied(&sim, open("a")).await;
+            let leader = sim.leader().unwrap();
+            let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
+            // The leader's appends wait: the forwarded write reaches it, and stops there.
+            let gate = Gate::default();
+            let held = sim.router.add_rule(
+                Some(Rpc::AppendEntries),
+                Some(leader),
+                None,
+                Stage::BeforeSend,
+                Action::Park(gate.clone()),
+                None,
+            );
+            let key = sim.key();
+            let first = async {
+                sim.write_to(follower, credit("a", 5), Some(key.clone()), TEN_S)
+                    .await
+            };
+            let kill = async {
+                sim.wait_until(TEN_S, |s| {
+                    s.raft_metrics(leader)
+                        .is_some_and(|m| m.last_log_index > m.last_applied.map(|l| l.index()))
+                })
+                .await
+                .expect("the leader appended the forwarded write");
+                sim.crash(leader).await;
+                sim.router.remove_rule(held);
+                gate.open();
+            };
+            let (first, ()) = futures::join!(first, kill);
+            assert!(
+                matches!(first, Err(NodeError::OutcomeUnknown { .. })),
+                "the follower cannot know: {first:?}"
+            );
+            // The client asks again with the same key, through the same follower: the answer
+            // says what happened, and the credit applies at most once.
+            let again = sim
+                .write_to(follower, credit("a", 5), Some(key), TEN_S)
+                .await
+                .expect("the retry is answered");
+            assert!(sim.settle(TEN_S).await);
+            for id in sim.voters() {
+                assert_eq!(balance(&sim, id, "a"), Some(5), "node {id}: once");
+            }
+            let t = format!(
+                "leader {leader} died holding the write from {follower}; retry {:?}; trace {:016x}",
+                again.1,
+                sim.trace.hash()
+            );
+            sim.shutdown().await;
+            t
+        })
+    });
+    eprintln!("{trace}");
+}
+
+#[test]
+fn a_follower_cut_off_from_the_leader_refuses_a_linearizable_read_rather_than_serve_a_stale_one() {
+    let trace = twice(19, || {
+        Box::pin(async {
+            let sim = Sim::start(SimOptions::default()).await;
+            applied(&sim, open("a")).await;
+            applied(&sim, credit("a", 1)).await;
+            let leader = sim.leader().unwrap();
+            let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
+            sim.wait_until(TEN_S, |s| balance(s, follower, "a") == Some(1))
+                .await
+                .expect("the follower has the first credit");
+            // Cut the follower off from the leader only; the rest of the cluster goes on.
+            sim.router.partition(&[follower], &[leader]);
+            let later = sim
+                .write_to(leader, credit("a", 2), None, TEN_S)
+                .await
+                .expect("the majority commits")
+                .1;
+            assert_eq!(
+                balance(&sim, follower, "a"),
+                Some(1),
+                "it has not seen the write"
+            );
+            let read = sim
+                .read_on(follower, |s| s.bank.get("a").map(|a| a.balance))
+                .await;
+            assert_eq!(read, None, "no stale linearizable read");
+            // Healed, the same read sees the write.
+            sim.router.heal();
+            let start = tokio::time::Instant::now();
+            let value = loop {
+                if let Some(v) = sim
+                    .read_on(follower, |s| s.bank.get("a").map(|a| a.balance))
+                    .await
+                {
+                    break v;
+                }
+                assert!(start.elapsed() < TEN_S, "no read after healing");
+            };
+            assert_eq!(value, Some(3));
+            let t = format!(
+                "write {later} behind the cut; read after {:?}; trace {:016x}",
+                start.elapsed(),
+                sim.trace.hash()
+            );
             sim.shutdown().await;
             t
         })
