@@ -150,12 +150,10 @@ fn run() -> Result<ExitCode, String> {
             for v in &r.violations[1..] {
                 println!("seed {seed}: also: {}", v.what);
             }
-            if bugs.is_empty() {
-                println!(
-                    "seed {seed}: reproduce with: cargo run --release -p switchyard-sim -- --seed {seed} {flags}   (commit {})",
-                    env!("SWITCHYARD_COMMIT")
-                );
-            }
+            println!(
+                "seed {seed}: reproduce with: cargo run --release -p switchyard-sim -- --seed {seed} {flags}   (commit {})",
+                env!("SWITCHYARD_COMMIT")
+            );
             failed.push(seed);
         }
     }
