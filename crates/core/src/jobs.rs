@@ -1055,6 +1055,30 @@ impl Jobs {
         events.push(event(&job, kind));
     }
 
+    /// The `timer-twice` bug's lease expiry (feature `bugs`): the lease of job `id` ends, as
+    /// the leader saw it due, whichever lease the job holds now; a job already requeued is
+    /// announced requeued again.
+    #[cfg(feature = "bugs")]
+    pub fn expire_as_seen(
+        &mut self,
+        id: u64,
+        ctx: Ctx,
+        now: i64,
+        timers: &mut Timers,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.lease.is_some() {
+            self.end_lease(id, "lease expired", ctx, now, timers, events);
+        } else if job.status == Status::Queued {
+            job.revision = ctx.index;
+            let job = job.clone();
+            events.push(event(&job, "requeued"));
+        }
+    }
+
     /// A requeued job's backoff ended: say so, so waiting workers look again.
     pub fn ready_due(&mut self, id: u64, ctx: Ctx, events: &mut Vec<Event>) {
         if let Some(job) = self.jobs.get_mut(&id)

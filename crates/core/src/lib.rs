@@ -89,6 +89,11 @@ pub enum Command {
     Deployments(deployments::DeploymentCommand),
     /// A runs command.
     Runs(runs::RunCommand),
+    /// Fire one timer as a leader saw it due in its own state, without checking that it is
+    /// still pending: the simulation's `timer-twice` bug (feature `bugs`, never proposed
+    /// otherwise). A leader whose state lags fires again what its predecessor fired.
+    #[cfg(feature = "bugs")]
+    FireAsSeen(Timer),
 }
 
 /// What a command answers: a reply, or a refusal that changed nothing.
@@ -206,6 +211,20 @@ pub fn apply(state: &mut State, proposal: &Proposal, ctx: Ctx) -> (Outcome, Vec<
                 fire(state, timer, ctx, &mut events);
             }
             Ok(Reply::Ticked { fired })
+        }
+        #[cfg(feature = "bugs")]
+        Command::FireAsSeen(timer) => {
+            state.timers.remove(timer);
+            match timer.clone() {
+                Timer::JobLease { job, .. } => {
+                    let now = state.now_ms;
+                    state
+                        .jobs
+                        .expire_as_seen(job, ctx, now, &mut state.timers, &mut events)
+                }
+                other => fire(state, other, ctx, &mut events),
+            }
+            Ok(Reply::Ticked { fired: 1 })
         }
         Command::Bank(cmd) => state.bank.apply(cmd, ctx, &mut events).map(Reply::Bank),
         Command::Devices(cmd) => state

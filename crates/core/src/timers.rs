@@ -50,6 +50,19 @@ impl Timers {
         due.into_values().collect()
     }
 
+    /// Every timer due at or before `now_ms`, in due order (left pending).
+    pub fn due(&self, now_ms: i64) -> Vec<Timer> {
+        self.pending
+            .range(..(now_ms.saturating_add(1), 0))
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Drop every pending timer equal to `timer`.
+    pub fn remove(&mut self, timer: &Timer) {
+        self.pending.retain(|_, t| t != timer);
+    }
+
     /// How many timers are pending.
     pub fn len(&self) -> usize {
         self.pending.len()

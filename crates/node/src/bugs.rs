@@ -20,14 +20,20 @@ pub enum Bug {
     /// A follower serves a "linearizable" read from its own state without asking the leader
     /// for the read index: it can miss acknowledged writes.
     FollowerReadWithoutIndex,
+    /// The leader's scheduler fires each timer it sees due in its own state as a command of
+    /// its own, unchecked, instead of a `Tick` that fires what is still pending when applied:
+    /// a new leader whose state lags fires again what its predecessor fired (a lease expiry
+    /// announced twice).
+    TimerTwice,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::AckBeforeFsync,
         Bug::RetryWithoutKey,
         Bug::LeaderRestore,
         Bug::FollowerReadWithoutIndex,
+        Bug::TimerTwice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +42,7 @@ impl Bug {
             Bug::RetryWithoutKey => "retry-without-key",
             Bug::LeaderRestore => "leader-restore",
             Bug::FollowerReadWithoutIndex => "follower-read-without-index",
+            Bug::TimerTwice => "timer-twice",
         }
     }
 

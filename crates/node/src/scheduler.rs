@@ -32,6 +32,23 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         };
         let now = node.now_ms();
         if let Some(due) = next_due.filter(|d| *d <= now) {
+            #[cfg(feature = "bugs")]
+            if node.config.bug(crate::Bug::TimerTwice) {
+                // The bug: fire what this node's (perhaps lagging) state shows due.
+                let mut failed = false;
+                for timer in node.view.read(|s| s.timers.due(now)) {
+                    failed |= node.write(Command::FireAsSeen(timer), None).await.is_err();
+                }
+                if !failed {
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(BACKOFF) => {}
+                }
+                continue;
+            }
             match node.write(Command::Tick, None).await {
                 Ok((Reply::Ticked { fired }, _)) if fired > 0 => {
                     metrics::counter!("switchyard_timers_fired_total").increment(fired as u64);

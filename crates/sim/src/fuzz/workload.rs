@@ -453,6 +453,7 @@ impl Workload {
         if !lost.is_empty() {
             found.push(format!("jobs lost after they were acknowledged: {lost:?}"));
         }
+        found.extend(leases_end_once(&self.sim.view(first)));
         // Event histories: ordered, unique, and equal wherever two nodes both hold a revision.
         let histories: Vec<History> = ids
             .iter()
@@ -489,4 +490,39 @@ impl Workload {
         self.note(format!("end:{}", self.sim.view(first).revision()));
         found
     }
+}
+
+/// Every lease ends once: in each job's events, a requeue follows a lease that has not ended
+/// yet (a lease expiry that fires twice announces a requeue without one).
+fn leases_end_once(view: &switchyard_store::StateView) -> Vec<String> {
+    let ReadAfter::Events { events, .. } =
+        view.read_events(view.compact_revision(), "jobs/", usize::MAX)
+    else {
+        return Vec::new();
+    };
+    let mut leased: BTreeMap<String, bool> = BTreeMap::new();
+    let mut found = Vec::new();
+    for e in events {
+        let kind = serde_json::from_str::<serde_json::Value>(&e.message)
+            .ok()
+            .and_then(|v| v["event"]["kind"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        // Judged only from a job's first event on (the history may have been compacted).
+        if kind == "queued" {
+            leased.entry(e.topic.to_string()).or_default();
+        }
+        let Some(held) = leased.get_mut(&*e.topic) else {
+            continue;
+        };
+        match kind.as_str() {
+            "leased" => *held = true,
+            "requeued" if !*held => found.push(format!(
+                "{}: requeued at revision {} without a lease to end (a lease expiry fired twice)",
+                e.topic, e.revision
+            )),
+            "requeued" | "finished" | "released" | "dead" | "cancelled" => *held = false,
+            _ => {}
+        }
+    }
+    found
 }
