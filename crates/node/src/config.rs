@@ -35,15 +35,16 @@ pub struct NodeConfig {
     pub bugs: crate::bugs::Bugs,
 }
 
+/// The defaults of `switchyard serve` (the server's configuration takes them from here).
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             node_id: 1,
-            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(150),
             election_timeout: Duration::from_millis(1000),
             snapshot_logs: 10_000,
             snapshot_keep_logs: 1000,
-            write_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             forward_writes: true,
             idempotency_window: Duration::from_millis(
                 switchyard_core::idempotency::DEFAULT_WINDOW_MS as u64,

@@ -16,20 +16,7 @@ impl Node {
     pub async fn add_member(&self, id: u64, addr: NodeAddr) -> Result<(), NodeError> {
         self.via_leader(LeaderRequest::AddMember { node_id: id, addr })
             .await?;
-        // Read your write, as for a removal.
-        self.raft
-            .wait(Some(self.config.write_timeout))
-            .metrics(
-                |m| m.membership_config.nodes().any(|(n, _)| *n == id),
-                "the addition is known here",
-            )
-            .await
-            .map_err(|e| {
-                NodeError::unavailable(format!(
-                    "node {id} was added, but this node has not seen it yet: {e}"
-                ))
-            })?;
-        Ok(())
+        self.await_membership(id, true).await
     }
 
     /// Remove a member (voter or learner) from the cluster. Removing a node that is not a
@@ -37,18 +24,27 @@ impl Node {
     pub async fn remove_member(&self, id: u64) -> Result<(), NodeError> {
         self.via_leader(LeaderRequest::RemoveMember { node_id: id })
             .await?;
-        // Read your write: this node (perhaps a follower) answers with the membership, so it
-        // waits until it has seen the change the leader committed.
+        self.await_membership(id, false).await
+    }
+
+    /// Read your write: this node (perhaps a follower) answers with the membership, so it
+    /// waits until it has seen the change the leader committed (`id` a member or not).
+    async fn await_membership(&self, id: u64, member: bool) -> Result<(), NodeError> {
+        let (done, change) = if member {
+            ("the addition is known here", "added")
+        } else {
+            ("the removal is known here", "removed")
+        };
         self.raft
             .wait(Some(self.config.write_timeout))
             .metrics(
-                |m| !m.membership_config.nodes().any(|(n, _)| *n == id),
-                "the removal is known here",
+                |m| m.membership_config.nodes().any(|(n, _)| *n == id) == member,
+                done,
             )
             .await
             .map_err(|e| {
                 NodeError::unavailable(format!(
-                    "node {id} was removed, but this node has not seen it yet: {e}"
+                    "node {id} was {change}, but this node has not seen it yet: {e}"
                 ))
             })?;
         Ok(())
@@ -182,7 +178,7 @@ impl Node {
     /// without `--join` on its data directory): Raft cannot merge two histories. A node that
     /// cannot be asked (down, auth) is not refused here; it waits to be added as before.
     async fn refuse_foreign_member(&self, id: u64, addr: &NodeAddr) -> Result<(), NodeError> {
-        let Some(status) = self.transport_status(id, addr).await else {
+        let Some(status) = self.transport.status(id, addr).await else {
             return Ok(());
         };
         if status.format != switchyard_store::FORMAT {

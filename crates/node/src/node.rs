@@ -64,7 +64,7 @@ pub struct Node {
     pub raft: Arc<Raft>,
     pub view: StateView,
     pub config: NodeConfig,
-    transport: Arc<dyn Transport>,
+    pub(crate) transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     pub(crate) agent_probe: Arc<dyn AgentProbe>,
     close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -383,11 +383,6 @@ impl Node {
         tokio::time::timeout(self.config.write_timeout, wait)
             .await
             .unwrap_or(false)
-    }
-
-    /// The status of node `id` at `addr`, if it can be asked.
-    pub(crate) async fn transport_status(&self, id: u64, addr: &NodeAddr) -> Option<Status> {
-        self.transport.status(id, addr).await
     }
 
     /// Send a request to the leader through the transport.

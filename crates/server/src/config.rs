@@ -106,6 +106,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a node whose data lives in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let node = switchyard_node::NodeConfig::default();
         Self {
             node_id: 1,
             data_dir: data_dir.into(),
@@ -115,11 +116,11 @@ impl Config {
             watch_max_lag: 10_000,
             watch_bookmark_interval: Duration::from_secs(10),
             watch_send_timeout: Duration::from_secs(10),
-            snapshot_logs: 10_000,
-            snapshot_keep_logs: 1000,
-            write_timeout: Duration::from_secs(10),
+            snapshot_logs: node.snapshot_logs,
+            snapshot_keep_logs: node.snapshot_keep_logs,
+            write_timeout: node.write_timeout,
             max_body_bytes: 1 << 20,
-            idempotency_window: Duration::from_secs(24 * 60 * 60),
+            idempotency_window: node.idempotency_window,
             device_types: builtin().into_iter().map(|t| (t.name.clone(), t)).collect(),
             devices: Vec::new(),
             mv_device: "mv".into(),
@@ -132,12 +133,12 @@ impl Config {
             peer_tls: None,
             ca_cert: None,
             browser: Default::default(),
-            forward_writes: true,
-            heartbeat_interval: Duration::from_millis(150),
-            election_timeout: Duration::from_millis(1000),
+            forward_writes: node.forward_writes,
+            heartbeat_interval: node.heartbeat_interval,
+            election_timeout: node.election_timeout,
             job_log_max_bytes: switchyard_core::jobs::DEFAULT_LOG_CAP_BYTES,
-            agent_check_interval: Duration::from_secs(5),
-            agent_check_failures: 3,
+            agent_check_interval: node.agent_check_interval,
+            agent_check_failures: node.agent_check_failures,
             deployment_actions: BTreeMap::new(),
             cluster_config_file: None,
             testbed_client_port: 3355,

@@ -34,8 +34,6 @@ use crate::peer_auth::{self, ClusterSecret};
 use crate::node::Node;
 use switchyard_node::LeaderRequest;
 
-pub use crate::transport::{HttpAgentProbe, HttpTransport};
-
 type C = TypeConfig;
 
 /// Creates links to peers.

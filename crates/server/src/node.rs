@@ -15,8 +15,9 @@ use switchyard_node::{NodeConfig, Parts, SystemClock};
 use switchyard_store::NodeAddr;
 
 use crate::config::Config;
-use crate::network::{HttpAgentProbe, HttpTransport, PeerClient, PeerNetwork};
+use crate::network::{PeerClient, PeerNetwork};
 use crate::peer_auth::{ClusterSecret, Verifier};
+use crate::transport::{HttpAgentProbe, HttpTransport};
 
 pub use switchyard_node::members;
 

@@ -23,10 +23,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Clock;
-use crate::fuzz::Rng;
 use crate::gate::{Applies, SimGate};
 use crate::log::{Disk, SharedDisk, SimLog, SimSnapshots};
 use crate::net::{Action, Gate, NetFactory, Router, SimTransport, Stage};
+use crate::rng::Rng;
 use crate::trace::Trace;
 
 /// How the cluster is built.
@@ -110,7 +110,8 @@ struct SimNode {
     /// The scheduler and agent check; cancelled while the node is paused or down.
     services: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
     paused: bool,
-    pause_rules: Vec<(u64, Gate)>,
+    /// While paused: the rules that hold its messages, and the gate they wait at.
+    pause_rules: Option<(Vec<u64>, Gate)>,
 }
 
 /// A simulated cluster. The first nodes' ids are 1..=N; added nodes get the next ids.
@@ -236,7 +237,7 @@ impl Sim {
                 writer: Some(writer),
                 services: Some(services),
                 paused: false,
-                pause_rules: Vec::new(),
+                pause_rules: None,
             },
         );
     }
@@ -263,11 +264,6 @@ impl Sim {
     /// Node `id`'s applied state (of its last incarnation while it is down).
     pub fn view(&self, id: u64) -> StateView {
         self.nodes.borrow()[&id].view.clone()
-    }
-
-    /// Node `id`'s disk: what survives a crash.
-    pub fn disk(&self, id: u64) -> Disk {
-        self.nodes.borrow()[&id].disk.lock().unwrap().clone()
     }
 
     /// How many times node `id` booted (a new incarnation after each crash).
@@ -481,13 +477,10 @@ impl Sim {
                 tasks.iter().for_each(JoinHandle::abort);
             }
             n.paused = false;
-            (n.node.take(), std::mem::take(&mut n.pause_rules))
+            (n.node.take(), n.pause_rules.take())
         };
         self.router.set_node(id, None);
-        for (rule, gate) in rules {
-            self.router.remove_rule(rule);
-            gate.open();
-        }
+        self.release(rules);
         self.trace.add(format!("crash {id}"));
         if let Some(node) = node {
             let _ = node.raft.shutdown().await;
@@ -546,22 +539,23 @@ impl Sim {
         rc.heartbeat(false);
         rc.elect(false);
         let gate = Gate::default();
-        let mut rules = Vec::new();
-        for (from, to) in [(Some(id), None), (None, Some(id))] {
-            let rule = self.router.add_rule(
-                None,
-                from,
-                to,
-                Stage::BeforeSend,
-                Action::Park(gate.clone()),
-                None,
-            );
-            rules.push((rule, gate.clone()));
-        }
+        let rules = [(Some(id), None), (None, Some(id))]
+            .into_iter()
+            .map(|(from, to)| {
+                self.router.add_rule(
+                    None,
+                    from,
+                    to,
+                    Stage::BeforeSend,
+                    Action::Park(gate.clone()),
+                    None,
+                )
+            })
+            .collect();
         let mut nodes = self.nodes.borrow_mut();
         let n = nodes.get_mut(&id).expect("a node");
         n.paused = true;
-        n.pause_rules = rules;
+        n.pause_rules = Some((rules, gate));
         if let Some((token, tasks)) = n.services.take() {
             token.cancel();
             tasks.iter().for_each(JoinHandle::abort);
@@ -576,17 +570,24 @@ impl Sim {
             let n = nodes.get_mut(&id).expect("a node");
             n.paused = false;
             n.services = Some(spawn_services(&node));
-            std::mem::take(&mut n.pause_rules)
+            n.pause_rules.take()
         };
-        for (rule, gate) in rules {
-            self.router.remove_rule(rule);
-            gate.open();
-        }
+        self.release(rules);
         let rc = node.raft.runtime_config();
         rc.tick(true);
         rc.heartbeat(true);
         rc.elect(true);
         self.trace.add(format!("resume {id}"));
+    }
+
+    /// Remove a paused node's rules and let what they held go on.
+    fn release(&self, rules: Option<(Vec<u64>, Gate)>) {
+        if let Some((rules, gate)) = rules {
+            for rule in rules {
+                self.router.remove_rule(rule);
+            }
+            gate.open();
+        }
     }
 
     pub fn is_paused(&self, id: u64) -> bool {
@@ -644,7 +645,7 @@ impl Sim {
             self.hold_apply_after(id, None);
         }
         self.router.heal();
-        self.router.clear_rules_except(&BTreeSet::new());
+        self.router.clear_rules();
         self.trace.add("repair");
     }
 

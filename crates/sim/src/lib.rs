@@ -14,6 +14,7 @@
 //! - [`cluster`]: [`Sim`], the control surface.
 //! - [`gate`]: the apply hooks (hold before apply, hold after N) and the apply trace.
 //! - [`invariants`]: Raft-level checks after every step.
+//! - [`rng`]: the simulation's own seeded RNG.
 //! - [`fuzz`]: the seeded fuzzer with its application oracles, faults and liveness bound.
 
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod gate;
 pub mod invariants;
 pub mod log;
 pub mod net;
+pub mod rng;
 pub mod trace;
 
 pub use cluster::{Effect, Sim, SimOptions, WriteResult, effect};

@@ -27,7 +27,7 @@ use switchyard_store::{NodeAddr, TypeConfig};
 use switchyard_types::Status;
 use tokio::sync::watch;
 
-use crate::fuzz::Rng;
+use crate::rng::Rng;
 use crate::trace::Trace;
 
 type C = TypeConfig;
@@ -86,10 +86,6 @@ impl Gate {
         self.0.send_replace(true);
     }
 
-    pub fn close(&self) {
-        self.0.send_replace(false);
-    }
-
     pub async fn wait(&self) {
         let mut rx = self.0.subscribe();
         while !*rx.borrow_and_update() {
@@ -118,7 +114,6 @@ struct Table {
     cut: BTreeSet<(u64, u64)>,
     rules: Vec<Rule>,
     next_rule: u64,
-    sent: u64,
     /// Draws for jitter, seeded per run.
     rng: Rng,
 }
@@ -146,7 +141,6 @@ impl Router {
                 cut: BTreeSet::new(),
                 rules: Vec::new(),
                 next_rule: 0,
-                sent: 0,
                 rng: Rng::new(seed ^ 0x6e65_7477_6f72_6b00),
             })),
             trace,
@@ -180,11 +174,6 @@ impl Router {
         self.table.lock().unwrap().cut.clear();
     }
 
-    /// True when no link is cut.
-    pub fn is_healed(&self) -> bool {
-        self.table.lock().unwrap().cut.is_empty()
-    }
-
     /// Add a rule; its id removes it.
     pub fn add_rule(
         &self,
@@ -214,17 +203,9 @@ impl Router {
         self.table.lock().unwrap().rules.retain(|r| r.id != id);
     }
 
-    /// Remove every rule except the ones in `keep` (a paused node's).
-    pub fn clear_rules_except(&self, keep: &BTreeSet<u64>) {
-        self.table
-            .lock()
-            .unwrap()
-            .rules
-            .retain(|r| keep.contains(&r.id));
-    }
-
-    pub fn messages_sent(&self) -> u64 {
-        self.table.lock().unwrap().sent
+    /// Remove every rule.
+    pub fn clear_rules(&self) {
+        self.table.lock().unwrap().rules.clear();
     }
 
     /// The first matching rule's action (counting it down).
@@ -247,8 +228,7 @@ impl Router {
     }
 
     fn target(&self, from: u64, to: u64) -> Option<Arc<Node>> {
-        let mut t = self.table.lock().unwrap();
-        t.sent += 1;
+        let t = self.table.lock().unwrap();
         if t.cut.contains(&(from, to)) {
             return None;
         }
