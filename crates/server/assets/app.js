@@ -120,9 +120,21 @@ function throttle(fn, ms) {
 
 let leave = () => {};
 
+// Bumped on every route change. A page's draws and subscriptions can finish after the user
+// has moved on (a fetch still in flight, a throttled redraw); `current()` taken when a page
+// starts tells them whether their page is still the one shown, so a stale page never paints
+// over the new one or keeps listening.
+let generation = 0;
+function current() {
+  const mine = generation;
+  return () => mine === generation;
+}
+
 async function runsPage() {
+  const live = current();
   const draw = async () => {
     const { runs } = await api("/v1/runs");
+    if (!live()) return;
     show(
       h("h1", {}, "Runs"),
       runs.length === 0
@@ -138,6 +150,7 @@ async function runsPage() {
               h("td", {}, when(r.started_at)), h("td", {}, fmtSecs(r.duration_seconds))))));
   };
   await draw();
+  if (!live()) return;
   const again = throttle(() => draw().catch(failure), 500);
   leave = onEvent((m) => { if (m.topic.startsWith("runs/")) again(); });
 }
@@ -145,6 +158,7 @@ async function runsPage() {
 const ORDER = ["succeeded", "failed", "timed_out", "dead", "cancelled", "running", "queued"];
 
 async function runPage(id) {
+  const live = current();
   const [run, { cells }] = await Promise.all([api("/v1/runs/" + id), api("/v1/runs/" + id + "/cells")]);
   const grid = h("div", { class: "grid", id: "grid", "data-run": id });
   const cellEls = cells.map((c) => {
@@ -184,6 +198,7 @@ async function runPage(id) {
   };
   let last = run;
   drawStats(run);
+  if (!live()) return;
   show(heading, statsBox, bar, cancel, legend, grid, breakdown);
   let running = run.status === "running";
   const refresh = throttle(async () => {
@@ -229,12 +244,14 @@ async function runPage(id) {
 }
 
 async function cellPage(id, index) {
+  const live = current();
   const { cells } = await api("/v1/runs/" + id + "/cells");
   const c = cells[index];
   if (!c) throw new Error("run " + id + " has no cell " + index);
   const job = await api("/v1/jobs/" + c.job_id);
   const pre = h("pre", { class: "log", id: "log" });
   const status = h("span", {}, badge(c.status));
+  if (!live()) return;
   show(
     h("p", {}, h("a", { href: "#/runs/" + id }, "← run #" + id)),
     h("h1", {}, c.key + " ", status),
@@ -255,6 +272,7 @@ async function cellPage(id, index) {
     pre.scrollTop = pre.scrollHeight;
   };
   lines.forEach(add);
+  if (!live()) return;
   let source = null;
   if (!first.complete) {
     let url = "/v1/jobs/" + c.job_id + "/logs?follow=true&from=" + first.next;
@@ -268,8 +286,10 @@ async function cellPage(id, index) {
 
 function listPage(title, path, key, columns, prefix) {
   return async () => {
+    const live = current();
     const draw = async () => {
       const body = await api(path);
+      if (!live()) return;
       const items = body[key];
       show(h("h1", {}, title),
         items.length === 0 ? h("p", { class: "muted" }, "None.") :
@@ -277,6 +297,7 @@ function listPage(title, path, key, columns, prefix) {
             items.map((it) => h("tr", {}, columns.map(([, f]) => h("td", {}, f(it)))))));
     };
     await draw();
+    if (!live()) return;
     const again = throttle(() => draw().catch(failure), 700);
     leave = onEvent((m) => { if (m.topic.startsWith(prefix)) again(); });
   };
@@ -313,6 +334,8 @@ const devicesPage = listPage("Devices", "/v1/devices", "devices", [
 // ---- routing ------------------------------------------------------------------------------
 
 async function route() {
+  generation += 1;
+  const live = current();
   leave();
   leave = () => {};
   const parts = (location.hash.replace(/^#\/?/, "") || "runs").split("/");
@@ -327,7 +350,7 @@ async function route() {
     else if (parts[0] === "devices") await devicesPage();
     else show(h("p", { class: "error" }, "No such page."));
   } catch (e) {
-    failure(e);
+    if (live()) failure(e);
   }
 }
 
