@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ServerState;
 
-use crate::cluster::Sim;
+use switchyard_testing::cluster::Sim;
 
 #[derive(Default)]
 pub struct RaftChecks {

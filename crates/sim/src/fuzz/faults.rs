@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::Workload;
-use crate::cluster::Sim;
-use crate::net::{Action, Rpc, Stage};
+use switchyard_testing::cluster::Sim;
+use switchyard_testing::net::{Action, Rpc, Stage};
 
 /// One fault (or its repair).
 #[derive(Debug, Clone)]

@@ -19,11 +19,11 @@ mod workload;
 
 use std::time::Duration;
 
-use crate::cluster::{Sim, SimOptions};
 use crate::invariants::RaftChecks;
 use crate::run_seeded;
+use switchyard_testing::cluster::{Sim, SimOptions};
 
-pub use crate::rng::Rng;
+pub use switchyard_testing::rng::Rng;
 pub use workload::Workload;
 
 static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());

@@ -10,7 +10,7 @@ use switchyard_node::NodeError;
 use switchyard_store::ReadAfter;
 
 use super::{LIVENESS, Rng};
-use crate::cluster::{Effect, Sim, WriteResult, effect};
+use switchyard_testing::cluster::{Effect, Sim, WriteResult, effect};
 
 const TRANSFER: [&str; 4] = ["t0", "t1", "t2", "t3"];
 const REGISTERS: [&str; 3] = ["r0", "r1", "r2"];

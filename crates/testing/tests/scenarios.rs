@@ -8,8 +8,8 @@ use switchyard_core::devices::DeviceCommand;
 use switchyard_core::jobs::{JobCommand, JobReply};
 use switchyard_core::{Command, Reply};
 use switchyard_node::NodeError;
-use switchyard_sim::net::{Action, Gate, Rpc, Stage};
-use switchyard_sim::{Sim, SimOptions, run_seeded};
+use switchyard_testing::net::{Action, Gate, Rpc, Stage};
+use switchyard_testing::{Sim, SimOptions, run_seeded};
 
 const TEN_S: Duration = Duration::from_secs(10);
 

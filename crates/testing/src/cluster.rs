@@ -120,7 +120,7 @@ pub struct Sim {
     pub router: Router,
     pub clock: Clock,
     pub trace: Trace,
-    /// Applies not yet checked (see [`crate::invariants`]).
+    /// Applies not yet checked (by a fuzzer's invariants, say).
     pub applies: Applies,
     nodes: RefCell<BTreeMap<u64, SimNode>>,
     next_key: Cell<u64>,
@@ -187,6 +187,7 @@ impl Sim {
             snapshot_keep_logs: o.snapshot_keep_logs,
             write_timeout: o.write_timeout,
             join: true,
+            #[cfg(feature = "bugs")]
             bugs: o.bugs.clone(),
             ..NodeConfig::default()
         }
