@@ -63,6 +63,11 @@ impl Timers {
         self.pending.retain(|_, t| t != timer);
     }
 
+    /// Every pending timer with its due time (ms), in due order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &Timer)> {
+        self.pending.iter().map(|((due, _), t)| (*due, t))
+    }
+
     /// How many timers are pending.
     pub fn len(&self) -> usize {
         self.pending.len()

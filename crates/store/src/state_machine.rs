@@ -192,6 +192,12 @@ impl StateMachine {
         }
     }
 
+    /// What-if, for tests only: change the applied state outside the log. The change is not
+    /// replicated and no event records it, so this replica no longer matches the others.
+    pub fn modify_state_outside_the_log(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.shared.inner.write().unwrap().core);
+    }
+
     /// Close the snapshot store. Later snapshot writes fail.
     pub fn close(&self) {
         self.shared.snapshots.close();

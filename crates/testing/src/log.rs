@@ -83,13 +83,9 @@ impl SimLog {
         )
     }
 
-    /// The log id of every entry held now, by index.
-    pub fn log_ids(&self) -> BTreeMap<u64, String> {
-        let mem = self.mem.lock().unwrap();
-        mem.log
-            .iter()
-            .map(|(i, e)| (*i, e.log_id().to_string()))
-            .collect()
+    /// Every entry held now (flushed or not), in index order.
+    pub fn entries(&self) -> Vec<EntryOf<C>> {
+        self.mem.lock().unwrap().log.values().cloned().collect()
     }
 
     fn send(&self, op: Op) -> io::Result<()> {

@@ -8,7 +8,7 @@ use switchyard_core::devices::DeviceCommand;
 use switchyard_core::jobs::{JobCommand, JobReply};
 use switchyard_core::{Command, Reply};
 use switchyard_node::NodeError;
-use switchyard_testing::net::{Action, Gate, Rpc, Stage};
+use switchyard_testing::net::{Action, Gate, Kind, Rule, Stage};
 use switchyard_testing::{Sim, SimOptions, run_seeded};
 
 const TEN_S: Duration = Duration::from_secs(10);
@@ -93,19 +93,11 @@ fn balance(sim: &Sim, node: u64, id: &str) -> Option<u64> {
 
 /// Events of node `node` after `after` (whole history when 0), as (revision, topic, kind).
 fn events(sim: &Sim, node: u64, after: u64) -> Vec<(u64, String, String)> {
-    {
-        match sim.view(node).read_events(after, "", usize::MAX) {
-            switchyard_store::ReadAfter::Events { events, .. } => events
-                .into_iter()
-                .map(|e| {
-                    let v: serde_json::Value = serde_json::from_str(&e.message).unwrap();
-                    let kind = v["event"]["kind"].as_str().unwrap_or_default().to_string();
-                    (e.revision, e.topic, kind)
-                })
-                .collect(),
-            switchyard_store::ReadAfter::Compacted { .. } => panic!("history compacted"),
-        }
-    }
+    sim.history(node, after)
+        .expect("history not compacted")
+        .into_iter()
+        .map(|e| (e.revision, e.topic, e.kind))
+        .collect()
 }
 
 #[test]
@@ -115,14 +107,9 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
             let sim = Sim::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let term = sim.metrics(leader).unwrap().1;
-            let drop_votes = sim.router.add_rule(
-                Some(Rpc::Vote),
-                None,
-                None,
-                Stage::BeforeSend,
-                Action::Drop,
-                None,
-            );
+            sim.router
+                .add_rule(Rule::new("drop-votes", Stage::BeforeSend, Action::Drop).kind(Kind::Vote))
+                .unwrap();
             applied(&sim, open("a")).await;
             let index = applied(&sim, credit("a", 7)).await;
             sim.advance(Duration::from_secs(2)).await;
@@ -139,7 +126,7 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
                     .all(|i| sim.metrics(*i).unwrap().0 != ServerState::Leader)
             );
             // ... until votes flow again.
-            sim.router.remove_rule(drop_votes);
+            assert!(sim.router.remove_rule("drop-votes"));
             let took = sim
                 .wait_until(TEN_S, |s| s.leader().is_some_and(|l| l != leader))
                 .await
@@ -492,15 +479,14 @@ fn a_write_forwarded_to_a_leader_that_dies_applies_at_most_once_and_its_retry_te
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             // The leader's appends wait: the forwarded write reaches it, and stops there.
-            let gate = Gate::default();
-            let held = sim.router.add_rule(
-                Some(Rpc::AppendEntries),
-                Some(leader),
-                None,
-                Stage::BeforeSend,
-                Action::Park(gate.clone()),
-                None,
-            );
+            let gate = Gate::new();
+            sim.router
+                .add_rule(
+                    Rule::new("hold", Stage::BeforeSend, Action::Park(gate.clone()))
+                        .kinds(Kind::APPEND_ENTRIES)
+                        .from(leader),
+                )
+                .unwrap();
             let key = sim.key();
             let first = async {
                 sim.write_to(follower, credit("a", 5), Some(key.clone()), TEN_S)
@@ -514,7 +500,7 @@ fn a_write_forwarded_to_a_leader_that_dies_applies_at_most_once_and_its_retry_te
                 .await
                 .expect("the leader appended the forwarded write");
                 sim.crash(leader).await;
-                sim.router.remove_rule(held);
+                sim.router.remove_rule("hold");
                 gate.open();
             };
             let (first, ()) = futures::join!(first, kill);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Workload;
 use switchyard_testing::cluster::Sim;
-use switchyard_testing::net::{Action, Rpc, Stage};
+use switchyard_testing::net::{Action, Kind, Rule, Stage};
 
 /// One fault (or its repair).
 #[derive(Debug, Clone)]
@@ -165,66 +165,85 @@ pub(super) async fn apply(sim: &Sim, f: Fault) {
         Fault::Pause(n) if known(n) && sim.is_up(n) && !sim.is_paused(n) => sim.pause(n),
         Fault::ResumeAll => sim.resume_all(),
         Fault::DropVotes(count) => {
-            sim.router.add_rule(
-                Some(Rpc::Vote),
-                None,
-                None,
-                Stage::BeforeSend,
-                Action::Drop,
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::BeforeSend,
+                    Action::Drop,
+                )
+                .kind(Kind::Vote)
+                .times(count),
             );
         }
         Fault::DropAppendAnswers(count) => {
-            sim.router.add_rule(
-                Some(Rpc::AppendEntries),
-                None,
-                None,
-                Stage::AfterReceive,
-                Action::Drop,
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::AfterProcess,
+                    Action::Drop,
+                )
+                .kinds(Kind::APPEND_ENTRIES)
+                .times(count),
             );
         }
         Fault::DelayAppends { from, delay, count } => {
-            sim.router.add_rule(
-                Some(Rpc::AppendEntries),
-                Some(from),
-                None,
-                Stage::BeforeSend,
-                Action::Delay(delay),
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::BeforeSend,
+                    Action::Delay(delay),
+                )
+                .kinds(Kind::APPEND_ENTRIES)
+                .from(from)
+                .times(count),
             );
         }
         Fault::Jitter { max, count } => {
-            sim.router.add_rule(
-                None,
-                None,
-                None,
-                Stage::BeforeSend,
-                Action::Jitter(max),
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::BeforeSend,
+                    Action::Jitter(max),
+                )
+                .times(count),
             );
         }
         Fault::Duplicate(count) => {
-            sim.router.add_rule(
-                Some(Rpc::AppendEntries),
-                None,
-                None,
-                Stage::BeforeSend,
-                Action::Duplicate,
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::BeforeSend,
+                    Action::Duplicate,
+                )
+                .kinds(Kind::APPEND_ENTRIES)
+                .times(count),
             );
         }
         Fault::DropLeaderAnswers(count) => {
-            sim.router.add_rule(
-                Some(Rpc::Leader),
-                None,
-                None,
-                Stage::AfterReceive,
-                Action::Drop,
-                Some(count),
+            add(
+                sim,
+                Rule::new(
+                    sim.router.fresh_name("fault"),
+                    Stage::AfterProcess,
+                    Action::Drop,
+                )
+                .kind(Kind::Forward)
+                .times(count),
             );
         }
         Fault::HoldApply(n, hold) if known(n) && sim.is_up(n) => sim.hold_apply(n, hold),
         _ => {}
     }
+}
+
+/// Add a fault's rule after the others.
+fn add(sim: &Sim, rule: Rule) {
+    sim.router
+        .add_rule(rule)
+        .expect("fresh rule names are unique");
 }

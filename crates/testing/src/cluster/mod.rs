@@ -1,7 +1,8 @@
 //! The control surface of a simulated cluster: start N production nodes
-//! ([`switchyard_node::Node`]) on in-memory disks and the in-memory network, pause and resume
-//! them, crash and restart them from their disks, add and remove members, cut and heal links,
-//! hook messages and applies, write and read through any node, inspect any node.
+//! ([`switchyard_node::Node`]) on in-memory disks and the in-memory network, write and read
+//! through any node ([`Sim`], here), pause, resume, crash and restart them, pause their timers,
+//! add and remove members, cut and heal links ([`control`]), inspect any node and change what
+//! it holds to explore what would happen ([`inspect`]).
 //!
 //! Everything runs on the current task's runtime, which must be a current-thread tokio runtime
 //! with paused time (`start_paused`), inside `Runtime::scope(seed, ..)` (see
@@ -22,10 +23,16 @@ use switchyard_store::{NodeAddr, Raft, Runtime, StateMachine, StateView};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod control;
+pub mod inspect;
+
+pub use control::{NodeTimer, TimerInfo, TimerKind};
+pub use inspect::{HistoryEvent, LogEntry, NodeInfo, Voted, WhatIfError};
+
 use crate::Clock;
 use crate::gate::{Applies, SimGate};
 use crate::log::{Disk, SharedDisk, SimLog, SimSnapshots};
-use crate::net::{Action, Gate, NetFactory, Router, SimTransport, Stage};
+use crate::net::{NetFactory, Router, SimTransport};
 use crate::rng::Rng;
 use crate::trace::Trace;
 
@@ -98,7 +105,8 @@ pub fn effect(r: &WriteResult) -> Effect {
 
 struct SimNode {
     node: Option<Arc<Node>>,
-    /// The applied state of its last incarnation (kept while it is down).
+    /// The state machine of its last incarnation (kept while it is down).
+    sm: StateMachine,
     view: StateView,
     gate: Arc<SimGate>,
     disk: SharedDisk,
@@ -107,11 +115,12 @@ struct SimNode {
     boots: u64,
     /// The log writer: aborted by a crash.
     writer: Option<JoinHandle<()>>,
-    /// The scheduler and agent check; cancelled while the node is paused or down.
-    services: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
+    /// The scheduler and the agent check while they run (stopped while paused or down).
+    services: BTreeMap<NodeTimer, (CancellationToken, JoinHandle<()>)>,
+    /// The whole node is paused.
     paused: bool,
-    /// While paused: the rules that hold its messages, and the gate they wait at.
-    pause_rules: Option<(Vec<u64>, Gate)>,
+    /// The timers paused one by one (all of them while the node is paused).
+    paused_timers: BTreeSet<NodeTimer>,
 }
 
 /// A simulated cluster. The first nodes' ids are 1..=N; added nodes get the next ids.
@@ -204,6 +213,7 @@ impl Sim {
             Some(gate.clone()),
             self.opts.history,
         );
+        let sm_handle = sm.clone();
         let parts = Parts {
             network: NetFactory {
                 from: id,
@@ -225,20 +235,24 @@ impl Sim {
         let node = Arc::new(node);
         self.router.set_node(id, Some(node.clone()));
         self.trace.add(format!("boot {id}"));
-        let services = spawn_services(&node);
+        let services = [NodeTimer::Scheduler, NodeTimer::AgentCheck]
+            .into_iter()
+            .map(|t| (t, spawn_service(&node, t)))
+            .collect();
         self.nodes.borrow_mut().insert(
             id,
             SimNode {
                 view: node.view.clone(),
+                sm: sm_handle,
                 node: Some(node),
                 gate,
                 disk,
                 log: log_handle,
                 boots,
                 writer: Some(writer),
-                services: Some(services),
+                services,
                 paused: false,
-                pause_rules: None,
+                paused_timers: BTreeSet::new(),
             },
         );
     }
@@ -270,11 +284,6 @@ impl Sim {
     /// How many times node `id` booted (a new incarnation after each crash).
     pub fn incarnation(&self, id: u64) -> u64 {
         self.nodes.borrow().get(&id).map_or(0, |n| n.boots)
-    }
-
-    /// The log ids node `id`'s log holds now, by index.
-    pub fn log_ids(&self, id: u64) -> BTreeMap<u64, String> {
-        self.nodes.borrow()[&id].log.log_ids()
     }
 
     /// Node `id`'s Raft metrics, if it is up.
@@ -464,240 +473,18 @@ impl Sim {
         let id = self.pick()?;
         Some((id, self.read_on(id, f).await?))
     }
-
-    /// Crash node `id`: its tasks stop at once; what its log had not flushed is lost.
-    pub async fn crash(&self, id: u64) {
-        let (node, rules) = {
-            let mut nodes = self.nodes.borrow_mut();
-            let n = nodes.get_mut(&id).expect("a node");
-            if let Some(w) = n.writer.take() {
-                w.abort();
-            }
-            if let Some((token, tasks)) = n.services.take() {
-                token.cancel();
-                tasks.iter().for_each(JoinHandle::abort);
-            }
-            n.paused = false;
-            (n.node.take(), n.pause_rules.take())
-        };
-        self.router.set_node(id, None);
-        self.release(rules);
-        self.trace.add(format!("crash {id}"));
-        if let Some(node) = node {
-            let _ = node.raft.shutdown().await;
-        }
-    }
-
-    /// Restart a crashed node from its disk.
-    pub async fn restart(&self, id: u64) {
-        assert!(!self.is_up(id), "node {id} is up");
-        let disk = self.nodes.borrow()[&id].disk.clone();
-        self.boot(id, disk).await;
-    }
-
-    /// Boot a new node on an empty disk (it waits to be added), under the next free id.
-    pub async fn new_node(&self) -> u64 {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        self.boot(id, Arc::new(Mutex::new(Disk::default()))).await;
-        id
-    }
-
-    /// Ask node `via` to add node `id` (learner, then voter).
-    pub async fn add_member(&self, via: u64, id: u64) -> Result<(), NodeError> {
-        let node = self
-            .node(via)
-            .ok_or_else(|| NodeError::unavailable(format!("node {via} is down")))?;
-        let r = node.add_member(id, addr(id)).await;
-        self.trace.add(format!("add {id} via {via}: {r:?}"));
-        r
-    }
-
-    /// Ask node `via` to remove node `id`; once removed, `id` is stopped and forgotten.
-    pub async fn remove_member(&self, via: u64, id: u64) -> Result<(), NodeError> {
-        let node = self
-            .node(via)
-            .ok_or_else(|| NodeError::unavailable(format!("node {via} is down")))?;
-        let r = node.remove_member(id).await;
-        self.trace.add(format!("remove {id} via {via}: {r:?}"));
-        r
-    }
-
-    /// Stop node `id` for good and forget it (after it was removed from the cluster).
-    pub async fn forget(&self, id: u64) {
-        if self.is_up(id) {
-            self.crash(id).await;
-        }
-        self.nodes.borrow_mut().remove(&id);
-    }
-
-    /// Pause node `id`: its timers (elections, heartbeats, its scheduler) stop and every
-    /// message to or from it waits, until [`Sim::resume`].
-    pub fn pause(&self, id: u64) {
-        let raft = self.raft(id);
-        let rc = raft.runtime_config();
-        rc.tick(false);
-        rc.heartbeat(false);
-        rc.elect(false);
-        let gate = Gate::default();
-        let rules = [(Some(id), None), (None, Some(id))]
-            .into_iter()
-            .map(|(from, to)| {
-                self.router.add_rule(
-                    None,
-                    from,
-                    to,
-                    Stage::BeforeSend,
-                    Action::Park(gate.clone()),
-                    None,
-                )
-            })
-            .collect();
-        let mut nodes = self.nodes.borrow_mut();
-        let n = nodes.get_mut(&id).expect("a node");
-        n.paused = true;
-        n.pause_rules = Some((rules, gate));
-        if let Some((token, tasks)) = n.services.take() {
-            token.cancel();
-            tasks.iter().for_each(JoinHandle::abort);
-        }
-        self.trace.add(format!("pause {id}"));
-    }
-
-    pub fn resume(&self, id: u64) {
-        let node = self.node(id).expect("the node is up");
-        let rules = {
-            let mut nodes = self.nodes.borrow_mut();
-            let n = nodes.get_mut(&id).expect("a node");
-            n.paused = false;
-            n.services = Some(spawn_services(&node));
-            n.pause_rules.take()
-        };
-        self.release(rules);
-        let rc = node.raft.runtime_config();
-        rc.tick(true);
-        rc.heartbeat(true);
-        rc.elect(true);
-        self.trace.add(format!("resume {id}"));
-    }
-
-    /// Remove a paused node's rules and let what they held go on.
-    fn release(&self, rules: Option<(Vec<u64>, Gate)>) {
-        if let Some((rules, gate)) = rules {
-            for rule in rules {
-                self.router.remove_rule(rule);
-            }
-            gate.open();
-        }
-    }
-
-    pub fn is_paused(&self, id: u64) -> bool {
-        self.nodes.borrow().get(&id).is_some_and(|n| n.paused)
-    }
-
-    /// Hold node `id`'s state machine before its next apply (or let it go on).
-    pub fn hold_apply(&self, id: u64, hold: bool) {
-        self.nodes.borrow()[&id].gate.hold.send_replace(hold);
-    }
-
-    /// Hold node `id`'s state machine once it has applied `index` (`None`: let it go on).
-    pub fn hold_apply_after(&self, id: u64, index: Option<u64>) {
-        self.nodes.borrow()[&id].gate.hold_after.send_replace(index);
-    }
-
-    /// Pause every node that is up: all timers of the cluster stop.
-    pub fn pause_all(&self) {
-        for id in self.ids() {
-            if self.is_up(id) && !self.is_paused(id) {
-                self.pause(id);
-            }
-        }
-    }
-
-    pub fn resume_all(&self) {
-        for id in self.ids() {
-            if self.is_up(id) && self.is_paused(id) {
-                self.resume(id);
-            }
-        }
-    }
-
-    /// Cut `id` off from every other node.
-    pub fn isolate(&self, id: u64) {
-        let others: Vec<u64> = self.ids().into_iter().filter(|x| *x != id).collect();
-        self.router.partition(&[id], &others);
-    }
-
-    /// Every fault repaired: every member up and resumed, applying, connected, no message
-    /// rules; nodes that are no longer members (removed, or never added) are stopped.
-    pub async fn repair(&self) {
-        let members = self.members();
-        for id in self.ids() {
-            if !members.contains(&id) {
-                self.forget(id).await;
-                continue;
-            }
-            if !self.is_up(id) {
-                self.restart(id).await;
-            } else if self.is_paused(id) {
-                self.resume(id);
-            }
-            self.hold_apply(id, false);
-            self.hold_apply_after(id, None);
-        }
-        self.router.heal();
-        self.router.clear_rules();
-        self.trace.add("repair");
-    }
-
-    /// [`Sim::repair`], then wait until every voter has applied the leader's last entry.
-    pub async fn settle(&self, within: Duration) -> bool {
-        self.repair().await;
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let voters = self.voters();
-            let leader_last = self
-                .leader()
-                .and_then(|l| self.metrics(l))
-                .map(|(_, _, last, _)| last);
-            let applied: Vec<u64> = voters
-                .iter()
-                .filter_map(|id| self.metrics(*id))
-                .map(|(_, _, last, applied)| applied.min(last))
-                .collect();
-            if let Some(last) = leader_last
-                && applied.len() == voters.len()
-                && applied.iter().all(|a| *a == last)
-            {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stop every node (end of a run).
-    pub async fn shutdown(&self) {
-        for id in self.ids() {
-            if self.is_up(id) {
-                self.crash(id).await;
-            }
-        }
-    }
 }
 
-/// The node's leader-side services, as the server runs them: the scheduler and the agent
-/// check.
-fn spawn_services(node: &Arc<Node>) -> (CancellationToken, Vec<JoinHandle<()>>) {
+/// One of the node's leader-side services, as the server runs them: the scheduler or the
+/// agent check (the Raft timers are not services).
+fn spawn_service(node: &Arc<Node>, which: NodeTimer) -> (CancellationToken, JoinHandle<()>) {
     let token = CancellationToken::new();
-    let tasks = vec![
-        Runtime::spawn(switchyard_node::scheduler::run(node.clone(), token.clone())),
-        Runtime::spawn(switchyard_node::agent_check::run(
+    let task = match which {
+        NodeTimer::AgentCheck => Runtime::spawn(switchyard_node::agent_check::run(
             node.clone(),
             token.clone(),
         )),
-    ];
-    (token, tasks)
+        _ => Runtime::spawn(switchyard_node::scheduler::run(node.clone(), token.clone())),
+    };
+    (token, task)
 }
