@@ -1,6 +1,8 @@
 //! Jobs, leases, job logs and agents: the calls a user, a worker and an agent make.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use reqwest::Method;
@@ -223,7 +225,7 @@ pub struct LogFollower {
     id: u64,
     /// Offset of the next line to deliver.
     next: u64,
-    stream: Option<futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    stream: Option<crate::connect::BodyStream>,
     buf: Vec<u8>,
     pending: std::collections::VecDeque<LogLine>,
     /// The job's final status once the end was seen.
@@ -284,25 +286,41 @@ impl LogFollower {
 
     async fn connect(&mut self) -> Result<(), Error> {
         let base = self.client.base().to_string();
-        let url = format!(
-            "{base}/v1/jobs/{}/logs?follow=true&from={}",
-            self.id, self.next
-        );
-        let mut req = self.http.get(url).header("accept", "text/event-stream");
+        let path = format!("/v1/jobs/{}/logs?follow=true&from={}", self.id, self.next);
+        let mut headers = vec![("accept", "text/event-stream".to_string())];
         if let Some(t) = &self.client.token {
-            req = req.bearer_auth(t);
+            headers.push(("authorization", format!("Bearer {t}")));
         }
-        let resp = match req.send().await {
+        let sent = match &self.client.connector {
+            Some(c) => {
+                crate::connect::send(c, &base, reqwest::Method::GET, &path, &headers, Vec::new())
+                    .await
+            }
+            None => {
+                let mut req = self.http.get(format!("{base}{path}"));
+                for (name, value) in headers {
+                    req = req.header(name, value);
+                }
+                req.send().await.map_err(Error::from).map(|resp| {
+                    let status = resp.status();
+                    let stream = resp.bytes_stream().map(|r| r.map_err(|e| e.to_string()));
+                    (status, stream.boxed())
+                })
+            }
+        };
+        let (status, mut stream) = match sent {
             Ok(r) => r,
             Err(e) => {
                 // Try the next address of a cluster.
                 self.client.rotate(self.client.index());
-                return Err(e.into());
+                return Err(e);
             }
         };
-        let status = resp.status();
         if !status.is_success() {
-            let bytes = resp.bytes().await?;
+            let mut bytes = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                bytes.extend_from_slice(&chunk);
+            }
             return Err(
                 match serde_json::from_slice::<switchyard_types::ErrorBody>(&bytes) {
                     Ok(b) => Error::Api {
@@ -315,7 +333,7 @@ impl LogFollower {
                 },
             );
         }
-        self.stream = Some(resp.bytes_stream().boxed());
+        self.stream = Some(stream);
         Ok(())
     }
 

@@ -4,7 +4,10 @@
 //! that reconnects by itself after a dropped connection and resumes from the last revision it
 //! delivered completely, so the caller sees every event once, in order. [`DeviceHandle`]
 //! (`client.device_handle("sw1").command("switch_on").duration(2.0).wait()`) drives one device.
+//! [`connect`]: a client over connections of the caller's making instead of TCP (the
+//! deterministic cluster of `switchyard-testing` uses it).
 
+pub mod connect;
 mod device;
 mod jobs;
 mod watch;
@@ -36,6 +39,12 @@ pub enum Error {
     /// The request did not get an answer.
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// A [`connect::Connector`] could not open a connection: nothing was sent.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// A connection of a [`connect::Connector`] failed after the request was sent.
+    #[error("connection failed: {0}")]
+    Io(String),
     /// The server's answer was not what the API documents.
     #[error("unexpected answer: {0}")]
     Decode(String),
@@ -94,6 +103,8 @@ pub struct Client {
     failover: Duration,
     /// What `https://` and `wss://` trust (none: the system's roots).
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Connections come from here instead of TCP.
+    connector: Option<connect::Shared>,
 }
 
 /// A reqwest client over rustls (ring), trusting `tls` or else the system's roots.
@@ -115,6 +126,9 @@ pub fn http_client(
         .expect("a client with a rustls configuration builds")
 }
 
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a request keeps trying other nodes by default.
 const FAILOVER: Duration = Duration::from_secs(15);
 
@@ -135,11 +149,19 @@ impl Client {
         Self {
             bases: std::sync::Arc::new(bases),
             current: Default::default(),
-            http: http_client(None, Some(Duration::from_secs(30))),
+            http: http_client(None, Some(REQUEST_TIMEOUT)),
             token: None,
             failover: FAILOVER,
             tls: None,
+            connector: None,
         }
+    }
+
+    /// Open every connection (requests, watches, log follows) through `connector` instead of
+    /// TCP; the base URLs name the servers to it (their `host:port`).
+    pub fn with_connector(mut self, connector: std::sync::Arc<dyn connect::Connector>) -> Self {
+        self.connector = Some(connect::Shared(connector));
+        self
     }
 
     /// Trust the certificates of this PEM file (a cluster's CA) for `https://` and `wss://`,
@@ -153,7 +175,7 @@ impl Client {
     /// Use this TLS configuration for `https://` and `wss://`.
     pub fn with_tls(mut self, config: rustls::ClientConfig) -> Self {
         let config = std::sync::Arc::new(config);
-        self.http = http_client(Some(&config), Some(Duration::from_secs(30)));
+        self.http = http_client(Some(&config), Some(REQUEST_TIMEOUT));
         self.tls = Some(config);
         self
     }
@@ -222,7 +244,7 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
         idempotency_key: Option<&str>,
     ) -> Result<T, Error> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(50);
         let mut tried = 0usize;
         loop {
@@ -244,6 +266,8 @@ impl Client {
                     e.is_connect() || (method == Method::GET && !e.is_decode()),
                     None,
                 ),
+                Err(Error::Connect(_)) => (true, None),
+                Err(Error::Io(_)) => (method == Method::GET, None),
                 Err(Error::Api { status, error }) if *status == StatusCode::SERVICE_UNAVAILABLE => {
                     (
                         true,
@@ -278,26 +302,39 @@ impl Client {
         idempotency_key: Option<&str>,
         signer: Option<&Signer>,
     ) -> Result<T, Error> {
-        let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+        let mut headers: Vec<(&'static str, String)> = Vec::new();
+        let mut bytes = Vec::new();
         if let Some(b) = body {
-            let bytes = serde_json::to_vec(b).map_err(|e| Error::Decode(e.to_string()))?;
+            bytes = serde_json::to_vec(b).map_err(|e| Error::Decode(e.to_string()))?;
             if let Some(sign) = signer {
                 let (name, value) = sign(method.as_str(), path, &bytes);
-                req = req.header(name, value);
+                headers.push((name, value));
             }
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+            headers.push(("content-type", "application/json".into()));
         }
         if let Some(k) = idempotency_key {
-            req = req.header("Idempotency-Key", k);
+            headers.push(("idempotency-key", k.into()));
         }
         if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+            headers.push(("authorization", format!("Bearer {t}")));
         }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
+        let (status, bytes) = match &self.connector {
+            Some(c) => {
+                connect::send_all(c, base, method, path, &headers, bytes, REQUEST_TIMEOUT).await?
+            }
+            None => {
+                let mut req = self.http.request(method, format!("{base}{path}"));
+                for (name, value) in headers {
+                    req = req.header(name, value);
+                }
+                if body.is_some() {
+                    req = req.body(bytes);
+                }
+                let resp = req.send().await?;
+                let status = resp.status();
+                (status, resp.bytes().await?)
+            }
+        };
         if status.is_success() {
             serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
@@ -370,6 +407,10 @@ impl Client {
                 Err(Error::Transport(e)) if e.is_connect() => {
                     self.rotate(at);
                     last = Some(Error::Transport(e));
+                }
+                Err(e @ Error::Connect(_)) => {
+                    self.rotate(at);
+                    last = Some(e);
                 }
                 other => return other,
             }
@@ -588,6 +629,7 @@ impl Client {
             from,
             self.token.clone(),
             self.tls.clone(),
+            self.connector.clone(),
         )
         .await
     }

@@ -1,6 +1,8 @@
 //! A resuming watch stream over `/v1/watch`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::{SinkExt, StreamExt};
 use switchyard_types::{WatchEvent, WatchMessage};
@@ -8,8 +10,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::Error;
+use crate::connect::{BoxIo, Shared};
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = WebSocketStream<MaybeTlsStream<BoxIo>>;
 
 /// What a watch yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,12 +44,15 @@ pub struct Watch {
     token: Option<String>,
     /// What `wss://` connections trust (none: the system's roots).
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Connections come from here instead of TCP.
+    connector: Option<Shared>,
 }
 
-/// Open a WebSocket, with `tls` for `wss://`.
+/// Open a WebSocket, with `tls` for `wss://`, over TCP or a connection of `connector`.
 pub(crate) async fn open(
     req: tokio_tungstenite::tungstenite::handshake::client::Request,
     tls: &Option<std::sync::Arc<rustls::ClientConfig>>,
+    connector: &Option<Shared>,
 ) -> Result<
     (
         Socket,
@@ -54,10 +60,29 @@ pub(crate) async fn open(
     ),
     tokio_tungstenite::tungstenite::Error,
 > {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let uri = req.uri().clone();
+    let host = uri.host().unwrap_or_default().to_string();
+    let io: BoxIo = match connector {
+        Some(c) => {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            c.0.connect(authority).await.map_err(WsError::Io)?
+        }
+        None => {
+            let secure = uri.scheme_str() == Some("wss");
+            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let tcp = tokio::net::TcpStream::connect((host, port))
+                .await
+                .map_err(WsError::Io)?;
+            let _ = tcp.set_nodelay(true);
+            Box::new(tcp)
+        }
+    };
     let connector = tls
         .as_ref()
         .map(|c| tokio_tungstenite::Connector::Rustls(c.clone()));
-    tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await
+    tokio_tungstenite::client_async_tls_with_config(req, io, None, connector).await
 }
 
 fn request(
@@ -100,6 +125,7 @@ impl Watch {
         from: u64,
         token: Option<String>,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        connector: Option<Shared>,
     ) -> Result<Self, Error> {
         let mut w = Self {
             bases,
@@ -112,12 +138,14 @@ impl Watch {
             reconnects: 0,
             token,
             tls,
+            connector,
         };
         let mut last = None;
         for _ in 0..w.bases.len() {
             match open(
                 request(&w.bases[w.at], prefix, from, w.token.as_deref())?,
                 &w.tls,
+                &w.connector,
             )
             .await
             {
@@ -174,6 +202,7 @@ impl Watch {
                     self.token.as_deref(),
                 )?,
                 &self.tls,
+                &self.connector,
             )
             .await
             {

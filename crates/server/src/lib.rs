@@ -257,6 +257,32 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     })
 }
 
+/// The client API of `node` as the API listener of [`start`] serves it (the same routes,
+/// browser guard and authentication), for a caller that serves it without a listener of its
+/// own: the deterministic simulation of `switchyard-testing` serves it over in-memory
+/// connections. The node's own host names are its configured `advertise_api` and
+/// `advertise_peer`. Watch sessions end when `shutdown` is cancelled.
+pub fn embedded_api(node: Arc<Node>, shutdown: CancellationToken) -> Router {
+    let own_hosts: Vec<String> = [&node.config.advertise_api, &node.config.advertise_peer]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let state = Arc::new(api::AppState {
+        node: node.clone(),
+        shutdown,
+        prometheus: prometheus(),
+        lease_claims: Default::default(),
+    });
+    listen::guard(
+        api::router(state),
+        node.config.browser.clone(),
+        own_hosts,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        auth::Style::V1,
+    )
+}
+
 /// Ask the cluster at `target` to add this node, following leader hints, until it has.
 async fn join_cluster(
     peers: network::PeerClient,

@@ -87,11 +87,6 @@ fn cluster_secret(config: &Config) -> Result<(ClusterSecret, bool), StartError> 
     }
 }
 
-/// Current wall-clock time in Unix milliseconds: the time a leader stamps on a proposal.
-pub fn now_ms() -> i64 {
-    switchyard_node::Clock::now_ms(&SystemClock)
-}
-
 /// The node's settings out of the server's.
 // The update sets the simulation's bug switches (off) when the `bugs` feature is compiled in.
 #[allow(clippy::needless_update)]
@@ -171,6 +166,29 @@ impl Node {
         }
         Ok(Node {
             inner: Arc::new(inner),
+            config,
+            peers,
+            peer_auth: Verifier::new(secret),
+        })
+    }
+
+    /// The server's side of a node started elsewhere, on parts of the caller's choosing (the
+    /// deterministic simulation of `switchyard-testing` starts its nodes on an in-memory
+    /// network, disk and clock): `config` gives what the API reads (device types, limits,
+    /// tokens, watch settings). It has a cluster secret of its own that no peer knows, so it
+    /// serves no peer listener and joins no cluster over HTTP.
+    pub fn embedded(inner: Arc<switchyard_node::Node>, config: Config) -> Result<Node, StartError> {
+        let secret = ClusterSecret::generate();
+        let tls =
+            switchyard_tls::client_config(&[], None).map_err(|e| StartError::Tls(e.to_string()))?;
+        let peers = PeerClient::new(
+            secret.clone(),
+            crate::network::peer_body_limit(config.max_body_bytes),
+            tls,
+            false,
+        );
+        Ok(Node {
+            inner,
             config,
             peers,
             peer_auth: Verifier::new(secret),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ServerState;
 
-use switchyard_testing::cluster::Sim;
+use switchyard_testing::cluster::SimCluster;
 
 #[derive(Default)]
 pub struct RaftChecks {
@@ -30,7 +30,7 @@ pub struct RaftChecks {
 
 impl RaftChecks {
     /// Check the cluster as it is now; every violation found, as a sentence.
-    pub fn check(&mut self, sim: &Sim) -> Vec<String> {
+    pub fn check(&mut self, sim: &SimCluster) -> Vec<String> {
         let mut found = Vec::new();
         for a in std::mem::take(&mut *sim.applies.lock().unwrap()) {
             match self.entries.get(&a.index) {

@@ -11,18 +11,19 @@
 //! crashes. Raft's random draws come from a seed ([`run_seeded`]), so a seed gives the same
 //! run, message for message ([`trace`]), in every process.
 //!
-//! - [`cluster`]: [`Sim`], the control surface.
+//! - [`cluster`]: [`SimCluster`], the control surface.
 //! - [`gate`]: the apply hooks (hold before apply, hold after N) and the apply trace.
 //! - [`rng`]: the simulation's own seeded RNG.
 
 pub mod cluster;
 pub mod gate;
+pub mod http;
 pub mod log;
 pub mod net;
 pub mod rng;
 pub mod trace;
 
-pub use cluster::{Effect, Sim, SimOptions, WriteResult, effect};
+pub use cluster::{Effect, SimCluster, SimOptions, WriteResult, effect};
 pub use switchyard_node::Bug;
 pub use switchyard_store::{Applied, NodeAddr};
 

@@ -11,7 +11,7 @@ use switchyard_core::{Command, Timer};
 use switchyard_node::NodeError;
 use switchyard_testing::cluster::{NodeTimer, TimerKind, WhatIfError};
 use switchyard_testing::net::{Action, Gate, Kind, Rule, RuleError, Stage};
-use switchyard_testing::{Effect, Sim, SimOptions, effect, run_seeded};
+use switchyard_testing::{Effect, SimCluster, SimOptions, effect, run_seeded};
 
 const TEN_S: Duration = Duration::from_secs(10);
 
@@ -26,13 +26,13 @@ fn credit(id: &str, amount: u64) -> Command {
     })
 }
 
-fn balance(sim: &Sim, node: u64, id: &str) -> Option<u64> {
+fn balance(sim: &SimCluster, node: u64, id: &str) -> Option<u64> {
     sim.view(node).read(|s| s.bank.get(id).map(|a| a.balance))
 }
 
 /// A cluster with account `a` open, its leader and a follower.
-async fn cluster(seed: u64) -> (Sim, u64, u64) {
-    let sim = Sim::start(SimOptions {
+async fn cluster(seed: u64) -> (SimCluster, u64, u64) {
+    let sim = SimCluster::start(SimOptions {
         seed,
         ..SimOptions::default()
     })
@@ -390,7 +390,7 @@ fn the_timer_catalogue_lists_a_device_phase_and_pausing_the_scheduler_holds_it()
         );
         // Well past due, the transition has not ended: nothing fired it.
         sim.advance(Duration::from_secs(5)).await;
-        let state = |s: &Sim| {
+        let state = |s: &SimCluster| {
             s.view(leader)
                 .read(|st| st.devices.get("sw").and_then(|d| d.state.clone()))
         };

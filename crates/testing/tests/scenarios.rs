@@ -9,7 +9,7 @@ use switchyard_core::jobs::{JobCommand, JobReply};
 use switchyard_core::{Command, Reply};
 use switchyard_node::NodeError;
 use switchyard_testing::net::{Action, Gate, Kind, Rule, Stage};
-use switchyard_testing::{Sim, SimOptions, run_seeded};
+use switchyard_testing::{SimCluster, SimOptions, run_seeded};
 
 const TEN_S: Duration = Duration::from_secs(10);
 
@@ -26,7 +26,7 @@ fn credit(id: &str, amount: u64) -> Command {
 
 /// Run `scenario` twice on the same seed: the traces must be equal.
 /// Write `command` (answered within 5 s) and expect it applied; its log index.
-async fn applied(sim: &Sim, command: Command) -> u64 {
+async fn applied(sim: &SimCluster, command: Command) -> u64 {
     let (_, index) = sim
         .write(command, Duration::from_secs(5))
         .await
@@ -48,7 +48,7 @@ fn twice(
 fn a_new_leader_is_elected_after_the_leader_is_isolated() {
     let trace = twice(7, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             let mut trace = String::new();
             let l1 = sim.leader().unwrap();
             let t1 = sim.metrics(l1).unwrap().1;
@@ -87,12 +87,12 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
     eprintln!("{trace}");
 }
 
-fn balance(sim: &Sim, node: u64, id: &str) -> Option<u64> {
+fn balance(sim: &SimCluster, node: u64, id: &str) -> Option<u64> {
     sim.view(node).read(|s| s.bank.get(id).map(|a| a.balance))
 }
 
 /// Events of node `node` after `after` (whole history when 0), as (revision, topic, kind).
-fn events(sim: &Sim, node: u64, after: u64) -> Vec<(u64, String, String)> {
+fn events(sim: &SimCluster, node: u64, after: u64) -> Vec<(u64, String, String)> {
     sim.history(node, after)
         .expect("history not compacted")
         .into_iter()
@@ -104,7 +104,7 @@ fn events(sim: &Sim, node: u64, after: u64) -> Vec<(u64, String, String)> {
 fn a_write_commits_while_every_vote_message_is_dropped() {
     let trace = twice(11, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let term = sim.metrics(leader).unwrap().1;
             sim.router
@@ -148,7 +148,7 @@ fn a_write_commits_while_every_vote_message_is_dropped() {
 fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
     let trace = twice(23, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             let opened = applied(&sim, open("a")).await;
@@ -192,7 +192,7 @@ fn a_follower_held_before_apply_catches_up_after_the_leader_dies() {
 fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() {
     let trace = twice(5, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             let switch = switchyard_core::devices::types::builtin()
                 .into_iter()
                 .find(|t| t.name == "switch")
@@ -272,7 +272,7 @@ fn timers_of_a_device_transition_and_a_job_lease_fire_once_under_a_new_leader() 
 fn a_watch_resumes_on_another_node_across_a_leader_change() {
     let trace = twice(9, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let mut acked = Vec::new();
             for n in 1..=5 {
@@ -344,7 +344,7 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
     // found the stale read this guards against; see tests/fuzz.rs).
     let trace = twice(6, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let mut total = 0;
             let mut t = String::new();
@@ -381,7 +381,7 @@ fn after_whole_cluster_restarts_a_read_sees_every_acknowledged_write() {
 fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
     let trace = twice(3, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
             let opened = applied(&sim, open("a")).await;
@@ -423,7 +423,7 @@ fn a_node_held_after_an_apply_and_a_paused_cluster_stand_still() {
 fn writes_in_flight_survive_a_fourth_node_joining_and_a_voter_leaving() {
     let trace = twice(13, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let leader = sim.leader().unwrap();
             let leaving = sim.ids().into_iter().find(|i| *i != leader).unwrap();
@@ -474,7 +474,7 @@ fn writes_in_flight_survive_a_fourth_node_joining_and_a_voter_leaving() {
 fn a_write_forwarded_to_a_leader_that_dies_applies_at_most_once_and_its_retry_tells() {
     let trace = twice(17, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             let leader = sim.leader().unwrap();
             let follower = sim.ids().into_iter().find(|i| *i != leader).unwrap();
@@ -534,7 +534,7 @@ fn a_write_forwarded_to_a_leader_that_dies_applies_at_most_once_and_its_retry_te
 fn a_follower_cut_off_from_the_leader_refuses_a_linearizable_read_rather_than_serve_a_stale_one() {
     let trace = twice(19, || {
         Box::pin(async {
-            let sim = Sim::start(SimOptions::default()).await;
+            let sim = SimCluster::start(SimOptions::default()).await;
             applied(&sim, open("a")).await;
             applied(&sim, credit("a", 1)).await;
             let leader = sim.leader().unwrap();

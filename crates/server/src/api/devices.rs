@@ -204,8 +204,8 @@ pub async fn run_command(
                 .node
                 .view
                 .read(|v| v.devices.due_ms(name))
-                .unwrap_or_else(crate::node::now_ms);
-            let until_due = Duration::from_millis((due_ms - crate::node::now_ms()).max(0) as u64);
+                .unwrap_or_else(|| s.node.now_ms());
+            let until_due = Duration::from_millis((due_ms - s.node.now_ms()).max(0) as u64);
             let limit = timeout.unwrap_or(until_due + WAIT_SLACK);
             let d = wait_done(s, name, st.transition.id, limit).await?;
             Ok(Json(d).into_response())

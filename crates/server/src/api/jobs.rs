@@ -20,7 +20,6 @@ use utoipa_axum::routes;
 
 use super::{Body, Consistency, IdempotencyKey, Shared};
 use crate::error::ApiError;
-use crate::node::now_ms;
 
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -294,7 +293,7 @@ async fn lease(
         let claim = s.lease_claims.claim(&req.queue, req.max as usize, |up_to| {
             s.node.view.read(|st| {
                 st.jobs
-                    .ready_count(&req.queue, &req.labels, now_ms(), up_to)
+                    .ready_count(&req.queue, &req.labels, s.node.now_ms(), up_to)
             })
         });
         let leased = match (claim.is_some(), finish.take()) {

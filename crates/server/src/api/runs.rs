@@ -37,13 +37,6 @@ pub fn funkytown_command() -> Vec<String> {
     .to_vec()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 fn run_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid("id", format!("must be a run id (a number); got {raw:?}")))
@@ -173,7 +166,7 @@ async fn list(
     consistency: Consistency,
 ) -> Result<Json<RunList>, ApiError> {
     consistency.ready(&s.node).await?;
-    let now = now_ms();
+    let now = s.node.now_ms();
     let runs = s
         .node
         .view
@@ -202,7 +195,7 @@ async fn get_one(
     consistency: Consistency,
 ) -> Result<Json<Run>, ApiError> {
     consistency.ready(&s.node).await?;
-    let now = now_ms();
+    let now = s.node.now_ms();
     Ok(Json(lookup(&s, run_id(&id)?, |r| r.view(now, true))?))
 }
 
@@ -214,7 +207,7 @@ async fn cancel(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<
     s.node
         .write(Command::Runs(RunCommand::Cancel { id }), None)
         .await?;
-    let now = now_ms();
+    let now = s.node.now_ms();
     Ok(Json(lookup(&s, id, |r| r.view(now, true))?))
 }
 

@@ -137,10 +137,7 @@ async fn results(State(s): State<Shared>, Query(w): Query<Which>) -> Response {
     if let Err(e) = s.node.linearizable().await {
         return crate::error::ApiError::from(e).into_response();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let now = s.node.now_ms();
     let html = s.node.view.read(|st| {
         let run = match w.run {
             Some(id) => st.runs.get(id),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Workload;
-use switchyard_testing::cluster::Sim;
+use switchyard_testing::cluster::SimCluster;
 use switchyard_testing::net::{Action, Kind, Rule, Stage};
 
 /// One fault (or its repair).
@@ -129,7 +129,7 @@ impl Workload {
 
 /// Apply a fault to the cluster (conditions are checked again: the cluster may have changed
 /// since it was drawn).
-pub(super) async fn apply(sim: &Sim, f: Fault) {
+pub(super) async fn apply(sim: &SimCluster, f: Fault) {
     let ids = sim.ids();
     let known = |id: u64| ids.contains(&id);
     match f {
@@ -242,7 +242,7 @@ pub(super) async fn apply(sim: &Sim, f: Fault) {
 }
 
 /// Add a fault's rule after the others.
-fn add(sim: &Sim, rule: Rule) {
+fn add(sim: &SimCluster, rule: Rule) {
     sim.router
         .add_rule(rule)
         .expect("fresh rule names are unique");

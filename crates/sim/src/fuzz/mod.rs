@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::invariants::RaftChecks;
 use crate::run_seeded;
-use switchyard_testing::cluster::{Sim, SimOptions};
+use switchyard_testing::cluster::{SimCluster, SimOptions};
 
 pub use switchyard_testing::rng::Rng;
 pub use workload::Workload;
@@ -118,7 +118,7 @@ pub fn fuzz_with(seed: u64, mut o: FuzzOptions) -> Report {
     o.sim.seed = seed;
     run_seeded(seed, async move {
         let start = tokio::time::Instant::now();
-        let sim = Sim::start(o.sim.clone()).await;
+        let sim = SimCluster::start(o.sim.clone()).await;
         let mut run = Workload::new(sim, seed, o.print);
         let mut checks = RaftChecks::default();
         let mut report = Report {

@@ -10,7 +10,7 @@ use switchyard_node::NodeError;
 use switchyard_store::ReadAfter;
 
 use super::{LIVENESS, Rng};
-use switchyard_testing::cluster::{Effect, Sim, WriteResult, effect};
+use switchyard_testing::cluster::{Effect, SimCluster, WriteResult, effect};
 
 const TRANSFER: [&str; 4] = ["t0", "t1", "t2", "t3"];
 const REGISTERS: [&str; 3] = ["r0", "r1", "r2"];
@@ -49,7 +49,7 @@ struct Lease {
 
 /// One run's clients and what they have seen.
 pub struct Workload {
-    pub sim: Sim,
+    pub sim: SimCluster,
     pub rng: Rng,
     pub operations: u64,
     pub faults: u64,
@@ -81,7 +81,7 @@ pub(super) fn summary(r: &WriteResult) -> String {
 }
 
 impl Workload {
-    pub fn new(sim: Sim, seed: u64, print: bool) -> Self {
+    pub fn new(sim: SimCluster, seed: u64, print: bool) -> Self {
         Self {
             sim,
             rng: Rng::new(seed),

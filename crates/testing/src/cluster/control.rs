@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchyard_node::NodeError;
 use tokio::task::JoinHandle;
 
-use super::{Sim, addr, spawn_service};
+use super::{SimCluster, addr, spawn_service};
 use crate::log::Disk;
 
 /// A timer of the node itself, which a test can pause on its own.
@@ -40,7 +40,7 @@ impl NodeTimer {
 /// One entry of a node's timer catalogue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TimerKind {
-    /// A timer of the node ([`Sim::pause_timer`] pauses it).
+    /// A timer of the node ([`SimCluster::pause_timer`] pauses it).
     Node(NodeTimer),
     /// A timer of the application in the node's applied state, due at `due_ms` (virtual wall
     /// clock, see [`crate::Clock`]): the leader's [`NodeTimer::Scheduler`] fires it, so pausing
@@ -58,7 +58,7 @@ pub struct TimerInfo {
     pub paused: bool,
 }
 
-impl Sim {
+impl SimCluster {
     /// Crash node `id`: its tasks stop at once; what its log had not flushed is lost.
     pub async fn crash(&self, id: u64) {
         let node = {
@@ -76,6 +76,7 @@ impl Sim {
             n.node.take()
         };
         self.router.set_node(id, None);
+        self.endpoints.down(&addr(id).api);
         self.router.set_paused(id, false);
         self.trace.add(format!("crash {id}"));
         if let Some(node) = node {
@@ -134,7 +135,7 @@ impl Sim {
     /// scheduler, the agent check) and its message processing with them: what it would send
     /// waits before send, what reaches it waits before it is processed, and answers to or from
     /// it wait, whatever the network's rules say. A paused leader commits nothing. Until
-    /// [`Sim::resume`].
+    /// [`SimCluster::resume`].
     pub fn pause(&self, id: u64) {
         for t in NodeTimer::ALL {
             self.set_timer(id, t, false);
@@ -161,8 +162,8 @@ impl Sim {
         self.nodes.borrow().get(&id).is_some_and(|n| n.paused)
     }
 
-    /// Pause one timer of node `id` (it stays paused until [`Sim::resume_timer`] or
-    /// [`Sim::resume`]); the node goes on otherwise.
+    /// Pause one timer of node `id` (it stays paused until [`SimCluster::resume_timer`] or
+    /// [`SimCluster::resume`]); the node goes on otherwise.
     pub fn pause_timer(&self, id: u64, timer: NodeTimer) {
         self.set_timer(id, timer, false);
         self.trace.add(format!("pause-timer {id} {timer:?}"));
@@ -310,7 +311,7 @@ impl Sim {
         self.trace.add("repair");
     }
 
-    /// [`Sim::repair`], then wait until every voter has applied the leader's last entry.
+    /// [`SimCluster::repair`], then wait until every voter has applied the leader's last entry.
     pub async fn settle(&self, within: Duration) -> bool {
         self.repair().await;
         let deadline = tokio::time::Instant::now() + within;

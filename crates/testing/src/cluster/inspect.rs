@@ -8,7 +8,7 @@ use openraft::alias::{EntryOf, LogIdOf};
 use openraft::entry::RaftEntry;
 use switchyard_store::{ReadAfter, TypeConfig};
 
-use super::Sim;
+use super::SimCluster;
 use crate::net::LogPos;
 
 type C = TypeConfig;
@@ -97,7 +97,7 @@ fn vote(v: &openraft::alias::VoteOf<C>) -> Voted {
     }
 }
 
-impl Sim {
+impl SimCluster {
     /// What node `id` is now.
     pub fn inspect(&self, id: u64) -> NodeInfo {
         let up = self.is_up(id);

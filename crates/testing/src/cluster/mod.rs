@@ -1,6 +1,6 @@
 //! The control surface of a simulated cluster: start N production nodes
 //! ([`switchyard_node::Node`]) on in-memory disks and the in-memory network, write and read
-//! through any node ([`Sim`], here), pause, resume, crash and restart them, pause their timers,
+//! through any node ([`SimCluster`], here), pause, resume, crash and restart them, pause their timers,
 //! add and remove members, cut and heal links ([`control`]), inspect any node and change what
 //! it holds to explore what would happen ([`inspect`]).
 //!
@@ -31,6 +31,7 @@ pub use inspect::{HistoryEvent, LogEntry, NodeInfo, Voted, WhatIfError};
 
 use crate::Clock;
 use crate::gate::{Applies, SimGate};
+use crate::http::Endpoints;
 use crate::log::{Disk, SharedDisk, SimLog, SimSnapshots};
 use crate::net::{NetFactory, Router, SimTransport};
 use crate::rng::Rng;
@@ -59,6 +60,10 @@ pub struct SimOptions {
     pub keep_trace: bool,
     /// Print every line of the trace as it comes.
     pub print_trace: bool,
+    /// The settings of each node's client API, as `switchyard serve` takes them: device types
+    /// (`server.load_device_types(path)` reads a TOML type file), tokens, limits, watch
+    /// settings. Its Raft timings and node id are the simulation's.
+    pub server: switchyard_server::Config,
 }
 
 impl Default for SimOptions {
@@ -76,6 +81,7 @@ impl Default for SimOptions {
             bugs: BTreeSet::new(),
             keep_trace: false,
             print_trace: false,
+            server: switchyard_server::Config::new("simulated"),
         }
     }
 }
@@ -124,9 +130,11 @@ struct SimNode {
 }
 
 /// A simulated cluster. The first nodes' ids are 1..=N; added nodes get the next ids.
-pub struct Sim {
+pub struct SimCluster {
     pub opts: SimOptions,
     pub router: Router,
+    /// The nodes' client API, for [`SimCluster::client`].
+    pub endpoints: Endpoints,
     pub clock: Clock,
     pub trace: Trace,
     /// Applies not yet checked (by a fuzzer's invariants, say).
@@ -154,13 +162,14 @@ impl switchyard_node::AgentProbe for Healthy {
     }
 }
 
-impl Sim {
+impl SimCluster {
     /// Start `opts.nodes` nodes on empty disks and make them one cluster; returns once a leader
     /// is elected.
-    pub async fn start(opts: SimOptions) -> Sim {
+    pub async fn start(opts: SimOptions) -> SimCluster {
         let trace = Trace::new(opts.keep_trace, opts.print_trace);
-        let sim = Sim {
+        let sim = SimCluster {
             router: Router::new(opts.seed, trace.clone()),
+            endpoints: Endpoints::new(opts.server.clone()),
             clock: Clock::start(),
             trace,
             applies: Arc::new(Mutex::new(Vec::new())),
@@ -234,6 +243,7 @@ impl Sim {
             .expect("a simulated node starts");
         let node = Arc::new(node);
         self.router.set_node(id, Some(node.clone()));
+        self.endpoints.up(&addr(id).api, node.clone());
         self.trace.add(format!("boot {id}"));
         let services = [NodeTimer::Scheduler, NodeTimer::AgentCheck]
             .into_iter()
@@ -255,6 +265,28 @@ impl Sim {
                 paused_timers: BTreeSet::new(),
             },
         );
+    }
+
+    /// A client of the whole cluster, as `switchyard_client::Client::new("http://n1,http://n2,..")`
+    /// would be of a real one: the same calls and types, over in-memory connections to every
+    /// node there is now, failing over between them.
+    pub fn client(&self) -> switchyard_client::Client {
+        let bases: Vec<String> = self
+            .ids()
+            .into_iter()
+            .map(|id| format!("http://{}", addr(id).api))
+            .collect();
+        self.connect(&bases.join(","))
+    }
+
+    /// A client of node `id` alone (a watcher on a follower, say).
+    pub fn client_of(&self, id: u64) -> switchyard_client::Client {
+        self.connect(&format!("http://{}", addr(id).api))
+    }
+
+    /// (With API tokens configured, add one: `.with_token(..)`.)
+    fn connect(&self, bases: &str) -> switchyard_client::Client {
+        switchyard_client::Client::new(bases).with_connector(Arc::new(self.endpoints.clone()))
     }
 
     /// Node `id`, if it is up.
@@ -363,7 +395,7 @@ impl Sim {
     pub async fn wait_until(
         &self,
         within: Duration,
-        mut done: impl FnMut(&Sim) -> bool,
+        mut done: impl FnMut(&SimCluster) -> bool,
     ) -> Option<Duration> {
         let start = tokio::time::Instant::now();
         while !done(self) {
