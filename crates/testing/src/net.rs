@@ -531,12 +531,7 @@ impl Router {
     /// One stage: the pause switches, then the first matching rule. `Err` ends the message;
     /// `Ok(true)` asks for a duplicate.
     async fn stage(&self, m: &Message, stage: Stage) -> Result<bool, Lost> {
-        match stage {
-            Stage::BeforeSend => self.unpaused(&[m.from]).await,
-            Stage::AfterSend => {}
-            Stage::BeforeProcess => self.unpaused(&[m.to]).await,
-            Stage::AfterProcess => self.unpaused(&[m.from, m.to]).await,
-        }
+        self.hold_if_paused(m, stage).await;
         let sent = stage != Stage::BeforeSend;
         match self.action(m, stage) {
             None | Some(Action::Pass) => Ok(false),
@@ -550,17 +545,32 @@ impl Router {
             }),
             Some(Action::Delay(d)) => {
                 tokio::time::sleep(d).await;
+                self.hold_if_paused(m, stage).await;
                 Ok(false)
             }
             Some(Action::Jitter(max)) => {
                 tokio::time::sleep(self.jitter(max)).await;
+                self.hold_if_paused(m, stage).await;
                 Ok(false)
             }
             Some(Action::Duplicate) => Ok(stage != Stage::AfterProcess),
             Some(Action::Park(gate)) => {
                 gate.park(m).await;
+                // A node paused while the message waited holds it still.
+                self.hold_if_paused(m, stage).await;
                 Ok(false)
             }
+        }
+    }
+
+    /// The pause switches of a stage: a message from a paused node waits before send, one to a
+    /// paused node before process, an answer while either end is paused.
+    async fn hold_if_paused(&self, m: &Message, stage: Stage) {
+        match stage {
+            Stage::BeforeSend => self.unpaused(&[m.from]).await,
+            Stage::AfterSend => {}
+            Stage::BeforeProcess => self.unpaused(&[m.to]).await,
+            Stage::AfterProcess => self.unpaused(&[m.from, m.to]).await,
         }
     }
 
