@@ -579,11 +579,12 @@ impl Router {
     /// spin without time passing.
     async fn deliver<F, Fut, T>(&self, m: Message, f: F) -> Result<T, Lost>
     where
-        F: Fn(Arc<Node>) -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        F: Fn(Arc<Node>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+        T: Send + 'static,
     {
         tokio::time::sleep(LATENCY).await;
-        let r = self.deliver_now(&m, &f).await;
+        let r = self.deliver_now(&m, f).await;
         let head = format!("msg {:?} {}->{} {}", m.kind, m.from, m.to, m.summary);
         match &r {
             Ok(_) => self.trace.add(format!("{head}: ok")),
@@ -600,17 +601,35 @@ impl Router {
     }
 
     /// The four stages around the target's handler (twice for a duplicate), and the link
-    /// checked again for the answer.
-    async fn deliver_now<F, Fut, T>(&self, m: &Message, f: &F) -> Result<T, Lost>
+    /// checked again for the answer. Once sent, the message is on its own: it reaches the
+    /// receiver even if its sender crashes or stops waiting for the answer meanwhile.
+    async fn deliver_now<F, Fut, T>(&self, m: &Message, f: F) -> Result<T, Lost>
     where
-        F: Fn(Arc<Node>) -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        F: Fn(Arc<Node>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+        T: Send + 'static,
     {
-        let mut twice = self.stage(m, Stage::BeforeSend).await?;
+        let twice = self.stage(m, Stage::BeforeSend).await?;
         self.target(m.from, m.to).ok_or_else(|| Lost {
             sent: false,
             why: "unreachable".into(),
         })?;
+        let (router, m) = (self.clone(), m.clone());
+        let on_the_wire = tokio::spawn(async move { router.arrive(&m, twice, f).await });
+        on_the_wire.await.unwrap_or_else(|e| {
+            Err(Lost {
+                sent: true,
+                why: format!("the delivery failed: {e}"),
+            })
+        })
+    }
+
+    /// The rest of a sent message's way: on the wire, at the receiver, and its answer back.
+    async fn arrive<F, Fut, T>(&self, m: &Message, mut twice: bool, f: F) -> Result<T, Lost>
+    where
+        F: Fn(Arc<Node>) -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
         twice |= self.stage(m, Stage::AfterSend).await?;
         twice |= self.stage(m, Stage::BeforeProcess).await?;
         let target = self.target(m.from, m.to).ok_or_else(|| Lost {
@@ -697,7 +716,7 @@ impl RaftNetworkV2<C> for Link {
         m.prev = req.prev_log_id.as_ref().map(LogPos::of);
         m.commit = req.leader_commit.map(|l| l.index());
         self.router
-            .deliver(m, |t| {
+            .deliver(m, move |t| {
                 let req = req.clone();
                 async move {
                     t.raft
@@ -724,7 +743,7 @@ impl RaftNetworkV2<C> for Link {
         m.term = Some(req.vote.leader_id().term);
         m.last = req.last_log_id.as_ref().map(LogPos::of);
         self.router
-            .deliver(m, |t| {
+            .deliver(m, move |t| {
                 let req = req.clone();
                 async move {
                     t.raft
@@ -781,7 +800,7 @@ impl RaftNetworkV2<C> for Link {
         let mut m = Message::new(Kind::TransferLeader, self.from, self.to, String::new());
         m.term = Some(req.from_leader().leader_id().term);
         self.router
-            .deliver(m, |t| {
+            .deliver(m, move |t| {
                 let req = req.clone();
                 async move {
                     t.raft
@@ -816,7 +835,8 @@ impl Transport for SimTransport {
                 other => format!("{other:?}"),
             };
             let m = Message::new(Kind::Forward, self.from, to, what);
-            let send = self.router.deliver(m, |t| {
+            let req = req.clone();
+            let send = self.router.deliver(m, move |t| {
                 let req = req.clone();
                 async move { Ok(t.serve_leader_request(req).await) }
             });
