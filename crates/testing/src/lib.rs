@@ -1,5 +1,6 @@
-//! Deterministic simulation of a switchyard cluster in one process (seed 002), running the
-//! production node.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! Every node is a [`switchyard_node::Node`], the very code `switchyard serve` runs: its Raft
 //! configuration, write routing and forwarding, read index (also on followers), membership
@@ -11,7 +12,9 @@
 //! crashes. Raft's random draws come from a seed ([`run_seeded`]), so a seed gives the same
 //! run, message for message ([`trace`]), in every process.
 //!
-//! - [`cluster`]: [`SimCluster`], the control surface.
+//! - [`cluster`]: [`SimCluster`], the control surface ([`cluster::control`],
+//!   [`cluster::inspect`]).
+//! - [`http`]: each node's client API over in-memory connections.
 //! - [`gate`]: the apply hooks (hold before apply, hold after N) and the apply trace.
 //! - [`rng`]: the simulation's own seeded RNG.
 
