@@ -207,12 +207,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
         node.config.peer_tls.clone(),
     )?;
 
-    let state = Arc::new(api::AppState {
-        node: node.clone(),
-        shutdown: shutdown.clone(),
-        prometheus: prometheus(),
-        lease_claims: Default::default(),
-    });
+    let state = api_state(node.clone(), shutdown.clone());
     let faces = [
         listeners.mv.map(|l| {
             let face = faces::mv::router(state.clone(), node.config.mv_device.clone());
@@ -257,6 +252,16 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     })
 }
 
+/// What the API's and the faces' handlers share.
+fn api_state(node: Arc<Node>, shutdown: CancellationToken) -> api::Shared {
+    Arc::new(api::AppState {
+        node,
+        shutdown,
+        prometheus: prometheus(),
+        lease_claims: Default::default(),
+    })
+}
+
 /// The client API of `node` as the API listener of [`start`] serves it (the same routes,
 /// browser guard and authentication), for a caller that serves it without a listener of its
 /// own: the deterministic simulation of `switchyard-testing` serves it over in-memory
@@ -268,14 +273,8 @@ pub fn embedded_api(node: Arc<Node>, shutdown: CancellationToken) -> Router {
         .flatten()
         .cloned()
         .collect();
-    let state = Arc::new(api::AppState {
-        node: node.clone(),
-        shutdown,
-        prometheus: prometheus(),
-        lease_claims: Default::default(),
-    });
     listen::guard(
-        api::router(state),
+        api::router(api_state(node.clone(), shutdown)),
         node.config.browser.clone(),
         own_hosts,
         SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -177,22 +177,20 @@ impl Node {
     /// network, disk and clock): `config` gives what the API reads (device types, limits,
     /// tokens, watch settings). It has a cluster secret of its own that no peer knows, so it
     /// serves no peer listener and joins no cluster over HTTP.
-    pub fn embedded(inner: Arc<switchyard_node::Node>, config: Config) -> Result<Node, StartError> {
+    pub fn embedded(inner: Arc<switchyard_node::Node>, config: Config) -> Node {
         let secret = ClusterSecret::generate();
-        let tls =
-            switchyard_tls::client_config(&[], None).map_err(|e| StartError::Tls(e.to_string()))?;
         let peers = PeerClient::new(
             secret.clone(),
             crate::network::peer_body_limit(config.max_body_bytes),
-            tls,
+            (*switchyard_tls::system_client_config()).clone(),
             false,
         );
-        Ok(Node {
+        Node {
             inner,
             config,
             peers,
             peer_auth: Verifier::new(secret),
-        })
+        }
     }
 
     /// The node itself, for the tasks that run beside the listeners (scheduler, agent check).

@@ -68,8 +68,7 @@ impl Endpoints {
             config.node_id = e.node.id;
             config.advertise_api = Some(addr.to_string());
             config.advertise_peer = Some(addr.to_string());
-            let node = switchyard_server::Node::embedded(e.node.clone(), config)
-                .expect("an embedded node needs no files");
+            let node = switchyard_server::Node::embedded(e.node.clone(), config);
             e.app = Some(switchyard_server::embedded_api(
                 Arc::new(node),
                 e.stop.clone(),

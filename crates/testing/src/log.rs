@@ -83,6 +83,17 @@ impl SimLog {
         )
     }
 
+    /// The last entry held now (flushed or not).
+    pub fn last(&self) -> Option<LogIdOf<C>> {
+        self.mem
+            .lock()
+            .unwrap()
+            .log
+            .values()
+            .next_back()
+            .map(|e| e.log_id())
+    }
+
     /// Every entry held now (flushed or not), in index order.
     pub fn entries(&self) -> Vec<EntryOf<C>> {
         self.mem.lock().unwrap().log.values().cloned().collect()

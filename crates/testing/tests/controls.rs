@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use openraft::ServerState;
-use switchyard_core::bank::BankCommand;
 use switchyard_core::devices::DeviceCommand;
 use switchyard_core::{Command, Timer};
 use switchyard_node::NodeError;
@@ -13,22 +12,9 @@ use switchyard_testing::cluster::{NodeTimer, TimerKind, WhatIfError};
 use switchyard_testing::net::{Action, Gate, Kind, Rule, RuleError, Stage};
 use switchyard_testing::{Effect, SimCluster, SimOptions, effect, run_seeded};
 
-const TEN_S: Duration = Duration::from_secs(10);
+mod common;
 
-fn open(id: &str) -> Command {
-    Command::Bank(BankCommand::Open { id: id.into() })
-}
-
-fn credit(id: &str, amount: u64) -> Command {
-    Command::Bank(BankCommand::Credit {
-        id: id.into(),
-        amount,
-    })
-}
-
-fn balance(sim: &SimCluster, node: u64, id: &str) -> Option<u64> {
-    sim.view(node).read(|s| s.bank.get(id).map(|a| a.balance))
-}
+use common::{TEN_S, balance, credit, open};
 
 /// A cluster with account `a` open, its leader and a follower.
 async fn cluster(seed: u64) -> (SimCluster, u64, u64) {

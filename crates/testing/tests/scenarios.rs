@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use openraft::ServerState;
-use switchyard_core::bank::BankCommand;
 use switchyard_core::devices::DeviceCommand;
 use switchyard_core::jobs::{JobCommand, JobReply};
 use switchyard_core::{Command, Reply};
@@ -11,20 +10,10 @@ use switchyard_node::NodeError;
 use switchyard_testing::net::{Action, Gate, Kind, Rule, Stage};
 use switchyard_testing::{SimCluster, SimOptions, run_seeded};
 
-const TEN_S: Duration = Duration::from_secs(10);
+mod common;
 
-fn open(id: &str) -> Command {
-    Command::Bank(BankCommand::Open { id: id.into() })
-}
+use common::{TEN_S, balance, credit, open};
 
-fn credit(id: &str, amount: u64) -> Command {
-    Command::Bank(BankCommand::Credit {
-        id: id.into(),
-        amount,
-    })
-}
-
-/// Run `scenario` twice on the same seed: the traces must be equal.
 /// Write `command` (answered within 5 s) and expect it applied; its log index.
 async fn applied(sim: &SimCluster, command: Command) -> u64 {
     let (_, index) = sim
@@ -34,6 +23,7 @@ async fn applied(sim: &SimCluster, command: Command) -> u64 {
     index
 }
 
+/// Run `scenario` twice on the same seed: the traces must be equal.
 fn twice(
     seed: u64,
     scenario: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String>>>,
@@ -85,10 +75,6 @@ fn a_new_leader_is_elected_after_the_leader_is_isolated() {
         })
     });
     eprintln!("{trace}");
-}
-
-fn balance(sim: &SimCluster, node: u64, id: &str) -> Option<u64> {
-    sim.view(node).read(|s| s.bank.get(id).map(|a| a.balance))
 }
 
 /// Events of node `node` after `after` (whole history when 0), as (revision, topic, kind).

@@ -167,78 +167,58 @@ pub(super) async fn apply(sim: &SimCluster, f: Fault) {
         Fault::DropVotes(count) => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::BeforeSend,
-                    Action::Drop,
-                )
-                .kind(Kind::Vote)
-                .times(count),
+                rule(sim, Stage::BeforeSend, Action::Drop)
+                    .kind(Kind::Vote)
+                    .times(count),
             );
         }
         Fault::DropAppendAnswers(count) => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::AfterProcess,
-                    Action::Drop,
-                )
-                .kinds(Kind::APPEND_ENTRIES)
-                .times(count),
+                rule(sim, Stage::AfterProcess, Action::Drop)
+                    .kinds(Kind::APPEND_ENTRIES)
+                    .times(count),
             );
         }
         Fault::DelayAppends { from, delay, count } => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::BeforeSend,
-                    Action::Delay(delay),
-                )
-                .kinds(Kind::APPEND_ENTRIES)
-                .from(from)
-                .times(count),
+                rule(sim, Stage::BeforeSend, Action::Delay(delay))
+                    .kinds(Kind::APPEND_ENTRIES)
+                    .from(from)
+                    .times(count),
             );
         }
         Fault::Jitter { max, count } => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::BeforeSend,
-                    Action::Jitter(max),
-                )
-                .times(count),
+                rule(sim, Stage::BeforeSend, Action::Jitter(max)).times(count),
             );
         }
         Fault::Duplicate(count) => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::BeforeSend,
-                    Action::Duplicate,
-                )
-                .kinds(Kind::APPEND_ENTRIES)
-                .times(count),
+                rule(sim, Stage::BeforeSend, Action::Duplicate)
+                    .kinds(Kind::APPEND_ENTRIES)
+                    .times(count),
             );
         }
         Fault::DropLeaderAnswers(count) => {
             add(
                 sim,
-                Rule::new(
-                    sim.router.fresh_name("fault"),
-                    Stage::AfterProcess,
-                    Action::Drop,
-                )
-                .kind(Kind::Forward)
-                .times(count),
+                rule(sim, Stage::AfterProcess, Action::Drop)
+                    .kind(Kind::Forward)
+                    .times(count),
             );
         }
         Fault::HoldApply(n, hold) if known(n) && sim.is_up(n) => sim.hold_apply(n, hold),
         _ => {}
     }
+}
+
+/// A fault's rule, under a name of its own.
+fn rule(sim: &SimCluster, stage: Stage, action: Action) -> Rule {
+    Rule::new(sim.router.fresh_name("fault"), stage, action)
 }
 
 /// Add a fault's rule after the others.

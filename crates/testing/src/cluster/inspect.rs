@@ -113,7 +113,7 @@ impl SimCluster {
                 term: m.current_term,
                 vote: Some(vote(&m.vote)),
                 leader: m.current_leader,
-                last_log: self.log(id).last().map(|e| e.pos),
+                last_log: self.nodes.borrow()[&id].log.last().map(|l| LogPos::of(&l)),
                 committed: m.local_committed.map(|l| l.index()),
                 applied: m.last_applied.map(|l| l.index()),
             };
