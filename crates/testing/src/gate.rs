@@ -17,6 +17,8 @@ use crate::trace::Trace;
 pub struct Apply {
     pub node: u64,
     pub index: u64,
+    /// The leader that wrote the entry, as openraft orders leaders: (term, node id).
+    pub leader: (u64, u64),
     pub entry: String,
 }
 
@@ -77,6 +79,7 @@ impl ApplyGate for SimGate {
         self.applies.lock().unwrap().push(Apply {
             node: self.node,
             index,
+            leader: (log_id.leader_id.term, log_id.leader_id.node_id),
             entry: format!("{log_id} {answer}"),
         });
     }
