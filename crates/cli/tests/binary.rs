@@ -150,7 +150,16 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
         err.contains(&format!("data format {other}")) && err.contains("reads format"),
         "{err}"
     );
-    std::fs::write(&format, current).unwrap();
+    // The previous format is migrated when the directory opens, keeping its data.
+    let previous = other - 2;
+    std::fs::write(&format, format!("{previous}\n")).unwrap();
+    let mut proc = spawn(dir.path());
+    let client = Client::new(proc.url());
+    common::ready(&client).await;
+    assert_eq!(client.account("a").await.unwrap().balance, 42);
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), current);
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //! States: `down` at creation; `running` while an action runs; a successful `up` or `snapshot`
 //! leaves `up` (the /v1 contract: a snapshot is of a live deployment), a successful `down`
 //! leaves `down`, another successful action returns to the state before it; a failed one
-//! leaves `failed`, naming the action.
+//! leaves `failed`, naming the action. An action started with `ActLeaving` names the state
+//! its success leaves instead (a face whose original has its own rule).
 //!
 //! A deployment also keeps its orchestrator's state document (seed 003's `{name}-state.json`),
 //! an opaque JSON text of at most [`MAX_DOCUMENT`] bytes, replicated like everything else.
@@ -60,7 +61,8 @@ pub struct ActionRun {
     pub exit_code: Option<i32>,
     /// `running`, then the job's final status (`succeeded`, `failed`, `timed_out`, ...).
     pub state: String,
-    /// The deployment's state once the action ended.
+    /// The deployment's state once the action ended. While it runs: the state a success will
+    /// leave when the action was started with one (`ActLeaving`), else `None`.
     pub end_state: Option<State>,
 }
 
@@ -125,6 +127,15 @@ pub enum DeploymentCommand {
     SetDocument {
         name: String,
         document: String,
+    },
+    /// `Act`, with the state a success leaves: `on_success`, or the state before the action
+    /// when `None`. (Appended last: variants are stored by position.)
+    ActLeaving {
+        name: String,
+        action: String,
+        args: Vec<String>,
+        retention_ms: i64,
+        on_success: Option<State>,
     },
 }
 
@@ -201,7 +212,24 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
             action,
             args,
             retention_ms,
+        }
+        | DeploymentCommand::ActLeaving {
+            name,
+            action,
+            args,
+            retention_ms,
+            ..
         } => {
+            if let DeploymentCommand::ActLeaving {
+                on_success: Some(State::Running | State::Failed),
+                ..
+            } = cmd
+            {
+                return Err(invalid(
+                    "on_success",
+                    "a success leaves up, down or the state before (none)",
+                ));
+            }
             crate::jobs::validate_retention(*retention_ms)?;
             validate_name("name", name)?;
             validate_name("action", action)?;
@@ -417,7 +445,18 @@ impl Deployments {
                 action,
                 args,
                 retention_ms,
+            }
+            | DeploymentCommand::ActLeaving {
+                name,
+                action,
+                args,
+                retention_ms,
+                ..
             } => {
+                let leaves = match cmd {
+                    DeploymentCommand::ActLeaving { on_success, .. } => Some(*on_success),
+                    _ => None,
+                };
                 let d = self.found(name)?;
                 if d.current.is_some() {
                     return Err(Self::busy(d));
@@ -469,7 +508,7 @@ impl Deployments {
                     finished_ms: None,
                     exit_code: None,
                     state: "running".into(),
-                    end_state: None,
+                    end_state: leaves.map(|on| on.unwrap_or(d.before)),
                 });
                 d.revision = ctx.index;
                 let d = d.clone();
@@ -530,10 +569,11 @@ impl Deployments {
         run.state = status.to_string();
         d.state = if status == "succeeded" {
             d.failed_action = None;
-            match run.action.as_str() {
-                "up" | "snapshot" => State::Up,
-                "down" => State::Down,
-                _ => d.before,
+            match (run.end_state, run.action.as_str()) {
+                (Some(named), _) => named,
+                (None, "up" | "snapshot") => State::Up,
+                (None, "down") => State::Down,
+                (None, _) => d.before,
             }
         } else {
             d.failed_action = Some(run.action.clone());
@@ -770,5 +810,73 @@ mod tests {
         ds.apply(&delete(false), &mut jobs, at(12), 0, &mut ev)
             .unwrap();
         assert!(ds.get("web").is_none());
+    }
+
+    #[test]
+    fn an_action_started_with_the_state_its_success_leaves_ends_there() {
+        let (mut ds, mut jobs) = (Deployments::default(), Jobs::default());
+        let mut ev = Vec::new();
+        let mut s = spec();
+        s.actions
+            .insert("snapshot".into(), vec!["snap".into(), "{args}".into()]);
+        let at = |i: u64| Ctx { index: i };
+        ds.apply(&DeploymentCommand::Create(s), &mut jobs, at(1), 0, &mut ev)
+            .unwrap();
+        let mut run =
+            |ds: &mut Deployments, jobs: &mut Jobs, action: &str, on_success, i, status| {
+                let act = DeploymentCommand::ActLeaving {
+                    name: "web".into(),
+                    action: String::from(action),
+                    args: vec![],
+                    retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
+                    on_success,
+                };
+                validate(&act).unwrap();
+                let Ok(DeploymentReply::Started { action_id, .. }) =
+                    ds.apply(&act, jobs, at(i), 0, &mut ev)
+                else {
+                    panic!("{action} did not start")
+                };
+                assert_eq!(ds.get("web").unwrap().state, State::Running);
+                let owner = format!("deployments/web/{action_id}");
+                ds.job_ended(&owner, status, Some(0), at(i + 1), 1, &mut ev);
+                let d = ds.get("web").unwrap();
+                assert_eq!(d.history.last().unwrap().end_state, Some(d.state));
+                d.state
+            };
+        // A snapshot from down returns to down (where plain `Act` would leave up).
+        assert_eq!(
+            run(&mut ds, &mut jobs, "snapshot", None, 2, "succeeded"),
+            State::Down
+        );
+        assert_eq!(
+            run(&mut ds, &mut jobs, "check", Some(State::Up), 4, "succeeded"),
+            State::Up
+        );
+        assert_eq!(
+            run(&mut ds, &mut jobs, "snapshot", None, 6, "succeeded"),
+            State::Up
+        );
+        assert_eq!(
+            run(
+                &mut ds,
+                &mut jobs,
+                "snapshot",
+                Some(State::Down),
+                8,
+                "failed"
+            ),
+            State::Failed
+        );
+        for bad in [State::Running, State::Failed] {
+            let act = DeploymentCommand::ActLeaving {
+                name: "web".into(),
+                action: "up".into(),
+                args: vec![],
+                retention_ms: crate::jobs::DEFAULT_RETENTION_MS,
+                on_success: Some(bad),
+            };
+            assert!(validate(&act).is_err(), "{bad:?}");
+        }
     }
 }

@@ -6,12 +6,22 @@
 //! format; anything else is refused at start with both numbers, before a byte is decoded.
 //! `crates/store/tests/codec.rs` keeps encoded samples of the current format and fails when
 //! the encoding changes without [`FORMAT`] changing.
+//!
+//! Upgrades: a directory of the previous format is migrated when it opens. From 2 to 3 the
+//! migration rewrites only `FORMAT`: format 3 added a command variant at the end, so every
+//! byte of format 2 reads the same (the codec test decodes the committed format-2 samples
+//! with this binary's types). Older formats are refused.
 
 use std::io::{self, Write};
 use std::path::Path;
 
-/// The format this binary reads and writes. 2: each job records its retention.
-pub const FORMAT: u32 = 2;
+/// The format this binary reads and writes. 2: each job records its retention. 3: a
+/// deployment action may name the state its success leaves (`ActLeaving`).
+pub const FORMAT: u32 = 3;
+
+/// The formats this binary migrates from when a data directory opens (each reads as
+/// [`FORMAT`] unchanged; only the `FORMAT` file is rewritten).
+pub const MIGRATES_FROM: [u32; 1] = [2];
 
 /// The file in the data directory that names its format.
 pub const FORMAT_FILE: &str = "FORMAT";
@@ -39,6 +49,10 @@ pub fn check(dir: &Path) -> io::Result<()> {
     };
     match found {
         Some(f) if f == FORMAT => Ok(()),
+        Some(f) if MIGRATES_FROM.contains(&f) => {
+            tracing::info!(dir = %dir.display(), from = f, to = FORMAT, "migrating the data format");
+            write(dir, FORMAT)
+        }
         Some(f) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -107,5 +121,19 @@ mod tests {
         let text = std::fs::read_to_string(d.path().join(FORMAT_FILE)).unwrap();
         assert_eq!(text, "1\n");
         assert_eq!(r.is_ok(), FORMAT == 1);
+    }
+
+    #[test]
+    fn the_previous_format_is_migrated_on_open() {
+        let d = tempfile::TempDir::new().unwrap();
+        std::fs::write(d.path().join("raft-log.redb"), b"").unwrap();
+        for from in MIGRATES_FROM {
+            std::fs::write(d.path().join(FORMAT_FILE), format!("{from}\n")).unwrap();
+            check(d.path()).unwrap();
+            let text = std::fs::read_to_string(d.path().join(FORMAT_FILE)).unwrap();
+            assert_eq!(text, format!("{FORMAT}\n"), "from {from}");
+        }
+        std::fs::write(d.path().join(FORMAT_FILE), "1\n").unwrap();
+        assert!(check(d.path()).is_err(), "format 1 is not migrated");
     }
 }

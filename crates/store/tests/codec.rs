@@ -154,6 +154,23 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
             keep: 10,
         }))),
         Command::Tick,
+        // Format 3.
+        Command::Deployments(DeploymentCommand::Create(Spec {
+            name: "cache".into(),
+            actions: BTreeMap::from([("snapshot".into(), vec!["snap.sh".into()])]),
+            dir: None,
+            queue: "q1".into(),
+            labels: BTreeMap::new(),
+            timeout: None,
+            env: BTreeMap::new(),
+        })),
+        Command::Deployments(DeploymentCommand::ActLeaving {
+            name: "cache".into(),
+            action: "snapshot".into(),
+            args: vec![],
+            retention_ms: 60_000,
+            on_success: None,
+        }),
     ];
     let mut state = State::default();
     let mut proposals = Vec::new();
@@ -177,6 +194,28 @@ fn every_command_and_the_state_roundtrip_through_postcard() {
     assert_eq!(state.jobs.log(0, 0, 10).unwrap().lines.len(), 1);
     assert_eq!(roundtrip(&state), state);
     check_format_samples(&(proposals, outcomes, state));
+}
+
+/// The samples of every format this binary migrates from decode, whole, with today's types
+/// and encode back to the same bytes: their data reads as it did (the migration only renames
+/// the format).
+#[test]
+fn the_samples_of_the_formats_migrated_from_read_unchanged() {
+    for from in switchyard_store::format::MIGRATES_FROM {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/data/format-{from}.bin"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (samples, rest) = postcard::take_from_bytes::<Samples>(&bytes)
+            .unwrap_or_else(|e| panic!("{} no longer decodes: {e}", path.display()));
+        assert!(rest.is_empty(), "{}: bytes left over", path.display());
+        assert_eq!(
+            postcard::to_allocvec(&samples).unwrap(),
+            bytes,
+            "{} re-encodes differently",
+            path.display()
+        );
+        assert!(!samples.0.is_empty() && samples.2.deployments.iter().next().is_some());
+    }
 }
 
 type Samples = (Vec<Proposal>, Vec<Outcome>, State);
