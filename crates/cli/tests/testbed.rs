@@ -153,8 +153,19 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
     assert_eq!(face.get("/api/active-deployments").await, (200, json!({})));
 
     // The action answers its uuid at once, while the script runs.
-    let up =
-        json!({"command": {"up": {"up_cmd": {"provision": false}}}, "generate_artefacts": false});
+    let up = json!({
+        "command": {"up": {"up_cmd": {"provision": false, "rerun_scripts": false, "reapply_acl": false}}},
+        "generate_artefacts": false
+    });
+    // A command not of the original's shapes is refused, naming the field; nothing starts.
+    let (code, text) = face
+        .post(
+            "/api/deployments/web/action",
+            json!({"command": {"up": {"up_cmd": {"provision": false}}}}),
+        )
+        .await;
+    assert_error(code, &text, 400, "command.up.up_cmd");
+    assert_eq!(face.get("/api/deployments/web").await.1["state"], "down");
     let (code, uuid) = face.post("/api/deployments/web/action", up.clone()).await;
     assert_eq!(code, 200, "{uuid}");
     assert_eq!(uuid.len(), 36, "a uuid: {uuid:?}");
@@ -192,17 +203,15 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
     assert_error(code, &text, 409, "while it is up");
 
     // A failing snapshot: error code 3, state failed with the command.
-    let snap = json!({"command": {"snapshot": {"snapshot_cmd": "info"}}});
+    let snapshot = json!({"snapshot": {"snapshot_cmd": {"info": {"name": "g1"}}}});
+    let snap = json!({ "command": snapshot });
     let (code, snap_uuid) = face.post("/api/deployments/web/action", snap).await;
     assert_eq!(code, 200, "{snap_uuid}");
     let (lines, _) = stream(&face, &snap_uuid).await;
     assert_eq!(lines.len(), 1);
     assert!(lines[0].starts_with("snapping {"), "{lines:?}");
     let (_, d) = face.get("/api/deployments/web").await;
-    assert_eq!(
-        d["state"],
-        json!({"failed": {"snapshot": {"snapshot_cmd": "info"}}})
-    );
+    assert_eq!(d["state"], json!({ "failed": snapshot }));
 
     // The log index: uuid → log path, error code, end state, time; each log path serves its log.
     let (code, index) = face.get("/api/deployments/web/logs").await;

@@ -27,6 +27,8 @@ use crate::{CommandError, Ctx, Event};
 pub const MAX_HISTORY: usize = 1000;
 /// Most arguments one action takes.
 pub const MAX_ARGS: usize = 256;
+/// Largest command text a reset may name as the one that failed (`Amend`), in bytes.
+pub const MAX_FAILED_COMMAND: usize = 4096;
 /// Largest orchestrator state document, in bytes.
 pub const MAX_DOCUMENT: usize = 2 << 20;
 
@@ -88,7 +90,9 @@ pub struct Deployment {
     pub state: State,
     /// The state an action other than up/down/snapshot returns to when it succeeds.
     pub before: State,
-    /// The action whose failure left the deployment `failed`.
+    /// The action whose failure left the deployment `failed`: its name, or, when a reset set
+    /// the state by hand (`Amend`), possibly the command itself as a JSON object (a face's
+    /// original names a failure by its whole command, options included).
     pub failed_action: Option<String>,
     pub current: Option<ActionRun>,
     pub history: Vec<ActionRun>,
@@ -192,8 +196,24 @@ pub fn validate(cmd: &DeploymentCommand) -> Result<(), CommandError> {
                     "cannot be set to running: an action sets it; allowed: up, down, failed",
                 ));
             }
-            if let Some(a) = failed_action {
-                validate_name("failed_action", a)?;
+            let not_a_command = |a: &str| {
+                a.len() > MAX_FAILED_COMMAND
+                    || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(a)
+                        .is_err()
+            };
+            match failed_action {
+                Some(a) if a.starts_with('{') && not_a_command(a) => {
+                    return Err(invalid(
+                        "failed_action",
+                        format!(
+                            "an action name, or a command as a JSON object of at most \
+                             {MAX_FAILED_COMMAND} bytes"
+                        ),
+                    ));
+                }
+                Some(a) if a.starts_with('{') => {}
+                Some(a) => validate_name("failed_action", a)?,
+                None => {}
             }
             Ok(())
         }
@@ -322,7 +342,10 @@ impl ActionRun {
             finished_at: self.finished_ms.map(rfc3339),
             exit_code: self.exit_code,
             state: self.state.clone(),
-            end_state: self.end_state.map(|s| s.as_str().to_string()),
+            end_state: self
+                .finished_ms
+                .and(self.end_state)
+                .map(|s| s.as_str().to_string()),
         }
     }
 }

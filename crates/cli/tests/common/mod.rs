@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod testbed_cli;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
