@@ -32,6 +32,98 @@ async fn next_text(ws: &mut Socket) -> String {
     }
 }
 
+/// Status, content type and body, as bytes go.
+async fn raw(method: reqwest::Method, url: String, body: Option<&str>) -> (u16, String, String) {
+    let mut r = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        r = r.body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (resp.status().as_u16(), ctype, resp.text().await.unwrap())
+}
+
+/// The original's bodies byte for byte (captured from altair-server on Tornado 6.0.3, which
+/// writes a dict as Python's `json.dumps` with `</` escaped, as `application/json;
+/// charset=UTF-8`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_content_types_are_the_originals_bytes() {
+    let dir = TempDir::new().unwrap();
+    let altair = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = altair.local_addr().unwrap();
+    let _server = common::start_with(dir.path(), |_| {}, None, Some(altair)).await;
+    let url = |p: &str| format!("http://{addr}{p}");
+    use reqwest::Method as M;
+    const JSON: &str = "application/json; charset=UTF-8";
+
+    assert_eq!(
+        raw(M::GET, url("/api/beers"), None).await,
+        (200, JSON.into(), r#"{"beers": []}"#.into())
+    );
+    let (code, ctype, body) = raw(
+        M::POST,
+        url("/api/beers"),
+        Some(r#"{"tapId": 3, "volume": 0.5e3}"#),
+    )
+    .await;
+    assert_eq!((code, ctype.as_str()), (200, JSON));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let ts = v["beer"]["timestamp"].as_str().unwrap();
+    // A float volume reads back as Python writes the float it parsed.
+    let want = format!(
+        r#"{{"beer": {{"id": 0, "type": "pint", "volume": 500.0, "timestamp": "{ts}", "tapId": 3}}}}"#
+    );
+    assert_eq!(body, want);
+    assert_eq!(
+        raw(M::GET, url("/api/beers/0"), None).await,
+        (200, JSON.into(), want[..want.len()].to_string())
+    );
+    assert_eq!(
+        raw(M::GET, url("/api/beers"), None).await.2,
+        format!("{{\"beers\": [{}]}}", &want[9..want.len() - 1])
+    );
+    assert_eq!(
+        raw(
+            M::POST,
+            url("/api/beers"),
+            Some(r#"{"tapId": 1, "volume": 50}"#)
+        )
+        .await,
+        (
+            403,
+            JSON.into(),
+            r#"{"status": 403, "message": "There is no glass type for the specified volume"}"#
+                .into()
+        )
+    );
+    assert_eq!(
+        raw(M::GET, url("/api/beers/99"), None).await,
+        (
+            404,
+            JSON.into(),
+            r#"{"status": 404, "message": "Beer with id 99 not found"}"#.into()
+        )
+    );
+    // Text outside ASCII and `</` as Tornado escapes them.
+    assert_eq!(
+        raw(M::GET, url("/api/beers/caf%C3%A9%3C%2Fscript%3E"), None).await,
+        (
+            404,
+            JSON.into(),
+            r#"{"status": 404, "message": "Beer with id caf\u00e9<\/script> not found"}"#.into()
+        )
+    );
+    // DELETE answers an empty body with Tornado's default type.
+    assert_eq!(
+        raw(M::DELETE, url("/api/beers/0"), None).await,
+        (200, "text/html; charset=UTF-8".into(), String::new())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beer_routes_match_the_original_and_refusals_store_nothing() {
     let dir = TempDir::new().unwrap();
@@ -50,7 +142,7 @@ async fn beer_routes_match_the_original_and_refusals_store_nothing() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(
-        body.starts_with(r#"{"beer":{"id":0,"type":"pint","volume":450,"timestamp":""#),
+        body.starts_with(r#"{"beer": {"id": 0, "type": "pint", "volume": 450, "timestamp": ""#),
         "{body}"
     );
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -156,7 +248,7 @@ async fn beer_routes_match_the_original_and_refusals_store_nothing() {
         [json!(2), json!(3)]
     );
     let (_, past) = req(M::GET, url("/api/beers?page=99"), None).await;
-    assert_eq!(past, r#"{"beers":[]}"#);
+    assert_eq!(past, r#"{"beers": []}"#);
     let (_, halves) = req(M::GET, url("/api/beers?type=half"), None).await;
     let halves: Value = serde_json::from_str(&halves).unwrap();
     assert!(
@@ -170,13 +262,13 @@ async fn beer_routes_match_the_original_and_refusals_store_nothing() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
     let (s, one) = req(M::GET, url("/api/beers/0"), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(one.starts_with(r#"{"beer":{"id":0,"#));
+    assert!(one.starts_with(r#"{"beer": {"id": 0,"#));
     let (s, text) = req(M::GET, url("/api/beers/77"), None).await;
     assert_eq!(
         (s, text.as_str()),
         (
             StatusCode::NOT_FOUND,
-            r#"{"status":404,"message":"Beer with id 77 not found"}"#
+            r#"{"status": 404, "message": "Beer with id 77 not found"}"#
         )
     );
     let (s, text) = req(M::DELETE, url("/api/beers/0"), None).await;
@@ -282,7 +374,7 @@ async fn v1_beers_pages_filters_and_errors_on_the_same_state() {
     }
     // The Altair face sees the same beers.
     let (_, one) = req(M::GET, format!("{base}/api/beers/3"), None).await;
-    assert!(one.contains(r#""volume":300.5"#), "{one}");
+    assert!(one.contains(r#""volume": 300.5"#), "{one}");
 
     let get = |q: &str| {
         let url = format!("{base}/v1/beers{q}");

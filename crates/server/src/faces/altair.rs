@@ -8,7 +8,9 @@
 //! the report as JSON text. Where the original answered 500 (bad JSON, missing or mistyped
 //! fields, a non-numeric page or id), this face answers 400 (or 404 for an id) in the same
 //! `{"status", "message"}` shape, naming the field; a rejected pour uses no id.
-//! A tap that connects with `?tapId=N&skip_own=true` is not told of its own pours.
+//! A tap that connects with `?tapId=N&skip_own=true` is not told of its own pours. JSON bodies
+//! are written as the original's Tornado writes a dict (`pyjson`, `</` escaped), as
+//! `application/json; charset=UTF-8`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use futures::{SinkExt, StreamExt};
@@ -57,12 +59,23 @@ pub fn router(s: Shared) -> Router {
         .with_state(s)
 }
 
-fn status(code: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON body as the original's Tornado writes a dict: `json.dumps`, then `</` as `<\/`,
+/// with its content type.
+fn tornado_json(code: StatusCode, v: &Value) -> Response {
+    let body = super::pyjson::dumps(v).replace("</", "<\\/");
     (
         code,
-        axum::Json(json!({"status": code.as_u16(), "message": message.into()})),
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body,
     )
         .into_response()
+}
+
+fn status(code: StatusCode, message: impl Into<String>) -> Response {
+    tornado_json(
+        code,
+        &json!({"status": code.as_u16(), "message": message.into()}),
+    )
 }
 
 fn bad(message: impl Into<String>) -> Response {
@@ -104,7 +117,7 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
     let cmd = Command::Beers(BeerCommand::Pour { tap_id, volume });
     match s.node.write(cmd, None).await {
         Ok((Reply::Beers(BeerReply::Poured(b)), _)) => {
-            axum::Json(json!({"beer": b.original_json()})).into_response()
+            tornado_json(StatusCode::OK, &json!({"beer": b.original_json()}))
         }
         Ok((other, _)) => ApiError::internal(format!("pour answered {other:?}")).into_response(),
         Err(e) => refused(e.into()),
@@ -141,7 +154,7 @@ async fn list(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>
             .map(|b| b.original_json())
             .collect()
     });
-    axum::Json(json!({ "beers": beers })).into_response()
+    tornado_json(StatusCode::OK, &json!({ "beers": beers }))
 }
 
 fn not_found(id: &str) -> Response {
@@ -163,7 +176,7 @@ async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Response {
         .view
         .read(|st| st.beers.get(n).map(|b| b.original_json()))
     {
-        Some(b) => axum::Json(json!({ "beer": b })).into_response(),
+        Some(b) => tornado_json(StatusCode::OK, &json!({ "beer": b })),
         None => not_found(&id),
     }
 }
@@ -183,7 +196,12 @@ async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
         )
         .await
     {
-        Ok(_) => StatusCode::OK.into_response(),
+        // Tornado's empty answer still names its default type.
+        Ok(_) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+        )
+            .into_response(),
         Err(e) => refused(e.into()),
     }
 }

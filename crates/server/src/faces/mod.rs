@@ -4,4 +4,5 @@
 pub mod altair;
 pub mod funkytown;
 pub mod mv;
+pub mod pyjson;
 pub mod testbed;
