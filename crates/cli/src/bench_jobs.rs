@@ -529,6 +529,7 @@ impl Queue {
                     max: 1,
                     wait: 1.0,
                     finish,
+                    until_drained: false,
                 };
                 let l = match c.lease(&req).await {
                     // The finish came after the lease expired (a slow machine): the job was

@@ -165,8 +165,12 @@ pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode>
         .find(|a| a.action_id == started.action_id)
         .context("the action is missing from the deployment's history")?;
     let d = client.deployment(&name).await?;
+    let why = match client.job(started.job_id).await.map(|j| j.error) {
+        Ok(Some(e)) => format!(": {e}"),
+        _ => String::new(),
+    };
     eprintln!(
-        "{action} {name}: {} (exit code {}); deployment {}",
+        "{action} {name}: {} (exit code {}){why}; deployment {}",
         record.state,
         record.exit_code.map_or("none".into(), |c| c.to_string()),
         d.state

@@ -298,9 +298,12 @@ async fn follow(client: &Client, id: u64, from: u64, timestamps: bool) -> anyhow
     let status = f.status().unwrap_or("unknown").to_string();
     let job = client.job(id).await?;
     eprintln!(
-        "job {id} {status} (attempts {}, exit code {})",
+        "job {id} {status} (attempts {}, exit code {}){}",
         job.attempts,
-        job.exit_code.map_or("none".into(), |c| c.to_string())
+        job.exit_code.map_or("none".into(), |c| c.to_string()),
+        job.error
+            .as_ref()
+            .map_or(String::new(), |e| format!(": {e}"))
     );
     Ok(if status == "succeeded" {
         ExitCode::SUCCESS

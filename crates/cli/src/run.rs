@@ -204,10 +204,7 @@ pub async fn run(
     if tty {
         eprintln!();
     }
-    for w in &mut workers {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
+    stop_workers(client, &mut workers, id).await;
     let stats = client.run(id).await?;
     let cells = client.run_cells(id).await?;
     summary(&stats, &cells, &base);
@@ -223,6 +220,32 @@ pub async fn run(
     })
 }
 
+/// How long the local workers get to exit by themselves once the run has ended.
+const WORKER_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The local workers exit by themselves once their queue is drained, leaving the agent
+/// inventory as they go; one still running after [`WORKER_EXIT`] is stopped and removed.
+async fn stop_workers(client: &Client, workers: &mut [std::process::Child], run: u64) {
+    let deadline = std::time::Instant::now() + WORKER_EXIT;
+    for (i, w) in workers.iter_mut().enumerate() {
+        while matches!(w.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if matches!(w.try_wait(), Ok(None)) {
+            let _ = w.kill();
+            let _ = w.wait();
+            let id = worker_id(run, i);
+            if let Err(e) = client.remove_agent(&id).await {
+                eprintln!("could not remove worker {id} from the agents: {e}");
+            }
+        }
+    }
+}
+
+fn worker_id(run: u64, i: usize) -> String {
+    format!("run{run}-w{i}")
+}
+
 fn start_workers(
     client: &Client,
     token: Option<String>,
@@ -235,7 +258,7 @@ fn start_workers(
         .map(|i| {
             let mut c = std::process::Command::new(&exe);
             c.args(["worker", "--server", &client.base_url(), "--queue", queue])
-                .args(["--exit-when-empty", "--id", &format!("run{run}-w{i}")])
+                .args(["--exit-when-empty", "--id", &worker_id(run, i)])
                 .env("SWITCHYARD_LOG", "warn")
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null());
@@ -262,8 +285,11 @@ fn failure(cell: &Value, cells: &[RunCell], base: &str, tty: bool) {
     if tty {
         eprint!("\r\x1b[K");
     }
+    let why = cell["error"]
+        .as_str()
+        .map_or(String::new(), |e| format!(": {e}"));
     eprintln!(
-        "FAIL {} {status} (exit {code}) log: {base}/v1/jobs/{}/logs",
+        "FAIL {} {status} (exit {code}){why} log: {base}/v1/jobs/{}/logs",
         label(c),
         c.job_id
     );
@@ -317,13 +343,19 @@ fn summary(r: &Run, cells: &[RunCell], base: &str) {
         .filter(|c| matches!(c.status.as_str(), "failed" | "timed_out" | "dead"))
     {
         println!(
-            "  {} {} (exit {}) {base}/v1/jobs/{}/logs",
+            "  {} {} (exit {}){} {base}/v1/jobs/{}/logs",
             c.status,
             label(c),
             c.exit_code.map_or("-".into(), |c| c.to_string()),
+            reason(c),
             c.job_id
         );
     }
+}
+
+/// `: REASON` when the cell's job says why it ended badly, else nothing.
+fn reason(c: &RunCell) -> String {
+    c.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
 }
 
 fn xml(s: &str) -> String {
@@ -370,9 +402,10 @@ pub fn junit(r: &Run, cells: &[RunCell]) -> String {
         match c.status.as_str() {
             "succeeded" => out.push_str("/>\n"),
             "failed" | "timed_out" | "dead" => out.push_str(&format!(
-                ">\n      <failure message=\"{} (exit {})\" type=\"{}\">job {}</failure>\n    </testcase>\n",
+                ">\n      <failure message=\"{} (exit {}){}\" type=\"{}\">job {}</failure>\n    </testcase>\n",
                 xml(&c.status),
                 c.exit_code.map_or("-".into(), |c| c.to_string()),
+                xml(&reason(c)),
                 xml(&c.status),
                 c.job_id
             )),

@@ -338,3 +338,121 @@ async fn a_funkytown_spec_file_runs_as_the_original_and_its_reporter_shows_it() 
         "{html}"
     );
 }
+
+/// funkytown's spec file through `switchyard run`: cells that exit 0, 1 and 2 and one whose
+/// command does not exist read on the reporter page as the original's worker judged them
+/// (passed, failed, error, error) with Go's durations; the reason a command could not start is
+/// printed and is its log's last line; the run's workers leave the agents by themselves.
+#[tokio::test]
+async fn funkytown_results_show_each_outcome_as_the_original_and_the_workers_leave() {
+    let dir = TempDir::new().unwrap();
+    common::script(dir.path(), "ok", "echo fine\nsleep 1.2\n");
+    common::script(dir.path(), "one", "echo no >&2\nexit 1\n");
+    common::script(dir.path(), "two", "exit 2\n");
+    let spec = dir.path().join("spec.json");
+    let task = |s: &str| json!({"spec": s, "viewports": ["desktop"], "browsers": ["chrome"]});
+    std::fs::write(
+        &spec,
+        json!({"groups": [{"name": "g", "tasks": [task("ok"), task("one"), task("two"), task("npx")]}]})
+            .to_string(),
+    )
+    .unwrap();
+    let proc = common::serve_in(
+        &dir.path().join("data"),
+        &["--local-workers", "0", "--funkytown-listen", "127.0.0.1:0"],
+    );
+    let client = Client::new(proc.url());
+    common::ready(&client).await;
+    let command = json!([format!("{}/{{spec}}", dir.path().display())]).to_string();
+    let junit = dir.path().join("junit.xml");
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--server", &proc.url(), "--workers", "2"])
+        .arg("--matrix")
+        .arg(&spec)
+        .args(["--command", &command])
+        .arg("--junit")
+        .arg(&junit)
+        .output();
+    let out = common::within(120, "switchyard run to end", cli)
+        .await
+        .unwrap();
+    let exited = std::time::SystemTime::now();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let missing = format!("could not start \"{}/npx\"", dir.path().display());
+    assert!(
+        stderr.contains(&missing),
+        "the reason, as it happens: {stderr}"
+    );
+    assert!(
+        stdout.contains(&missing),
+        "the reason, in the summary: {stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(&missing.replace('"', "&quot;")), "{xml}");
+
+    // The workers exited by themselves once the queue drained, and left the agents.
+    let run = client
+        .run(client.runs().await.unwrap()[0].id)
+        .await
+        .unwrap();
+    let finished = system_time(run.finished_at.as_deref().expect("finished"));
+    let took = exited.duration_since(finished).unwrap_or_default();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "the CLI waits for its workers; they left {took:?} after the last cell"
+    );
+    let agents = client.agents().await.unwrap();
+    assert!(
+        agents.iter().all(|a| !a.id.starts_with("run")),
+        "gone, not lost: {agents:?}"
+    );
+
+    // The reporter's page, in the spec's order; any method answers it.
+    let page = reqwest::Client::new()
+        .post(format!(
+            "http://{}/results",
+            proc.funkytown.as_ref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let rows: Vec<(String, String)> = html
+        .lines()
+        .filter(|l| l.starts_with("<tr><td class="))
+        .map(|l| {
+            let cells: Vec<&str> = l.split("<td").collect();
+            let text = |c: &str| {
+                let c = &c[c.find('>').unwrap() + 1..];
+                c[..c.find('<').unwrap()].to_string()
+            };
+            (text(cells[1]), text(cells[6]))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("passed".to_string(), "1s".to_string()),
+            ("failed".into(), "0s".into()),
+            ("error".into(), "0s".into()),
+            ("error".into(), "0s".into())
+        ],
+        "{html}"
+    );
+
+    // The job whose command could not start says why as its log's last line.
+    let cells = client.run_cells(run.id).await.unwrap();
+    let npx = &cells[3];
+    assert!(npx.error.as_deref().unwrap().starts_with(&missing));
+    let log = client.logs(npx.job_id, 0).await.unwrap();
+    assert_eq!(log.lines.last().unwrap().text, npx.error.clone().unwrap());
+}
+
+/// An RFC 3339 time as a system time.
+fn system_time(t: &str) -> std::time::SystemTime {
+    let t: jiff::Timestamp = t.parse().expect("an RFC 3339 time");
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.as_millisecond() as u64)
+}

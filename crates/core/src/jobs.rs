@@ -238,6 +238,17 @@ impl JobLog {
         self.first + self.lines.len() as u64
     }
 
+    /// Why the job ended badly (a command that could not start, a lost lease), as its last
+    /// line, so whoever reads the log reads the reason.
+    fn push_reason(&mut self, why: &str, now: i64) {
+        self.bytes += why.len() as u64;
+        self.lines.push_back(StoredLine {
+            stream: LogStream::Stderr,
+            time_ms: now,
+            text: why.to_string(),
+        });
+    }
+
     fn append(&mut self, lines: &[NewLogLine], cap_bytes: u64) {
         for l in lines {
             self.bytes += l.text.len() as u64;
@@ -950,6 +961,9 @@ impl Jobs {
         timers.cancel(lease.timer);
         job.revision = ctx.index;
         let job = job.clone();
+        if let Some(why) = error {
+            self.logs.entry(id).or_default().push_reason(why, now);
+        }
         self.unhold(job.id, &lease);
         self.closed(&job, timers);
         Ok(job)
@@ -1030,7 +1044,10 @@ impl Jobs {
         // Already fired when the lease expired; pending when the worker was lost or left.
         timers.cancel(lease.timer);
         job.revision = ctx.index;
-        job.error = Some(format!("{why} (attempt {})", job.attempts));
+        let reason = format!("{why} (attempt {})", job.attempts);
+        self.logs.entry(id).or_default().push_reason(&reason, now);
+        let job = self.jobs.get_mut(&id).expect("a leased job exists");
+        job.error = Some(reason);
         let kind = if job.cancel_requested {
             job.status = Status::Cancelled;
             job.finished_ms = Some(now);

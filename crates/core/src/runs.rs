@@ -452,8 +452,8 @@ impl Run {
         }
     }
 
-    /// Every cell, in order.
-    pub fn cell_views(&self) -> Vec<switchyard_types::RunCell> {
+    /// Every cell, in order, with its job's reason for a bad end from `jobs`.
+    pub fn cell_views(&self, jobs: &crate::jobs::Jobs) -> Vec<switchyard_types::RunCell> {
         use switchyard_types::rfc3339;
         self.spec
             .cells
@@ -474,6 +474,7 @@ impl Run {
                     .started_ms
                     .zip(c.finished_ms)
                     .map(|(s, f)| (f - s) as f64 / 1000.0),
+                error: jobs.get(c.job_id).and_then(|j| j.error.clone()),
             })
             .collect()
     }
@@ -681,7 +682,7 @@ impl Runs {
         let mut body = run.summary("cell");
         body["cell"] = serde_json::json!({
             "index": cell, "key": run.spec.cells[cell].key, "job_id": job.id,
-            "status": after.as_str(), "exit_code": job.exit_code,
+            "status": after.as_str(), "exit_code": job.exit_code, "error": job.error,
         });
         events.push(Event {
             topic: topic(id),

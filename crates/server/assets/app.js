@@ -162,7 +162,7 @@ async function runPage(id) {
   const [run, { cells }] = await Promise.all([api("/v1/runs/" + id), api("/v1/runs/" + id + "/cells")]);
   const grid = h("div", { class: "grid", id: "grid", "data-run": id });
   const cellEls = cells.map((c) => {
-    const title = c.key + " " + Object.entries(c.values).map(([k, v]) => k + "=" + v).join(" ");
+    const title = c.key + " " + Object.entries(c.values).map(([k, v]) => k + "=" + v).join(" ") + (c.error ? ": " + c.error : "");
     const el = h("a", { class: "cell s-" + c.status, href: "#/runs/" + id + "/cells/" + c.index, title, "data-index": c.index, "data-status": c.status });
     grid.append(el);
     return el;
@@ -260,6 +260,7 @@ async function cellPage(id, index) {
       h("tr", {}, h("th", {}, "command"), h("td", {}, job.spec.command.join(" "))),
       h("tr", {}, h("th", {}, "job"), h("td", {}, h("a", { href: "/v1/jobs/" + c.job_id }, "#" + c.job_id))),
       h("tr", {}, h("th", {}, "exit code"), h("td", {}, c.exit_code ?? "–")),
+      job.error ? h("tr", {}, h("th", {}, "reason"), h("td", { class: "reason" }, job.error)) : null,
       h("tr", {}, h("th", {}, "attempts"), h("td", {}, c.attempts)),
       h("tr", {}, h("th", {}, "duration"), h("td", {}, fmtSecs(c.duration_seconds)))),
     h("h2", {}, "Log (tail)"), pre);
@@ -307,7 +308,7 @@ const jobsPage = listPage("Jobs", "/v1/jobs?limit=200", "jobs", [
   ["Job", (j) => h("a", { href: "/v1/jobs/" + j.id + "/logs" }, "#" + j.id)],
   ["Status", (j) => badge(j.status)], ["Queue", (j) => j.queue],
   ["Command", (j) => j.spec.command.join(" ")], ["Attempts", (j) => j.attempts],
-  ["Exit", (j) => j.exit_code ?? "–"], ["Worker", (j) => j.worker || "–"], ["Created", (j) => when(j.created_at)],
+  ["Exit", (j) => j.exit_code ?? (j.error ? h("span", { title: j.error }, "– " + j.error) : "–")], ["Worker", (j) => j.worker || "–"], ["Created", (j) => when(j.created_at)],
   ["", jobActions],
 ], "jobs/");
 

@@ -98,7 +98,7 @@ async fn tokens_guard_mutations_and_sockets() {
         (
             M::POST,
             format!("http://{mv_addr}/background_switch_on"),
-            Some("null"),
+            Some(r#"{"delay": null}"#),
             "fastapi",
         ),
     ];

@@ -23,6 +23,7 @@ fn lease_req(worker: &str, wait: f64) -> LeaseRequest {
         max: 1,
         wait,
         finish: None,
+        until_drained: false,
     }
 }
 
@@ -185,7 +186,11 @@ async fn a_stale_fencing_token_is_refused_and_changes_nothing() {
     let after = client.job(job.id).await.unwrap();
     assert_eq!(after, before, "refused reports change nothing");
     assert_eq!((after.status.as_str(), after.attempts), ("running", 2));
-    assert!(client.logs(job.id, 0).await.unwrap().lines.is_empty());
+    // The log holds no refused line, only why the first attempt ended (its lease ran out).
+    let lines = client.logs(job.id, 0).await.unwrap().lines;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].text.ends_with("(attempt 1)"), "{lines:?}");
+    assert_eq!(Some(&lines[0].text), after.error.as_ref());
     // The current token is taken.
     let done = client
         .finish_job(job.id, new, JobEnding::Exited, Some(0), None)
@@ -268,6 +273,13 @@ async fn a_long_poll_lease_wakes_on_enqueue_and_says_when_the_queue_is_drained()
         running.jobs.is_empty() && !running.drained,
         "a job still runs"
     );
+    // A worker that exits when the work is done waits for the drain, not for its whole poll.
+    let until = {
+        let client = client.clone();
+        let mut req = lease_req("w2", 60.0);
+        req.until_drained = true;
+        tokio::spawn(async move { client.lease(&req).await })
+    };
     // Finishing with the next lease request: nothing else is queued, so the finish commits
     // alone, and the queue is drained.
     let mut next = lease_req("w1", 0.0);
@@ -281,6 +293,15 @@ async fn a_long_poll_lease_wakes_on_enqueue_and_says_when_the_queue_is_drained()
     let after = client.lease(&next).await.unwrap();
     assert_eq!(after.finished.unwrap().status, "succeeded");
     assert!(after.jobs.is_empty() && after.drained);
+    let drained = within(
+        10,
+        "the until-drained poll to answer (it waits 60 s)",
+        until,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(drained.jobs.is_empty() && drained.drained);
     let again = client.lease(&next).await.unwrap_err();
     assert!(matches!(again, Error::Api { status, .. } if status.as_u16() == 409));
     server.stop().await;

@@ -111,20 +111,53 @@ async fn mv_face_speaks_the_original_protocol() {
         StatusCode::OK
     );
 
-    // Background routes need a body, as in the original (422); `null` will do.
-    let (s, v) = call(M::POST, url("/background_scan"), None).await;
+    // Bodies as the original's pydantic models check them (its exact answers): a background
+    // route needs one, `null` is none; a model's keys must be there; nothing starts.
+    let missing_body = json!({"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}]});
+    for body in [None, Some(Value::Null)] {
+        let (s, v) = call(M::POST, url("/background_scan"), body).await;
+        assert_eq!(
+            (s, v),
+            (StatusCode::UNPROCESSABLE_ENTITY, missing_body.clone())
+        );
+    }
+    let (s, v) = call(M::POST, url("/background_scan"), Some(json!({}))).await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"detail": [
+                {"type": "missing", "loc": ["body", "delay"], "msg": "Field required", "input": {}},
+                {"type": "missing", "loc": ["body", "config"], "msg": "Field required", "input": {}}
+            ]})
+        )
+    );
+    let (s, v) = call(M::POST, url("/switch_off"), Some(json!({"config": {}}))).await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"detail": [{"type": "missing", "loc": ["body", "delay"], "msg": "Field required", "input": {"config": {}}}]})
+        )
+    );
+    let (s, v) = call(M::POST, url("/configure"), Some(json!([0, {}]))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert_eq!(v["detail"][0]["loc"], json!(["body"]));
-
-    // A malformed body is a 422 here (the original answered 500).
-    let (s, v) = call(M::POST, url("/configure"), Some(json!({"delay": "soon"}))).await;
+    assert_eq!(v["detail"][0]["type"], "model_attributes_type");
+    // A value of the wrong type is a 422 too (with a message of this face's own).
+    let (s, v) = call(
+        M::POST,
+        url("/configure"),
+        Some(json!({"delay": "soon", "config": null})),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(call(M::GET, url("/obs_state"), None).await.1, json!("IDLE"));
 
     // Abort, which the original lists but never implemented.
     call(
         M::POST,
         url("/background_configure"),
-        Some(json!({"delay": 30})),
+        Some(json!({"delay": 30, "config": null})),
     )
     .await;
     assert_eq!(next().await, r#"{"state": "ON", "obs_state": "BUSY"}"#);

@@ -488,6 +488,10 @@ pub struct LeaseRequest {
     /// for "done with that one, give me the next"). A refused finish refuses the lease too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<FinishJob>,
+    /// Stop waiting as soon as the queue is drained (nothing queued or running), answering
+    /// `drained: true` at once: for a worker that exits when the work is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_drained: bool,
 }
 
 /// The `finish` of a lease request: `POST /v1/jobs/{id}/finish` with the job id inside.
@@ -914,6 +918,10 @@ pub struct RunCell {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_seconds: Option<f64>,
+    /// Why the cell's job ended badly, when it says (a command that could not start, a lost
+    /// lease); also the last line of its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/runs/{id}/cells`.

@@ -210,6 +210,7 @@ pub async fn run(cfg: Config, stop: CancellationToken) -> Result<Summary, String
             max: permits.len() as u32,
             wait: LEASE_WAIT,
             finish: None,
+            until_drained: shared.cfg.exit_when_empty,
         };
         // Abandoned on stop: should the server grant a lease in that instant anyway, leaving
         // (below) ends it and the job is queued again at once.

@@ -333,6 +333,13 @@ async fn lease(
                 finished,
             }));
         }
+        if req.until_drained && s.node.view.read(|st| st.jobs.drained(&req.queue)) {
+            return Ok(Json(Leased {
+                jobs: vec![],
+                drained: true,
+                finished,
+            }));
+        }
         if tokio::time::Instant::now() >= deadline {
             // Read again: a finish just committed may have drained the queue.
             let drained = s.node.view.read(|st| st.jobs.drained(&req.queue));

@@ -238,7 +238,12 @@ async fn cells(
         ));
     }
     Consistency::from_query(&q)?.ready(&s.node).await?;
-    let mut cells = lookup(&s, run_id(&id)?, |r| r.cell_views())?;
+    let id = run_id(&id)?;
+    let mut cells = s
+        .node
+        .view
+        .read(|st| st.runs.get(id).map(|r| r.cell_views(&st.jobs)))
+        .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))?;
     if let Some(st) = q.get("status") {
         cells.retain(|c| &c.status == st);
     }

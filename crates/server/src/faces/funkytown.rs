@@ -1,13 +1,17 @@
 //! The seed-004 face: funkytown's reporter (`--funkytown-listen`, port 3000 by the original).
 //!
-//! `GET /health` answers 200; `GET /results` is the original's HTML page: the run metadata
-//! (tasks remaining, tasks finished, finished) and a row per task with its result (`passed`,
-//! `failed`, `unknown` until it ends), status (`waiting`, `processing`, `complete`), spec,
-//! viewport, browser and duration (Go's duration format). It shows the newest run, or
-//! `?run=ID`. Differences from the original, on purpose: with no run yet it answers 404 with a
-//! short page instead of a 500; a cancelled cell's result is `unknown` (the original had no
-//! cancel); cells of a matrix without spec, viewport or browser dimensions show their other
-//! values under Spec.
+//! `/health` answers 200; `/results` is the original's HTML page: the run metadata (tasks
+//! remaining, tasks finished, finished) and a row per task with its result, status (`waiting`,
+//! `processing`, `complete`), spec, viewport, browser and duration. Both answer any method, as
+//! the original's Go handlers do. The result is the original worker's: `passed` on exit 0,
+//! `failed` on exit status 1, `error` for anything else (another exit code, a signal, a command
+//! that could not start, a timeout, a lost worker), `unknown` until the cell ends. The duration
+//! is Go's `duration.Truncate(time.Second).String()` of the run time (`0s` while processing).
+//! It shows the newest run, or `?run=ID`. Differences from the original, on purpose: with no
+//! run yet it answers 404 with a short page instead of a 500; a cancelled cell's result is
+//! `unknown` (the original had no cancel); rows are in the spec's order (the original's came
+//! in Go's map order, a new one each request) and the page names the run; cells of a matrix
+//! without spec, viewport or browser dimensions show their other values under Spec.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -24,8 +28,8 @@ use crate::routes::Routes;
 /// The face's routes.
 pub fn routes() -> Routes<Shared> {
     Routes::new()
-        .get("/health", || async { StatusCode::OK })
-        .get("/results", results)
+        .any("/health", || async { StatusCode::OK })
+        .any("/results", results)
 }
 
 pub fn router(s: Shared) -> Router {
@@ -44,28 +48,27 @@ struct Which {
     run: Option<u64>,
 }
 
-/// Go's `time.Duration` text for a number of milliseconds: `0s`, `850ms`, `1.25s`, `2m5s`.
-pub fn go_duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = |ms: i64| {
-        let s = format!("{}.{:03}", ms / 1000, ms % 1000);
-        s.trim_end_matches('0').trim_end_matches('.').to_string() + "s"
-    };
-    if ms < 60_000 {
-        return secs(ms);
-    }
-    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
-    let (m, rest) = (rest / 60_000, rest % 60_000);
+/// Go's `d.Truncate(time.Second).String()` for `ms` milliseconds: `0s`, `2s`, `1m1s`,
+/// `1h0m0s`.
+pub fn go_seconds(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     if h > 0 {
-        format!("{h}h{m}m{}", secs(rest))
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
     } else {
-        format!("{m}m{}", secs(rest))
+        format!("{s}s")
+    }
+}
+
+/// The original worker's verdict on an ended cell.
+fn result_of(status: Status, exit_code: Option<i32>) -> &'static str {
+    match (status, exit_code) {
+        (Status::Succeeded, _) => "passed",
+        (Status::Failed, Some(1)) => "failed",
+        (Status::Failed | Status::TimedOut | Status::Dead, _) => "error",
+        (Status::Queued | Status::Running | Status::Cancelled, _) => "unknown",
     }
 }
 
@@ -83,7 +86,7 @@ const STYLE: &str = "body{font-family:Verdana,Arial,Tahoma,Serif;font-size:16px;
 .failed,.error{background:rgb(255,120,120)}.processing{background:rgb(0,146,146)}\
 .complete{background:rgb(175,175,175)}";
 
-fn page(run: &Run, now_ms: i64) -> String {
+fn page(run: &Run) -> String {
     let total = run.cells.len() as u32;
     let finished = run.ended();
     let mut rows = String::new();
@@ -93,14 +96,9 @@ fn page(run: &Run, now_ms: i64) -> String {
             Status::Running => "processing",
             _ => "complete",
         };
-        let result = match cell.status {
-            Status::Succeeded => "passed",
-            Status::Failed | Status::TimedOut | Status::Dead => "failed",
-            _ => "unknown",
-        };
+        let result = result_of(cell.status, cell.exit_code);
         let duration = match (cell.started_ms, cell.finished_ms) {
-            (Some(s), Some(f)) => go_duration(f - s),
-            (Some(s), None) => go_duration(now_ms - s),
+            (Some(s), Some(f)) => go_seconds(f - s),
             _ => "0s".into(),
         };
         let v = |k: &str| spec.values.get(k).cloned().unwrap_or_default();
@@ -137,13 +135,12 @@ async fn results(State(s): State<Shared>, Query(w): Query<Which>) -> Response {
     if let Err(e) = s.node.linearizable().await {
         return crate::error::ApiError::from(e).into_response();
     }
-    let now = s.node.now_ms();
     let html = s.node.view.read(|st| {
         let run = match w.run {
             Some(id) => st.runs.get(id),
             None => st.runs.iter().next_back(),
         };
-        run.map(|r| page(r, now))
+        run.map(page)
     });
     match html {
         Some(h) => Html(h).into_response(),
@@ -157,18 +154,33 @@ async fn results(State(s): State<Shared>, Query(w): Query<Which>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn durations_read_as_go_prints_them() {
+    fn durations_read_as_go_prints_them_truncated_to_seconds() {
+        // Go: time.Duration(ms * 1e6).Truncate(time.Second).String().
         let cases = [
             (0, "0s"),
-            (850, "850ms"),
-            (1000, "1s"),
-            (1250, "1.25s"),
-            (125_000, "2m5s"),
-            (3_725_500, "1h2m5.5s"),
+            (900, "0s"),
+            (2009, "2s"),
+            (61_000, "1m1s"),
+            (3_600_000, "1h0m0s"),
+            (3_661_000, "1h1m1s"),
+            (90_061_000, "25h1m1s"),
         ];
         for (ms, text) in cases {
-            assert_eq!(super::go_duration(ms), text);
+            assert_eq!(go_seconds(ms), text, "{ms}");
         }
+    }
+
+    #[test]
+    fn results_are_the_original_workers() {
+        assert_eq!(result_of(Status::Succeeded, Some(0)), "passed");
+        assert_eq!(result_of(Status::Failed, Some(1)), "failed");
+        assert_eq!(result_of(Status::Failed, Some(2)), "error");
+        assert_eq!(result_of(Status::Failed, None), "error");
+        assert_eq!(result_of(Status::TimedOut, None), "error");
+        assert_eq!(result_of(Status::Dead, None), "error");
+        assert_eq!(result_of(Status::Running, None), "unknown");
     }
 }

@@ -9,10 +9,15 @@
 //! phases included, and echoes what the client sends. `POST /abort` aborts the command in
 //! flight (the original lists abort but never implemented it).
 //!
-//! Refusal texts are the original's (`scan not allowed when obs_state is IDLE`, `... when state
-//! machine is busy`). Differences from the original, on purpose: a malformed body is a 422
-//! with a message instead of a 500; the blocking routes accept their documented JSON body;
-//! `POST /abort` exists (405 when nothing is in flight).
+//! Bodies are checked as the original's pydantic models check them: a `background_` route
+//! needs one (absent or `null` is 422 `missing` at `["body"]`), an object must hold `delay`
+//! (and `config` for scan, configure, assign and release), each missing key a 422 `missing`,
+//! anything but an object a 422 `model_attributes_type`. Refusal texts are the original's
+//! (`scan not allowed when obs_state is IDLE`, `... when state machine is busy`). Differences
+//! from the original, on purpose: a body of the wrong types or bad JSON is a 422 with a
+//! message of its own instead of pydantic's error objects, and pydantic's coercions (`true`,
+//! `"0.5"` as a delay) are refused; the blocking `switch_on` accepts its documented JSON body
+//! (the original answered 500); `POST /abort` exists (405 when nothing is in flight).
 
 use std::convert::Infallible;
 
@@ -122,31 +127,69 @@ struct Args {
     config: Option<serde_json::Map<String, Value>>,
 }
 
+/// The keys the original's body model requires of `command` (pydantic v2: a field typed
+/// `float | None` without a default must be present): `DelayArgs` or `ConfigArgs`.
+fn required_keys(command: &str) -> &'static [&'static str] {
+    match command {
+        "switch_on" | "switch_off" | "clear_config" => &["delay"],
+        _ => &["delay", "config"],
+    }
+}
+
+/// A pydantic error object, as FastAPI lists them under `detail`.
+fn pydantic(kind: &str, loc: Value, msg: &str, input: &Value) -> Value {
+    json!({"type": kind, "loc": loc, "msg": msg, "input": input})
+}
+
+/// The body as the original's route reads it: absent or `null` is no arguments (a 422 on a
+/// `background_` route, whose body is required); an object must hold its model's keys.
+/// The error is the 422's `detail` list.
+fn parse_args(name: &str, background: bool, body: &[u8]) -> Result<Args, Vec<Value>> {
+    let unprocessable = |errors: Vec<Value>| errors;
+    let v: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| unprocessable(vec![json!(format!("body: {e}"))]))?
+    };
+    match &v {
+        Value::Null if background => Err(unprocessable(vec![pydantic(
+            "missing",
+            json!(["body"]),
+            "Field required",
+            &Value::Null,
+        )])),
+        Value::Null => Ok(Args::default()),
+        Value::Object(m) => {
+            let missing: Vec<Value> = required_keys(name)
+                .iter()
+                .filter(|k| !m.contains_key(**k))
+                .map(|k| pydantic("missing", json!(["body", k]), "Field required", &v))
+                .collect();
+            if !missing.is_empty() {
+                return Err(unprocessable(missing));
+            }
+            serde_json::from_value(v.clone())
+                .map_err(|e| unprocessable(vec![json!(format!("body: {e}"))]))
+        }
+        _ => Err(unprocessable(vec![pydantic(
+            "model_attributes_type",
+            json!(["body"]),
+            "Input should be a valid dictionary or object to extract fields from",
+            &v,
+        )])),
+    }
+}
+
 async fn command(
     State(f): State<Face>,
     name: &'static str,
     background: bool,
     body: Bytes,
 ) -> Response {
-    let args: Args = if body.iter().all(u8::is_ascii_whitespace) {
-        if background {
-            // The original's background routes declare a required body (`null` is fine).
-            return detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}]),
-            );
-        }
-        Args::default()
-    } else {
-        match serde_json::from_slice::<Option<Args>>(&body) {
-            Ok(a) => a.unwrap_or_default(),
-            Err(e) => {
-                return detail(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!([format!("body: {e}")]),
-                );
-            }
-        }
+    let args = match parse_args(name, background, &body) {
+        Ok(a) => a,
+        Err(errors) => return detail(StatusCode::UNPROCESSABLE_ENTITY, json!(errors)),
     };
     let req = DeviceCommandRequest {
         duration: args.delay,
