@@ -29,8 +29,9 @@ pub const FORMAT_FILE: &str = "FORMAT";
 /// Files whose presence means the directory already holds data.
 const STORES: [&str; 2] = ["raft-log.redb", "state.redb"];
 
-/// Check that `dir` holds data of [`FORMAT`], or no data yet; record the format if it is not
-/// recorded. A directory with stores but no `FORMAT` file predates the file and holds format 1.
+/// Check that `dir` holds data of [`FORMAT`] (migrating the previous format), or no data yet,
+/// recording the format then. Stores without a `FORMAT` file are refused as they are: they
+/// predate the file (format 1) or lost it.
 pub fn check(dir: &Path) -> io::Result<()> {
     let path = dir.join(FORMAT_FILE);
     let found = match std::fs::read_to_string(&path) {
@@ -67,13 +68,21 @@ pub fn check(dir: &Path) -> io::Result<()> {
             for s in STORES {
                 had_data |= dir.join(s).try_exists()?;
             }
-            let recorded = if had_data { 1 } else { FORMAT };
-            write(dir, recorded)?;
-            if recorded == FORMAT {
-                Ok(())
-            } else {
-                check(dir)
+            if had_data {
+                // Nothing is written: a wrong number in the file would mislead the next look.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} holds data but no {FORMAT_FILE} file: either it was written before \
+                         data formats were recorded (format 1, which this switchyard cannot \
+                         read), or the file was removed. If this version of switchyard wrote \
+                         it, put the file back: echo {FORMAT} > {}",
+                        dir.display(),
+                        path.display()
+                    ),
+                ));
             }
+            write(dir, FORMAT)
         }
     }
 }
@@ -114,13 +123,15 @@ mod tests {
     }
 
     #[test]
-    fn stores_without_the_file_are_format_one() {
+    fn a_data_directory_whose_format_file_was_removed_is_refused_and_left_as_it_was() {
         let d = tempfile::TempDir::new().unwrap();
         std::fs::write(d.path().join("raft-log.redb"), b"").unwrap();
-        let r = check(d.path());
-        let text = std::fs::read_to_string(d.path().join(FORMAT_FILE)).unwrap();
-        assert_eq!(text, "1\n");
-        assert_eq!(r.is_ok(), FORMAT == 1);
+        let e = check(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("no FORMAT file") && e.contains(&format!("echo {FORMAT} >")),
+            "{e}"
+        );
+        assert!(!d.path().join(FORMAT_FILE).exists(), "nothing written");
     }
 
     #[test]

@@ -290,10 +290,17 @@ pub async fn store_document(s: &Shared, name: String, body: &[u8]) -> Result<(),
             ),
         ));
     }
+    // Parsed whole (not skipped over), so that its nesting is held to serde_json's limit of
+    // 128 levels: what is stored can always be read back and shown (`?pretty=true`).
     let document = std::str::from_utf8(body)
         .ok()
-        .filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok())
-        .ok_or_else(|| ApiError::invalid("document", "must be a JSON document"))?;
+        .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "document",
+                "must be a JSON document, nested at most 128 levels deep",
+            )
+        })?;
     run(
         s,
         DeploymentCommand::SetDocument {

@@ -182,7 +182,15 @@ pub async fn run_session<Si, St, E>(
     Si: Sink<Message> + Unpin,
     St: Stream<Item = Result<Message, E>> + Unpin,
 {
+    /// Counts the session while it lives: dropped at its end, or when a face aborts it.
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            metrics::gauge!("switchyard_watch_sessions").decrement(1.0);
+        }
+    }
     metrics::gauge!("switchyard_watch_sessions").increment(1.0);
+    let counted = Counted;
     let end = session_loop(
         &mut sink,
         &mut stream,
@@ -193,7 +201,7 @@ pub async fn run_session<Si, St, E>(
         &shutdown,
     )
     .await;
-    metrics::gauge!("switchyard_watch_sessions").decrement(1.0);
+    drop(counted);
     if let End::Error(error) = end {
         metrics::counter!("switchyard_watch_closed_total", "code" => error.code.clone())
             .increment(1);
