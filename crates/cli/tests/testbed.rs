@@ -174,6 +174,9 @@ async fn testbed_face_runs_actions_streams_their_logs_and_keeps_the_log_index() 
         (d["state"].as_str(), d["last_action_uuid"].as_str()),
         (Some("running"), Some(uuid.as_str()))
     );
+    // While it runs, the log index has no end state for it yet.
+    let (_, index) = face.get("/api/deployments/web/logs").await;
+    assert_eq!(index["logs"][&uuid]["end_state"], Value::Null, "{index}");
     let (code, text) = face
         .post("/api/deployments/web/action", json!({"command": "down"}))
         .await;

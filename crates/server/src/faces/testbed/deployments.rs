@@ -325,7 +325,11 @@ pub(super) async fn log_index(State(s): State<Shared>, Path(name): Path<String>)
             let entry = json!({
                 "log_path": format!("/api/orchestration/logs/{}", log_file(&d, r)),
                 "error_code": r.exit_code,
-                "end_state": r.end_state.map(|st| state_value(st, || command_of(r))),
+                // Only once ended: while it runs, `end_state` holds what a success will leave.
+                "end_state": r
+                    .finished_ms
+                    .and(r.end_state)
+                    .map(|st| state_value(st, || command_of(r))),
                 "execution_time": rfc3339(r.started_ms),
             });
             (r.action_id.clone(), entry)
