@@ -144,17 +144,58 @@ impl Node {
             return Ok(());
         }
         tracing::info!(node_id = id, api = %addr.api, peer = %addr.peer, "adding a member");
-        // The learner catches up first; a node that cannot be reached does not keep the turn
-        // (its join asks again, and the learner keeps catching up meanwhile).
-        let wait = self.config.write_timeout;
-        match tokio::time::timeout(wait, self.raft.add_learner(id, addr, true)).await {
-            Ok(r) => r.map_err(|e| membership_error(&e))?,
-            Err(_) => {
+        // The learner catches up first; a slow node does not keep the turn (its join asks
+        // again, and the learner keeps catching up meanwhile), and one that never answered is
+        // taken out again, so a wrong address does not linger as a learner. Half the write
+        // timeout, so that this answer (and a removal) comes before the caller's own timeout.
+        let wait = self.config.write_timeout / 2;
+        let deadline = tokio::time::Instant::now() + wait;
+        let probe = addr.clone();
+        let added = tokio::time::timeout(wait, self.raft.add_learner(id, addr, true)).await;
+        if let Ok(r) = added {
+            r.map_err(|e| membership_error(&e))?;
+        }
+        // openraft's blocking add may return before the learner holds anything: promoting it
+        // then would leave a joint configuration that cannot commit without it. Wait for it to
+        // hold this leader's log as it is now.
+        let target = self.raft.metrics().borrow_watched().last_log_index;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let caught_up = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index());
+                    matched >= target
+                },
+                "the learner holds the leader's log",
+            )
+            .await
+            .is_ok();
+        if !caught_up {
+            if self.never_replicated_to(id) && self.transport.status(id, &probe).await.is_none() {
+                let gone = std::collections::BTreeSet::from([id]);
+                let removed = self
+                    .raft
+                    .change_membership(openraft::ChangeMembers::RemoveNodes(gone), false)
+                    .await;
+                if let Err(e) = removed {
+                    tracing::warn!(node_id = id, error = %e, "could not take an unreachable learner out");
+                }
                 return Err(NodeError::unavailable(format!(
-                    "node {id} is a learner still catching up after {wait:?}; ask again"
+                    "node {id} at {} did not answer within {wait:?}; it was not added (is it \
+                     running, and is its peer address right?)",
+                    probe.api
                 )));
             }
-        };
+            return Err(NodeError::unavailable(format!(
+                "node {id} is a learner still catching up after {wait:?}; ask again"
+            )));
+        }
         let voters = std::collections::BTreeSet::from([id]);
         self.raft
             .change_membership(openraft::ChangeMembers::AddVoterIds(voters), true)
@@ -162,6 +203,15 @@ impl Node {
             .map_err(|e| membership_error(&e))?;
         tracing::info!(node_id = id, "member added as a voter");
         Ok(())
+    }
+
+    /// This leader has not had one append accepted by node `id`.
+    fn never_replicated_to(&self, id: u64) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.replication
+            .as_ref()
+            .is_none_or(|r| r.get(&id).is_none_or(|matched| matched.is_none()))
     }
 
     /// This node's turn to change the membership: one change at a time, waiting at most the

@@ -719,3 +719,30 @@ async fn with_auth_on_a_node_joins_with_the_join_token_alone() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_unreachable_member_answers_503_and_leaves_no_learner_behind() {
+    log_init();
+    let dir = TempDir::new().unwrap();
+    let node = common::start(dir.path(), |c| {
+        fast(c);
+        c.write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    // A port with nothing behind it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let client = Client::new(node.url());
+    let err = client
+        .add_member(2, &addr, &addr, &signer(&node))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("unavailable"), "{err}");
+    assert!(err.to_string().contains("was not added"), "{err}");
+    let c = client.cluster().await.unwrap();
+    assert_eq!(c.members.len(), 1, "no learner left behind: {c:?}");
+    // The cluster still takes writes.
+    client.open_account("a", None).await.unwrap();
+    node.stop().await;
+}
