@@ -26,6 +26,17 @@ fn main() -> std::process::ExitCode {
     // Every HTTP client of the binary uses rustls with ring.
     switchyard_tls::install_provider();
     let args = cli::Args::parse();
+    // A command whose output goes to a pipe that closes (`switchyard openapi | head -1`) ends
+    // quietly, as Unix tools do, instead of a panic report: `println!` panics on a failed
+    // write, and std gives no typed way to tell that panic apart, so its text is matched.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info.payload_as_str().unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info)
+    }));
     // A benchmark worker process does one thing at a time: a single-threaded runtime spares
     // it the cross-thread wake-ups (the same for every system it drives).
     let single = matches!(

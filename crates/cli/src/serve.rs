@@ -565,7 +565,15 @@ pub fn init_logging(json: bool, file: Option<crate::logfile::RotatingFile>) {
         (Some(f), true) => builder.with_writer(f).with_ansi(false).json().init(),
         (Some(f), false) => builder.with_writer(f).with_ansi(false).init(),
         (None, true) => builder.with_writer(std::io::stderr).json().init(),
-        (None, false) => builder.with_writer(std::io::stderr).init(),
+        (None, false) => {
+            // Colours only for a terminal: a redirected log is read with grep and less.
+            use std::io::IsTerminal;
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .init()
+        }
     }
 }
 

@@ -138,10 +138,18 @@ impl Client {
     pub fn new(base: impl Into<String>) -> Self {
         switchyard_tls::install_provider();
         let base = base.into();
+        // `host:port` alone means plain HTTP, as the tap and the worker take it.
         let mut bases: Vec<String> = base
             .split(',')
-            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .map(|b| b.trim().trim_end_matches('/'))
             .filter(|b| !b.is_empty())
+            .map(|b| {
+                if b.contains("://") {
+                    b.to_string()
+                } else {
+                    format!("http://{b}")
+                }
+            })
             .collect();
         if bases.is_empty() {
             bases.push(base);
