@@ -303,3 +303,54 @@ async fn a_log_written_to_a_file_or_pipe_has_no_colour_codes() {
         "no ANSI escapes: {seen:?}"
     );
 }
+
+/// `switchyard serve` on `dir` with `listen` that must fail: its stderr.
+fn refused_start(dir: &Path, listen: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", listen, "--peer-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the start must fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_data_directory_is_told_once_why() {
+    let dir = TempDir::new().unwrap();
+    let first = spawn(dir.path());
+    common::ready(&Client::new(first.url())).await;
+    let err = refused_start(dir.path(), "127.0.0.1:0");
+    assert_eq!(err.matches("another switchyard").count(), 1, "{err}");
+    assert_eq!(err.matches("open in another process").count(), 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_file_gets_no_hint_of_another_server() {
+    let dir = TempDir::new().unwrap();
+    // A directory as this binary leaves it, with its log file cut to garbage.
+    let proc = spawn(dir.path());
+    common::ready(&Client::new(proc.url())).await;
+    drop(proc);
+    std::fs::write(dir.path().join("raft-log.redb"), b"not a database").unwrap();
+    let err = refused_start(dir.path(), "127.0.0.1:0");
+    assert!(err.contains("raft-log.redb"), "{err}");
+    assert!(!err.contains("another switchyard"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_named_with_the_flag_that_chose_it() {
+    let dir = TempDir::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused_start(dir.path(), &addr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (the client API, --listen)"
+        )),
+        "{err}"
+    );
+}

@@ -23,23 +23,28 @@ use crate::transport::{AgentProbe, Clock, LeaderReply, LeaderRequest, SendError,
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot open {what}: {source} (is another switchyard using the same data directory?)")]
+    // The causes are part of each message (and not also error sources, which a caller
+    // printing the chain would repeat).
+    #[error("cannot use data directory {path}: {cause}")]
+    DataDir { path: String, cause: std::io::Error },
+    #[error("cannot open {what}: {cause}{}", busy_hint(cause))]
     Store {
         what: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("data directory {path}: {source}")]
-    Format {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("data directory {path}: {cause}")]
+    Format { path: String, cause: std::io::Error },
     #[error("raft: {0}")]
     Raft(String),
+}
+
+/// The hint for a store another process holds: most likely another switchyard.
+fn busy_hint(cause: &std::io::Error) -> &'static str {
+    if cause.kind() == std::io::ErrorKind::ResourceBusy {
+        " (is another switchyard using the same data directory?)"
+    } else {
+        ""
+    }
 }
 
 /// What a node runs on: everything that differs between a server and a simulation.

@@ -13,24 +13,24 @@ pub fn open(
     dir: &Path,
     history: usize,
 ) -> Result<(LogStore<TypeConfig>, StateMachine), StartError> {
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+    std::fs::create_dir_all(dir).map_err(|cause| StartError::DataDir {
         path: dir.display().to_string(),
-        source,
+        cause,
     })?;
-    switchyard_store::format::check(dir).map_err(|source| StartError::Format {
+    switchyard_store::format::check(dir).map_err(|cause| StartError::Format {
         path: dir.display().to_string(),
-        source,
+        cause,
     })?;
-    let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|source| {
+    let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|cause| {
         StartError::Store {
             what: "raft-log.redb",
-            source,
+            cause,
         }
     })?;
-    let sm = StateMachine::open(&dir.join("state.redb"), history).map_err(|source| {
+    let sm = StateMachine::open(&dir.join("state.redb"), history).map_err(|cause| {
         StartError::Store {
             what: "state.redb",
-            source,
+            cause,
         }
     })?;
     Ok((log, sm))

@@ -61,11 +61,16 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Bind both addresses.
+    /// Bind both addresses; an error names the one that could not be bound.
     pub async fn bind(api: &str, peer: &str) -> std::io::Result<Self> {
+        let bind = async |addr: &str, what: &str| {
+            TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+            })
+        };
         Ok(Self {
-            api: TcpListener::bind(api).await?,
-            peer: TcpListener::bind(peer).await?,
+            api: bind(api, "the client API, --listen").await?,
+            peer: bind(peer, "peer RPC, --peer-listen").await?,
             mv: None,
             altair: None,
             testbed: None,

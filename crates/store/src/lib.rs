@@ -58,3 +58,15 @@ pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
+
+/// Open (or create) the redb file at `path`; a file another process holds open is
+/// `ResourceBusy`, so callers can say so without guessing from the text.
+pub(crate) fn open_db(path: &std::path::Path) -> std::io::Result<redb::Database> {
+    redb::Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            "it is open in another process",
+        ),
+        other => io_err(other),
+    })
+}

@@ -104,7 +104,7 @@ where
 {
     /// Open (or create) the log in `path` and start its writer thread.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let db = Database::create(path).map_err(io_err)?;
+        let db = crate::open_db(path)?;
         let mut mem = Mem {
             log: BTreeMap::new(),
             last_purged: None,

@@ -152,7 +152,7 @@ impl StateMachine {
     /// Open (or create) the snapshot file at `path`. The state starts empty; openraft installs
     /// the stored snapshot, if any, when the Raft node starts.
     pub fn open(path: &Path, history_capacity: usize) -> io::Result<Self> {
-        let db = Database::create(path).map_err(io_err)?;
+        let db = crate::open_db(path)?;
         let w = db.begin_write().map_err(io_err)?;
         w.open_table(SNAPSHOT).map_err(io_err)?;
         w.commit().map_err(io_err)?;
