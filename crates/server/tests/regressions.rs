@@ -85,3 +85,45 @@ async fn closed_altair_sockets_leave_the_watch_sessions_gauge() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mv_face_refuses_a_delay_that_is_an_object_or_negative_even_for_a_no_op() {
+    let dir = TempDir::new().unwrap();
+    let mv = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = mv.local_addr().unwrap();
+    let server = common::start_with(dir.path(), |_| {}, Some(mv), None).await;
+    let http = reqwest::Client::new();
+    let post = async |path: &str, body: serde_json::Value| {
+        let r = http
+            .post(format!("http://{addr}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    common::within(10, "the mv device", async {
+        while reqwest::get(format!("http://{addr}/state"))
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // On, so that another switch_on is a no-op.
+    assert_eq!(
+        post("/switch_on", serde_json::json!({"delay": 0})).await.0,
+        200
+    );
+    for path in ["/switch_on", "/background_switch_on", "/assign_resources"] {
+        for delay in [serde_json::json!({"a": 1}), serde_json::json!(-5)] {
+            let body = serde_json::json!({ "delay": delay, "config": null });
+            let (code, text) = post(path, body).await;
+            assert_eq!(code, 422, "{path} delay {delay}: {text}");
+        }
+    }
+    server.stop().await;
+}
