@@ -131,21 +131,7 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     let current = std::fs::read_to_string(&format).unwrap();
     let other = current.trim().parse::<u32>().unwrap() + 1;
     std::fs::write(&format, format!("{other}\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--peer-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "another format must be refused");
+    let err = refused_start(dir.path(), "127.0.0.1:0");
     assert!(
         err.contains(&format!("data format {other}")) && err.contains("reads format"),
         "{err}"

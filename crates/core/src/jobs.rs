@@ -1046,7 +1046,6 @@ impl Jobs {
         job.revision = ctx.index;
         let reason = format!("{why} (attempt {})", job.attempts);
         self.logs.entry(id).or_default().push_reason(&reason, now);
-        let job = self.jobs.get_mut(&id).expect("a leased job exists");
         job.error = Some(reason);
         let kind = if job.cancel_requested {
             job.status = Status::Cancelled;

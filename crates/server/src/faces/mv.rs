@@ -145,20 +145,18 @@ fn pydantic(kind: &str, loc: Value, msg: &str, input: &Value) -> Value {
 /// `background_` route, whose body is required); an object must hold its model's keys.
 /// The error is the 422's `detail` list.
 fn parse_args(name: &str, background: bool, body: &[u8]) -> Result<Args, Vec<Value>> {
-    let unprocessable = |errors: Vec<Value>| errors;
     let v: Value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| unprocessable(vec![json!(format!("body: {e}"))]))?
+        serde_json::from_slice(body).map_err(|e| vec![json!(format!("body: {e}"))])?
     };
     match &v {
-        Value::Null if background => Err(unprocessable(vec![pydantic(
+        Value::Null if background => Err(vec![pydantic(
             "missing",
             json!(["body"]),
             "Field required",
             &Value::Null,
-        )])),
+        )]),
         Value::Null => Ok(Args::default()),
         Value::Object(m) => {
             let missing: Vec<Value> = required_keys(name)
@@ -167,17 +165,16 @@ fn parse_args(name: &str, background: bool, body: &[u8]) -> Result<Args, Vec<Val
                 .map(|k| pydantic("missing", json!(["body", k]), "Field required", &v))
                 .collect();
             if !missing.is_empty() {
-                return Err(unprocessable(missing));
+                return Err(missing);
             }
-            serde_json::from_value(v.clone())
-                .map_err(|e| unprocessable(vec![json!(format!("body: {e}"))]))
+            serde_json::from_value(v.clone()).map_err(|e| vec![json!(format!("body: {e}"))])
         }
-        _ => Err(unprocessable(vec![pydantic(
+        _ => Err(vec![pydantic(
             "model_attributes_type",
             json!(["body"]),
             "Input should be a valid dictionary or object to extract fields from",
             &v,
-        )])),
+        )]),
     }
 }
 

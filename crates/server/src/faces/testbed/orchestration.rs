@@ -24,6 +24,7 @@ use axum::response::IntoResponse;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
+use switchyard_core::deployments::State as DeployState;
 
 use super::deployments::{job_of, log_file, parse_command, start};
 use super::original::{self, InitInstruction, InitProtocol, Response, ResultMessage};
@@ -304,10 +305,10 @@ fn ending(s: &Shared, action: &Started) -> (Outcome, ResultMessage) {
     let found = s.node.view.read(|st| {
         let d = st.deployments.get(&action.deployment)?;
         let run = super::deployments::runs(d).find(|r| r.action_id == action.action_id)?;
-        let job = st.jobs.get(action.job).map(|j| j.view());
-        Some((run.clone(), d.state, job))
+        let error = st.jobs.get(action.job).and_then(|j| j.error.clone());
+        Some((run.clone(), d.state, error))
     });
-    let Some((run, state, job)) = found else {
+    let Some((run, state, error)) = found else {
         let message = format!("{} action: its record is gone", action.name);
         return (
             Outcome::Failed,
@@ -317,11 +318,10 @@ fn ending(s: &Shared, action: &Started) -> (Outcome, ResultMessage) {
             },
         );
     };
-    let job_status = job
-        .as_ref()
-        .map(|j| j.status.as_str())
-        .unwrap_or(&run.state);
-    if job_status == "succeeded" {
+    // The run's end and the deployment's state are one revision: an ended run that did not
+    // leave `failed` succeeded.
+    let ended = run.finished_ms.and(run.end_state);
+    if ended.is_some_and(|st| st != DeployState::Failed) {
         let message = format!(
             "{} succeeded (job {}); the deployment is {}",
             action.name,
@@ -336,17 +336,11 @@ fn ending(s: &Shared, action: &Started) -> (Outcome, ResultMessage) {
             },
         );
     }
-    let why = job
-        .as_ref()
-        .and_then(|j| j.error.clone())
+    let job_status = run.state.replace('_', " ");
+    let why = error
         .or_else(|| run.exit_code.map(|c| format!("exit code {c}")))
-        .unwrap_or_else(|| job_status.replace('_', " "));
-    let message = format!(
-        "{} {} (job {}): {why}",
-        action.name,
-        job_status.replace('_', " "),
-        action.job
-    );
+        .unwrap_or_else(|| job_status.clone());
+    let message = format!("{} {job_status} (job {}): {why}", action.name, action.job);
     (
         Outcome::Failed,
         ResultMessage {
