@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard_client::{Client, WatchItem};
 
+use crate::output::{self, Format};
 use crate::serve::{ServeArgs, serve};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
@@ -14,8 +15,19 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
 pub struct Args {
-    /// Server to talk to (client commands); several comma-separated URLs for a cluster (a
-    /// request moves to the next one when a node is down or has no leader).
+    #[command(flatten)]
+    pub client: ClientOpts,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The options of client commands: where the server is, how to authenticate, how to print.
+/// They go before or after the command's name (`switchyard -o json bank list`,
+/// `switchyard bank list -o json`); commands that are not clients refuse them.
+#[derive(Debug, clap::Args)]
+pub struct ClientOpts {
+    /// Server to talk to; several comma-separated URLs for a cluster (a request moves to the
+    /// next one when a node is down or has no leader). Without a scheme: http://.
     #[arg(
         long,
         global = true,
@@ -23,15 +35,81 @@ pub struct Args {
         default_value = DEFAULT_SERVER
     )]
     pub server: String,
-    /// Bearer token for a server with auth on (client commands).
+    /// Bearer token for a server with auth on.
     #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// CA certificate (PEM) to trust for https:// servers besides the system's roots (client
-    /// commands, the worker, tap); `switchyard certs init` makes one.
+    /// CA certificate (PEM) to trust for https:// servers besides the system's roots;
+    /// `switchyard certs init` makes one.
     #[arg(long, global = true, env = "SWITCHYARD_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    pub command: Cmd,
+    /// Output: table (for people), wide (more columns), json or yaml (for scripts).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+/// The client options each command that is not a client leaves out: `(command, options)`.
+/// `serve` reads `--ca-cert` (it trusts that CA when it joins a cluster).
+const NOT_READ: &[(&str, &[&str])] = &[
+    ("serve", &["server", "token", "output"]),
+    ("bench", &["server", "token", "ca_cert", "output"]),
+    ("certs", &["server", "token", "ca_cert", "output"]),
+    ("dev-cluster", &["server", "token", "ca_cert", "output"]),
+    ("openapi", &["server", "token", "ca_cert"]),
+    ("worker", &["output"]),
+    ("tap", &["output"]),
+];
+
+/// The command line, with each command's `--help` listing only the options it reads: the
+/// client options are global, so commands that do not read one get a hidden option of the
+/// same name in its place, which refuses any value.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Args::command();
+    for (name, ids) in NOT_READ {
+        cmd = cmd.mut_subcommand(*name, |mut sub| {
+            for id in *ids {
+                // Built once per process: the leak is a few bytes that clap keeps anyway.
+                let flag: &'static str = id.replace('_', "-").leak();
+                let msg =
+                    format!("`{name}` does not read --{flag}: it is an option of client commands");
+                let mut arg = clap::Arg::new(*id)
+                    .long(flag)
+                    .hide(true)
+                    .value_parser(move |_: &str| Err::<String, _>(msg.clone()));
+                if *id == "output" {
+                    arg = arg.short('o');
+                }
+                sub = sub.arg(arg);
+            }
+            sub
+        });
+    }
+    cmd
+}
+
+/// Parse the command line (see [`command`]). A client option given before a command that
+/// does not read it is refused too.
+pub fn parse() -> Args {
+    use clap::FromArgMatches;
+    let mut cmd = command();
+    let matches = cmd.get_matches_mut();
+    if let Some((name, _)) = matches.subcommand()
+        && let Some((_, ids)) = NOT_READ.iter().find(|(n, _)| *n == name)
+    {
+        for id in *ids {
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "`{name}` does not read --{}: it is an option of client commands",
+                        id.replace('_', "-")
+                    ),
+                )
+                .exit();
+            }
+        }
+    }
+    Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,8 +165,8 @@ pub enum Cmd {
     Run(crate::run::RunArgs),
     /// The agents (worker hosts): status, host facts, jobs held.
     Agents {
-        /// Print the full JSON.
-        #[arg(long)]
+        /// The same as `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
     },
 }
@@ -217,62 +295,80 @@ pub enum DeviceCmd {
     Types,
 }
 
-fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = match &args.token {
-        Some(t) => Client::new(&args.server).with_token(t),
-        None => Client::new(&args.server),
+    let opts = args.client;
+    let out = opts.output;
+    // A person waits for an answer: 5 s covers an election (a leader is elected within
+    // about two election timeouts), not a server that is not there.
+    let client = Client::new(&opts.server).with_failover(std::time::Duration::from_secs(5));
+    let client = match &opts.token {
+        Some(t) => client.with_token(t),
+        None => client,
     };
-    let client = match &args.ca_cert {
+    let client = match &opts.ca_cert {
         Some(ca) => client
             .with_ca_cert(ca)
             .map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?,
         None => client,
     };
-    let ctx = || format!("talking to {}", args.server);
+    let ctx = || format!("talking to {}", opts.server);
     match args.command {
         Cmd::Serve(mut s) => {
-            s.ca_cert = args.ca_cert.clone();
+            s.ca_cert = opts.ca_cert.clone();
             serve(*s).await?
         }
         Cmd::Bench(b) => crate::bench::run(b).await?,
         Cmd::Certs(c) => certs(c)?,
-        Cmd::Device(d) => return device(&client, d).await.with_context(ctx),
+        Cmd::Device(d) => return device(&client, out, d).await.with_context(ctx),
         Cmd::Tap(t) => {
             let defaulted =
-                args.server == DEFAULT_SERVER && std::env::var_os("SWITCHYARD_SERVER").is_none();
+                opts.server == DEFAULT_SERVER && std::env::var_os("SWITCHYARD_SERVER").is_none();
             let secure = crate::tap::Secure {
-                on: args.server.starts_with("https://") || args.server.starts_with("wss://"),
+                on: opts.server.starts_with("https://") || opts.server.starts_with("wss://"),
                 tls: client.tls().cloned(),
             };
             crate::tap::run(
                 t,
-                crate::tap::server_addr(&args.server, defaulted),
-                args.token.clone(),
+                crate::tap::server_addr(&opts.server, defaulted),
+                opts.token.clone(),
                 secure,
             )
             .await?
         }
-        Cmd::Cluster(c) => return crate::cluster::cluster(&client, c).await.with_context(ctx),
-        Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
-        Cmd::Worker(w) => {
-            crate::jobs::worker(&args.server, args.token.clone(), args.ca_cert.clone(), w).await?
-        }
-        Cmd::Jobs(j) => return crate::jobs::jobs(&client, j).await.with_context(ctx),
-        Cmd::Deploy(d) => return crate::deploy::deploy(&client, d).await.with_context(ctx),
-        Cmd::Run(r) => {
-            return crate::run::run(&client, args.token.clone(), r)
+        Cmd::Cluster(c) => {
+            return crate::cluster::cluster(&client, out, c)
                 .await
                 .with_context(ctx);
         }
-        Cmd::Logs(l) => return crate::jobs::logs(&client, l).await.with_context(ctx),
-        Cmd::Agents { json } => return crate::jobs::agents(&client, json).await.with_context(ctx),
-        Cmd::Openapi => println!("{}", switchyard_server::api::openapi().to_pretty_json()?),
-        Cmd::Status => print(&client.status().await.with_context(ctx)?)?,
+        Cmd::DevCluster(d) => return crate::cluster::dev_cluster(d).await,
+        Cmd::Worker(w) => {
+            crate::jobs::worker(&opts.server, opts.token.clone(), opts.ca_cert.clone(), w).await?
+        }
+        Cmd::Jobs(j) => return crate::jobs::jobs(&client, out, j).await.with_context(ctx),
+        Cmd::Deploy(d) => {
+            return crate::deploy::deploy(&client, out, d)
+                .await
+                .with_context(ctx);
+        }
+        Cmd::Run(r) => {
+            return crate::run::run(&client, opts.token.clone(), out, r)
+                .await
+                .with_context(ctx);
+        }
+        Cmd::Logs(l) => return crate::jobs::logs(&client, out, l).await.with_context(ctx),
+        Cmd::Agents { json } => {
+            let out = if json { Format::Json } else { out };
+            return crate::jobs::agents(&client, out).await.with_context(ctx);
+        }
+        Cmd::Openapi => {
+            let doc = switchyard_server::api::openapi();
+            let out = if out.machine() { out } else { Format::Json };
+            out.print(&doc, |_| String::new())?
+        }
+        Cmd::Status => {
+            let s = client.status().await.with_context(ctx)?;
+            out.print(&s, |_| status_summary(&s))?
+        }
         Cmd::Watch {
             prefix,
             from,
@@ -281,87 +377,219 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut w = client.watch(&prefix, from).await.with_context(ctx)?;
             loop {
                 match w.next().await.with_context(ctx)? {
-                    WatchItem::Event(e) => println!("{}", serde_json::to_string(&e)?),
-                    WatchItem::Bookmark(r) if bookmarks => {
-                        println!("{}", serde_json::json!({"bookmark": r}))
-                    }
+                    WatchItem::Event(e) => out.print_item(&e, |_| {
+                        let kind = e.event.get("kind").and_then(|k| k.as_str()).unwrap_or("-");
+                        format!("{:>8}  {}  {kind}  {}", e.revision, e.topic, e.event)
+                    })?,
+                    WatchItem::Bookmark(r) if bookmarks => out
+                        .print_item(&serde_json::json!({"bookmark": r}), |_| {
+                            format!("{r:>8}  (bookmark: every event up to here was sent)")
+                        })?,
                     WatchItem::Bookmark(_) => {}
                 }
             }
         }
-        Cmd::Bank(b) => match b {
-            BankCmd::Open { id } => {
-                print(&client.open_account(&id, None).await.with_context(ctx)?)?
-            }
-            BankCmd::Credit {
-                id,
-                amount,
-                idempotency_key,
-            } => print(
-                &client
-                    .credit(&id, amount, idempotency_key.as_deref())
-                    .await
-                    .with_context(ctx)?,
-            )?,
-            BankCmd::Debit {
-                id,
-                amount,
-                idempotency_key,
-            } => print(
-                &client
-                    .debit(&id, amount, idempotency_key.as_deref())
-                    .await
-                    .with_context(ctx)?,
-            )?,
-            BankCmd::Transfer {
-                from,
-                to,
-                amount,
-                idempotency_key,
-            } => print(
-                &client
-                    .transfer(&from, &to, amount, idempotency_key.as_deref())
-                    .await
-                    .with_context(ctx)?,
-            )?,
-            BankCmd::Get { id } => print(&client.account(&id).await.with_context(ctx)?)?,
-            BankCmd::List => print(&client.accounts().await.with_context(ctx)?)?,
-        },
+        Cmd::Bank(b) => bank(&client, out, b).await.with_context(ctx)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn line(d: &switchyard_types::Device) -> String {
-    let attrs: Vec<String> = d
-        .attributes
+/// `switchyard status`: the node's view, for a person.
+fn status_summary(s: &switchyard_types::Status) -> String {
+    let members: Vec<String> = s
+        .members
+        .iter()
+        .map(|m| format!("{}{}", m.node_id, if m.voter { "" } else { " (learner)" }))
+        .collect();
+    output::summary(&[
+        ("Node", s.node_id.to_string()),
+        ("Role", s.role.clone()),
+        (
+            "Leader",
+            match s.leader {
+                Some(l) if l == s.node_id => format!("{l} (this node)"),
+                Some(l) => l.to_string(),
+                None => "none (an election is due)".into(),
+            },
+        ),
+        ("Term", s.term.to_string()),
+        ("Applied index", s.applied_index.to_string()),
+        ("Revision", s.revision.to_string()),
+        (
+            "Watch from",
+            format!("revision {} or later", s.compact_revision),
+        ),
+        ("Data format", s.format.to_string()),
+        ("Members", members.join(", ")),
+    ])
+}
+
+fn accounts_table(accounts: &[&switchyard_types::Account]) -> String {
+    output::table(
+        &["id", "balance", "revision"],
+        accounts
+            .iter()
+            .map(|a| vec![a.id.clone(), a.balance.to_string(), a.revision.to_string()]),
+    )
+}
+
+async fn bank(client: &Client, out: Format, cmd: BankCmd) -> anyhow::Result<()> {
+    let account = |a: switchyard_types::Account| out.print(&a, |_| accounts_table(&[&a]));
+    match cmd {
+        BankCmd::Open { id } => account(client.open_account(&id, None).await?),
+        BankCmd::Credit {
+            id,
+            amount,
+            idempotency_key,
+        } => account(
+            client
+                .credit(&id, amount, idempotency_key.as_deref())
+                .await?,
+        ),
+        BankCmd::Debit {
+            id,
+            amount,
+            idempotency_key,
+        } => account(
+            client
+                .debit(&id, amount, idempotency_key.as_deref())
+                .await?,
+        ),
+        BankCmd::Transfer {
+            from,
+            to,
+            amount,
+            idempotency_key,
+        } => {
+            let t = client
+                .transfer(&from, &to, amount, idempotency_key.as_deref())
+                .await?;
+            out.print(&t, |_| accounts_table(&[&t.from, &t.to]))
+        }
+        BankCmd::Get { id } => account(client.account(&id).await?),
+        BankCmd::List => {
+            let list = client.accounts().await?;
+            out.print(
+                &switchyard_types::AccountList {
+                    accounts: list.clone(),
+                },
+                |_| accounts_table(&list.iter().collect::<Vec<_>>()),
+            )
+        }
+    }
+}
+
+/// A device's attributes as `name=value` words.
+fn attributes(d: &switchyard_types::Device) -> String {
+    d.attributes
         .iter()
         .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn devices_table(devices: &[&switchyard_types::Device], wide: bool) -> String {
+    let mut headers = vec!["name", "type", "state", "status", "revision"];
+    if wide {
+        headers.extend(["attributes", "transition", "due"]);
+    }
+    output::table(
+        &headers,
+        devices.iter().map(|d| {
+            let mut row = vec![
+                d.name.clone(),
+                d.type_name.clone(),
+                output::opt(d.state.as_deref()),
+                d.status.clone(),
+                d.revision.to_string(),
+            ];
+            if wide {
+                row.push(attributes(d));
+                row.push(output::opt(d.transition.as_ref().map(|t| {
+                    format!(
+                        "{} #{} ({}/{})",
+                        t.command,
+                        t.id,
+                        t.phase_index + 1,
+                        t.phases
+                    )
+                })));
+                row.push(output::opt(d.transition.as_ref().map(|t| &t.due_at)));
+            }
+            row
+        }),
+    )
+}
+
+fn device_summary(d: &switchyard_types::Device) -> String {
+    let mut pairs = vec![
+        ("Name", d.name.clone()),
+        ("Type", d.type_name.clone()),
+        ("State", output::opt(d.state.as_deref())),
+        ("Attributes", attributes(d)),
+        ("Status", d.status.clone()),
+    ];
+    if let Some(t) = &d.transition {
+        pairs.push((
+            "Transition",
+            format!(
+                "{} #{}: phase {} ({} of {}), due {}",
+                t.command,
+                t.id,
+                t.phase,
+                t.phase_index + 1,
+                t.phases,
+                t.due_at
+            ),
+        ));
+    }
+    pairs.push(("Revision", d.revision.to_string()));
+    output::summary(&pairs)
+}
+
+/// One line of a device's progress: `NAME  STATE  STATUS  (rev N)`.
+fn line(d: &switchyard_types::Device) -> String {
     format!(
-        "{} [{}] {} (rev {})",
+        "{}  [{}]  {}  (rev {})",
         d.name,
-        attrs.join(" "),
+        attributes(d),
         d.status,
         d.revision
     )
 }
 
-async fn device(client: &Client, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
+async fn device(client: &Client, out: Format, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
     use switchyard_client::CommandStarted;
     use switchyard_types::DeviceCommandRequest;
+    let one = |d: switchyard_types::Device| out.print(&d, |wide| devices_table(&[&d], wide));
     match cmd {
         DeviceCmd::List => {
-            for d in client.devices().await? {
-                println!("{}", line(&d));
-            }
+            let devices = client.devices().await?;
+            out.print(
+                &switchyard_types::DeviceList {
+                    devices: devices.clone(),
+                },
+                |wide| devices_table(&devices.iter().collect::<Vec<_>>(), wide),
+            )?
         }
-        DeviceCmd::Get { name } => print(&client.device(&name).await?)?,
+        DeviceCmd::Get { name } => {
+            let d = client.device(&name).await?;
+            out.print(&d, |wide| {
+                if wide {
+                    devices_table(&[&d], true)
+                } else {
+                    device_summary(&d)
+                }
+            })?
+        }
         DeviceCmd::Create { name, type_name } => {
-            print(&client.create_device(&name, &type_name).await?)?
+            one(client.create_device(&name, &type_name).await?)?
         }
         DeviceCmd::Delete { name } => {
             client.delete_device(&name).await?;
-            println!("deleted {name}");
+            out.print(&serde_json::json!({"deleted": name}), |_| {
+                format!("device {name} deleted\n")
+            })?
         }
         DeviceCmd::Cmd {
             name,
@@ -382,9 +610,11 @@ async fn device(client: &Client, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
             // Watch first, so no phase is missed between starting and following.
             let mut w = client.watch(&format!("devices/{name}"), None).await?;
             match client.device_command(&name, &command, &req).await? {
-                CommandStarted::Noop(d) => println!("no-op: {}", line(&d)),
+                CommandStarted::Noop(d) => {
+                    out.print(&d, |_| format!("{command}: nothing to do, {}\n", line(&d)))?
+                }
                 CommandStarted::Started(st) if wait => {
-                    println!("{}", line(&st.device));
+                    out.print_item(&st.device, |_| line(&st.device))?;
                     let id = st.transition.id;
                     loop {
                         if let WatchItem::Event(e) = w.next().await? {
@@ -393,7 +623,7 @@ async fn device(client: &Client, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
                             if d.revision <= st.device.revision {
                                 continue; // the start itself, already printed
                             }
-                            println!("{}", line(&d));
+                            out.print_item(&d, |_| line(&d))?;
                             if d.transition.as_ref().is_none_or(|t| t.id != id) {
                                 let aborted =
                                     e.event["kind"] == "aborted" || e.event["kind"] == "reset";
@@ -406,48 +636,96 @@ async fn device(client: &Client, cmd: DeviceCmd) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                CommandStarted::Started(st) => print(&st)?,
+                CommandStarted::Started(st) => out.print(&st, |_| {
+                    let t = &st.transition;
+                    format!(
+                        "{name}: {command} started (transition {}, {} phase(s), due {}); \
+                         the device is busy until then\n",
+                        t.id, t.phases, t.due_at
+                    )
+                })?,
             }
         }
-        DeviceCmd::Abort { name } => println!("{}", line(&client.abort_device(&name).await?)),
-        DeviceCmd::Reset { name } => println!("{}", line(&client.reset_device(&name).await?)),
+        DeviceCmd::Abort { name } => one(client.abort_device(&name).await?)?,
+        DeviceCmd::Reset { name } => one(client.reset_device(&name).await?)?,
         DeviceCmd::Watch { name } => {
             let mut w = client.watch(&format!("devices/{name}"), None).await?;
-            println!("{}", line(&client.device(&name).await?));
+            let d = client.device(&name).await?;
+            out.print_item(&d, |_| format!("now {}", line(&d)))?;
             loop {
                 if let WatchItem::Event(e) = w.next().await? {
                     let d: switchyard_types::Device =
                         serde_json::from_value(e.event["device"].clone())?;
-                    println!("{} {}", e.event["kind"].as_str().unwrap_or("?"), line(&d));
+                    out.print_item(&e, |_| {
+                        format!("{} {}", e.event["kind"].as_str().unwrap_or("?"), line(&d))
+                    })?;
                 }
             }
         }
         DeviceCmd::History { name, limit } => {
-            for t in client.device_history(&name, limit, None).await?.transitions {
-                println!(
-                    "{} {} {} {} -> {}",
-                    t.id, t.command, t.outcome, t.started_at, t.finished_at
-                );
-            }
+            let h = client.device_history(&name, limit, None).await?;
+            out.print(&h, |wide| {
+                let mut headers = vec!["id", "command", "outcome", "started", "finished"];
+                if wide {
+                    headers.extend(["from", "to", "revision"]);
+                }
+                let words = |a: &switchyard_types::Attributes| {
+                    a.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                output::table(
+                    &headers,
+                    h.transitions.iter().map(|t| {
+                        let mut row = vec![
+                            t.id.to_string(),
+                            t.command.clone(),
+                            t.outcome.clone(),
+                            t.started_at.clone(),
+                            t.finished_at.clone(),
+                        ];
+                        if wide {
+                            row.extend([words(&t.from), words(&t.to), t.revision.to_string()]);
+                        }
+                        row
+                    }),
+                )
+            })?
         }
         DeviceCmd::Types => {
             let v: serde_json::Value = client
                 .request(reqwest::Method::GET, "/v1/device-types", None::<&()>, None)
                 .await?;
-            for t in v["types"].as_array().into_iter().flatten() {
-                let cmds: Vec<&str> = t["commands"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                println!(
-                    "{}: {} (commands: {})",
-                    t["name"].as_str().unwrap_or("?"),
-                    t["description"].as_str().unwrap_or(""),
-                    cmds.join(", ")
-                );
-            }
+            out.print(&v, |wide| {
+                let mut headers = vec!["name", "commands"];
+                if wide {
+                    headers.push("attributes");
+                }
+                headers.push("description");
+                let keys = |v: &serde_json::Value| {
+                    v.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                output::table(
+                    &headers,
+                    v["types"].as_array().into_iter().flatten().map(|t| {
+                        let mut row = vec![
+                            t["name"].as_str().unwrap_or("?").to_string(),
+                            keys(&t["commands"]),
+                        ];
+                        if wide {
+                            row.push(keys(&t["attributes"]));
+                        }
+                        row.push(t["description"].as_str().unwrap_or("").to_string());
+                        row
+                    }),
+                )
+            })?
         }
     }
     Ok(ExitCode::SUCCESS)

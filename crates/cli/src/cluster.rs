@@ -11,6 +11,8 @@ use switchyard_client::Client;
 use switchyard_server::peer_auth::{self, ClusterSecret};
 use switchyard_types::Cluster;
 
+use crate::output::{self, Format};
+
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     /// Members, their roles and the leader.
@@ -47,30 +49,40 @@ pub enum ClusterCmd {
     TransferLeader { node_id: u64 },
 }
 
-fn show(c: &Cluster) {
-    println!(
-        "leader: {}{}",
-        c.leader.map_or("none".into(), |l| l.to_string()),
+/// The cluster as a table: each member's role and addresses.
+fn show(c: &Cluster, wide: bool) -> String {
+    let mut headers = vec!["node", "role", "api"];
+    if wide {
+        headers.push("peer");
+    }
+    let mut text = format!(
+        "leader: {}{}\n",
+        output::opt(c.leader),
         if c.changing {
             " (membership change under way)"
         } else {
             ""
         }
     );
-    for m in &c.members {
-        let role = match (Some(m.node_id) == c.leader, m.voter) {
-            (true, _) => "leader",
-            (false, true) => "voter",
-            (false, false) => "learner",
-        };
-        println!(
-            "  node {:<4} {:<8} api {:<22} peer {}",
-            m.node_id, role, m.api, m.peer
-        );
-    }
+    text += &output::table(
+        &headers,
+        c.members.iter().map(|m| {
+            let role = match (Some(m.node_id) == c.leader, m.voter) {
+                (true, _) => "leader",
+                (false, true) => "voter",
+                (false, false) => "learner",
+            };
+            let mut row = vec![m.node_id.to_string(), role.to_string(), m.api.clone()];
+            if wide {
+                row.push(m.peer.clone());
+            }
+            row
+        }),
+    );
+    text
 }
 
-pub async fn cluster(client: &Client, cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
+pub async fn cluster(client: &Client, out: Format, cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
     let c = match cmd {
         ClusterCmd::Status => client.cluster().await?,
         ClusterCmd::Add {
@@ -98,13 +110,15 @@ pub async fn cluster(client: &Client, cmd: ClusterCmd) -> anyhow::Result<ExitCod
                         )
                     })?
             };
-            println!("{}", token.token());
+            out.print(&serde_json::json!({"join_token": token.token()}), |_| {
+                format!("{}\n", token.token())
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         ClusterCmd::Remove { node_id } => client.remove_member(node_id).await?,
         ClusterCmd::TransferLeader { node_id } => client.transfer_leader(node_id).await?,
     };
-    show(&c);
+    out.print(&c, |wide| show(&c, wide))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -214,7 +228,7 @@ pub async fn dev_cluster(a: DevClusterArgs) -> anyhow::Result<ExitCode> {
             a.data_dir.display()
         );
     };
-    show(&c);
+    print!("{}", show(&c, true));
     println!("\nlogs: {}/node-N.log", a.data_dir.display());
     println!(
         "try:  switchyard --server {} cluster status",

@@ -9,6 +9,8 @@ use clap::Subcommand;
 use switchyard_client::Client;
 use switchyard_types::CreateDeployment;
 
+use crate::output::{self, Format};
+
 #[derive(Debug, Subcommand)]
 pub enum DeployCmd {
     /// Create a deployment.
@@ -69,7 +71,38 @@ fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode> {
+fn deployments_table(list: &[&switchyard_types::Deployment], wide: bool) -> String {
+    let mut headers = vec!["name", "state", "action"];
+    if wide {
+        headers.extend(["queue", "dir", "revision"]);
+    }
+    output::table(
+        &headers,
+        list.iter().map(|d| {
+            let mut row = vec![
+                d.name.clone(),
+                d.state.clone(),
+                output::opt(
+                    d.action
+                        .as_ref()
+                        .map(|a| format!("{} #{} (job {})", a.action, a.action_id, a.job_id)),
+                ),
+            ];
+            if wide {
+                row.extend([
+                    d.queue.clone(),
+                    output::opt(d.dir.as_deref()),
+                    d.revision.to_string(),
+                ]);
+            }
+            row
+        }),
+    )
+}
+
+pub async fn deploy(client: &Client, out: Format, cmd: DeployCmd) -> anyhow::Result<ExitCode> {
+    let one =
+        |d: switchyard_types::Deployment| out.print(&d, |wide| deployments_table(&[&d], wide));
     let (name, action, args) = match cmd {
         DeployCmd::Create {
             name,
@@ -99,48 +132,60 @@ pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode>
                     env: BTreeMap::new(),
                 })
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&d)?);
+            one(d)?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::List => {
-            for d in client.deployments().await? {
-                let running = d.action.as_ref().map_or(String::new(), |a| {
-                    format!(" ({} {})", a.action, a.action_id)
-                });
-                println!("{:<24} {}{running}", d.name, d.state);
-            }
+            let list = switchyard_types::DeploymentList {
+                deployments: client.deployments().await?,
+            };
+            out.print(&list, |wide| {
+                deployments_table(&list.deployments.iter().collect::<Vec<_>>(), wide)
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::Get { name } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&client.deployment(&name).await?)?
-            );
+            one(client.deployment(&name).await?)?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::History { name } => {
-            for a in client.deployment_actions(&name).await? {
-                println!(
-                    "{} {:<10} {:<10} exit={} started={} finished={} job={} args={:?}",
-                    a.action_id,
-                    a.action,
-                    a.state,
-                    a.exit_code.map_or("-".into(), |c| c.to_string()),
-                    a.started_at,
-                    a.finished_at.as_deref().unwrap_or("-"),
-                    a.job_id,
-                    a.args
-                );
-            }
+            let list = switchyard_types::ActionList {
+                actions: client.deployment_actions(&name).await?,
+            };
+            out.print(&list, |wide| {
+                let mut headers = vec!["id", "action", "state", "exit", "started", "finished"];
+                if wide {
+                    headers.extend(["job", "args"]);
+                }
+                output::table(
+                    &headers,
+                    list.actions.iter().map(|a| {
+                        let mut row = vec![
+                            a.action_id.to_string(),
+                            a.action.clone(),
+                            a.state.clone(),
+                            output::opt(a.exit_code),
+                            a.started_at.clone(),
+                            output::opt(a.finished_at.as_deref()),
+                        ];
+                        if wide {
+                            row.extend([a.job_id.to_string(), a.args.join(" ")]);
+                        }
+                        row
+                    }),
+                )
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::Delete { name } => {
             client.delete_deployment(&name).await?;
+            out.print(&serde_json::json!({"deleted": name}), |_| {
+                format!("deployment {name} deleted\n")
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::Reset { name, state } => {
-            let d = client.set_deployment_state(&name, &state, None).await?;
-            println!("{} {}", d.name, d.state);
+            one(client.set_deployment_state(&name, &state, None).await?)?;
             return Ok(ExitCode::SUCCESS);
         }
         DeployCmd::Up { name, args } => (name, "up".to_string(), args),
@@ -154,9 +199,16 @@ pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode>
         started.action_id, started.job_id
     );
     let mut log = client.follow_logs(started.job_id, 0);
+    let activity = crate::progress::Activity::new(format!(
+        "{action} {name}: running (action {}, job {})",
+        started.action_id, started.job_id
+    ));
     while let Some(l) = log.next().await? {
-        println!("{}", l.text);
+        if !out.machine() {
+            activity.suspend(|| println!("{}", l.text));
+        }
     }
+    activity.done();
     // The log ends with the job; the deployment records the end in the same command.
     let record = client
         .deployment_actions(&name)
@@ -175,6 +227,9 @@ pub async fn deploy(client: &Client, cmd: DeployCmd) -> anyhow::Result<ExitCode>
         record.exit_code.map_or("none".into(), |c| c.to_string()),
         d.state
     );
+    if out.machine() {
+        out.print(&record, |_| String::new())?;
+    }
     Ok(if record.state == "succeeded" {
         ExitCode::SUCCESS
     } else {

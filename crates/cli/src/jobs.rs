@@ -11,6 +11,8 @@ use clap::{Args, Subcommand};
 use switchyard_client::Client;
 use switchyard_types::{JobSpec, LogStream};
 
+use crate::output::{self, Format};
+
 /// `KEY=VALUE` pairs from repeatable (or comma-separated) flags.
 fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     items
@@ -171,19 +173,67 @@ pub struct SubmitArgs {
     command: Vec<String>,
 }
 
-fn summary(j: &switchyard_types::Job) -> String {
-    format!(
-        "{:>6} {:<9} attempts={} exit={} queue={} {}",
-        j.id,
-        j.status,
-        j.attempts,
-        j.exit_code.map_or("-".into(), |c| c.to_string()),
-        j.queue,
-        j.spec.command.join(" ")
+fn jobs_table(jobs: &[&switchyard_types::Job], wide: bool) -> String {
+    let mut headers = vec!["id", "status", "attempts", "exit", "queue", "command"];
+    if wide {
+        headers.extend(["created", "finished", "worker", "owner", "error"]);
+    }
+    output::table(
+        &headers,
+        jobs.iter().map(|j| {
+            let mut row = vec![
+                j.id.to_string(),
+                j.status.clone(),
+                j.attempts.to_string(),
+                output::opt(j.exit_code),
+                j.queue.clone(),
+                j.spec.command.join(" "),
+            ];
+            if wide {
+                row.extend([
+                    j.created_at.clone(),
+                    output::opt(j.finished_at.as_deref()),
+                    output::opt(j.worker.as_deref()),
+                    output::opt(j.owner.as_deref()),
+                    output::opt(j.error.as_deref()),
+                ]);
+            }
+            row
+        }),
     )
 }
 
-pub async fn jobs(client: &Client, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
+fn job_summary(j: &switchyard_types::Job) -> String {
+    let mut pairs = vec![
+        ("Id", j.id.to_string()),
+        ("Status", j.status.clone()),
+        ("Command", j.spec.command.join(" ")),
+        ("Queue", j.queue.clone()),
+        (
+            "Attempts",
+            format!("{} of {}", j.attempts, j.spec.max_attempts),
+        ),
+        ("Exit code", output::opt(j.exit_code)),
+        ("Created", j.created_at.clone()),
+        ("Started", output::opt(j.started_at.as_deref())),
+        ("Finished", output::opt(j.finished_at.as_deref())),
+        ("Worker", output::opt(j.worker.as_deref())),
+    ];
+    if let Some(e) = &j.error {
+        pairs.push(("Error", e.clone()));
+    }
+    if let Some(o) = &j.owner {
+        pairs.push(("Owner", o.clone()));
+    }
+    if j.cancel_requested {
+        pairs.push(("Cancel", "requested".into()));
+    }
+    pairs.push(("Revision", j.revision.to_string()));
+    output::summary(&pairs)
+}
+
+pub async fn jobs(client: &Client, out: Format, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
+    let one = |j: switchyard_types::Job| out.print(&j, |wide| jobs_table(&[&j], wide));
     match cmd {
         JobsCmd::Submit(a) => {
             let command = if a.shell {
@@ -204,37 +254,49 @@ pub async fn jobs(client: &Client, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
             };
             let job = client.enqueue(&spec, None).await?;
             if !a.follow {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+                one(job)?;
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!("job {} queued", job.id);
-            return follow(client, job.id, 0, false).await;
+            return follow(client, out, job.id, 0, false).await;
         }
         JobsCmd::List {
             status,
             queue,
             limit,
         } => {
-            let (mut after, mut left) = (None, limit);
+            let (mut after, mut left, mut all) = (None, limit, Vec::new());
             while left > 0 {
                 let page = client
                     .jobs(status.as_deref(), queue.as_deref(), after, left.min(1000))
                     .await?;
-                for j in &page.jobs {
-                    println!("{}", summary(j));
-                }
                 left -= page.jobs.len();
+                all.extend(page.jobs);
                 match page.next {
                     Some(n) => after = Some(n),
                     None => break,
                 }
             }
+            let list = switchyard_types::JobList {
+                jobs: all,
+                next: None,
+            };
+            out.print(&list, |wide| {
+                jobs_table(&list.jobs.iter().collect::<Vec<_>>(), wide)
+            })?
         }
         JobsCmd::Get { id } => {
-            println!("{}", serde_json::to_string_pretty(&client.job(id).await?)?)
+            let j = client.job(id).await?;
+            out.print(&j, |wide| {
+                if wide {
+                    jobs_table(&[&j], true)
+                } else {
+                    job_summary(&j)
+                }
+            })?
         }
-        JobsCmd::Cancel { id } => println!("{}", summary(&client.cancel_job(id).await?)),
-        JobsCmd::Retry { id } => println!("{}", summary(&client.retry_job(id).await?)),
+        JobsCmd::Cancel { id } => one(client.cancel_job(id).await?)?,
+        JobsCmd::Retry { id } => one(client.retry_job(id).await?)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -255,9 +317,9 @@ pub struct LogsArgs {
     timestamps: bool,
 }
 
-pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
+pub async fn logs(client: &Client, out: Format, a: LogsArgs) -> anyhow::Result<ExitCode> {
     if a.follow {
-        return follow(client, a.job, a.from, a.timestamps).await;
+        return follow(client, out, a.job, a.from, a.timestamps).await;
     }
     let mut from = a.from;
     loop {
@@ -269,7 +331,7 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for l in &page.lines {
-            print_line(l, a.timestamps)?;
+            print_line(out, l, a.timestamps)?;
         }
         if page.lines.is_empty() {
             return Ok(ExitCode::SUCCESS);
@@ -278,23 +340,39 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_line(l: &switchyard_types::LogLine, timestamps: bool) -> std::io::Result<()> {
+/// A log line: its text on stdout or stderr as the job wrote it; with `-o json|yaml`, the
+/// whole line (offset, stream, time, text) on stdout.
+fn print_line(out: Format, l: &switchyard_types::LogLine, timestamps: bool) -> anyhow::Result<()> {
+    if out.machine() {
+        return out.print_item(l, |_| String::new());
+    }
     let text = if timestamps {
         format!("{:>6} {} {}", l.offset, l.time, l.text)
     } else {
         l.text.clone()
     };
     match l.stream {
-        LogStream::Stdout => writeln!(std::io::stdout(), "{text}"),
-        LogStream::Stderr => writeln!(std::io::stderr(), "{text}"),
+        LogStream::Stdout => out.print_item(l, |_| text),
+        LogStream::Stderr => Ok(writeln!(std::io::stderr(), "{text}")?),
     }
 }
 
-async fn follow(client: &Client, id: u64, from: u64, timestamps: bool) -> anyhow::Result<ExitCode> {
+async fn follow(
+    client: &Client,
+    out: Format,
+    id: u64,
+    from: u64,
+    timestamps: bool,
+) -> anyhow::Result<ExitCode> {
     let mut f = client.follow_logs(id, from);
+    let activity = crate::progress::Activity::new(format!("job {id}: following its output"));
+    let mut lines = 0u64;
     while let Some(l) = f.next().await? {
-        print_line(&l, timestamps)?;
+        activity.suspend(|| print_line(out, &l, timestamps))?;
+        lines += 1;
+        activity.set(format!("job {id}: {lines} lines"));
     }
+    activity.done();
     let status = f.status().unwrap_or("unknown").to_string();
     let job = client.job(id).await?;
     eprintln!(
@@ -313,27 +391,40 @@ async fn follow(client: &Client, id: u64, from: u64, timestamps: bool) -> anyhow
 }
 
 /// The agents (hosts running jobs): id, status, host, jobs held.
-pub async fn agents(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
-    let agents = client.agents().await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&agents)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for a in &agents {
-        println!(
-            "{:<24} {:<5} host={} cpus={} mem={}MiB queues={} last_seen={} running={:?}{}",
-            a.id,
-            a.status,
-            a.hostname,
-            a.cpus,
-            a.memory_bytes >> 20,
-            a.queues.join(","),
-            a.last_seen,
-            a.running,
-            a.lost_reason
-                .as_ref()
-                .map_or(String::new(), |r| format!(" ({r})"))
-        );
-    }
+pub async fn agents(client: &Client, out: Format) -> anyhow::Result<ExitCode> {
+    let agents = switchyard_types::AgentList {
+        agents: client.agents().await?,
+    };
+    out.print(&agents, |wide| {
+        let mut headers = vec![
+            "id", "status", "host", "cpus", "memory", "queues", "running",
+        ];
+        if wide {
+            headers.extend(["last seen", "labels", "url", "lost because"]);
+        }
+        output::table(
+            &headers,
+            agents.agents.iter().map(|a| {
+                let mut row = vec![
+                    a.id.clone(),
+                    a.status.clone(),
+                    a.hostname.clone(),
+                    a.cpus.to_string(),
+                    format!("{}Mi", a.memory_bytes >> 20),
+                    a.queues.join(","),
+                    output::list(&a.running),
+                ];
+                if wide {
+                    row.extend([
+                        a.last_seen.clone(),
+                        output::list(a.labels.iter().map(|(k, v)| format!("{k}={v}"))),
+                        output::opt(a.url.as_deref()),
+                        output::opt(a.lost_reason.as_deref()),
+                    ]);
+                }
+                row
+            }),
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

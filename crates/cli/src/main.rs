@@ -11,11 +11,11 @@ mod cluster;
 mod deploy;
 mod jobs;
 mod logfile;
+mod output;
+mod progress;
 mod run;
 mod serve;
 mod tap;
-
-use clap::Parser;
 
 /// mimalloc: glibc's malloc cost about 15% of the server's CPU under write load (perf, B1 at
 /// 256 clients); see BENCHMARKS.md.
@@ -25,7 +25,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     // Every HTTP client of the binary uses rustls with ring.
     switchyard_tls::install_provider();
-    let args = cli::Args::parse();
+    let args = cli::parse();
     // A command whose output goes to a pipe that closes (`switchyard openapi | head -1`) ends
     // quietly, as Unix tools do, instead of a panic report: `println!` panics on a failed
     // write, and std gives no typed way to tell that panic apart, so its text is matched.
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            output::report(&e);
             std::process::ExitCode::FAILURE
         }
     }

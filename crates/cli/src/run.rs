@@ -2,7 +2,6 @@
 //! they happen, a summary, JUnit XML, and local workers; funkytown's controller and workers in
 //! one command.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,6 +11,9 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use switchyard_client::{Client, WatchItem};
 use switchyard_types::{Run, RunCell};
+
+use crate::output::{self, Format};
+use crate::progress::{Counts, RunProgress, Target};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -49,9 +51,9 @@ enum RunCmd {
     Cancel { id: u64 },
     /// List runs.
     List,
-    /// A run's statistics (JSON).
+    /// A run's statistics.
     Get { id: u64 },
-    /// A run's cells (JSON lines).
+    /// A run's cells.
     Cells { id: u64 },
 }
 
@@ -92,34 +94,115 @@ fn label(c: &RunCell) -> String {
     format!("{} [{}]", c.key, values.join(" "))
 }
 
+fn runs_table(runs: &[&Run], wide: bool) -> String {
+    let mut headers = vec![
+        "id", "status", "cells", "passed", "failed", "running", "queued", "name",
+    ];
+    if wide {
+        headers.extend(["cancelled", "dead", "started", "duration", "cells/s"]);
+    }
+    output::table(
+        &headers,
+        runs.iter().map(|r| {
+            let mut row = vec![
+                r.id.to_string(),
+                r.status.clone(),
+                r.total.to_string(),
+                r.passed.to_string(),
+                r.failed.to_string(),
+                r.running.to_string(),
+                r.queued.to_string(),
+                if r.name.is_empty() {
+                    "-".into()
+                } else {
+                    r.name.clone()
+                },
+            ];
+            if wide {
+                row.extend([
+                    r.cancelled.to_string(),
+                    r.dead.to_string(),
+                    r.started_at.clone(),
+                    format!("{:.1}s", r.duration_seconds),
+                    format!("{:.2}", r.throughput),
+                ]);
+            }
+            row
+        }),
+    )
+}
+
+fn run_summary(r: &Run) -> String {
+    output::summary(&[
+        ("Run", r.id.to_string()),
+        (
+            "Name",
+            if r.name.is_empty() {
+                "-".into()
+            } else {
+                r.name.clone()
+            },
+        ),
+        ("Status", r.status.clone()),
+        (
+            "Cells",
+            format!(
+                "{} ({} excluded): {}",
+                r.total,
+                r.excluded,
+                Counts::of_run(r).describe()
+            ),
+        ),
+        ("Started", r.started_at.clone()),
+        ("Finished", output::opt(r.finished_at.as_deref())),
+        (
+            "Duration",
+            format!("{:.1}s ({:.2} cells/s)", r.duration_seconds, r.throughput),
+        ),
+        (
+            "ETA",
+            output::opt(r.eta_seconds.map(|e| format!("{}s", e.ceil()))),
+        ),
+    ])
+}
+
 pub async fn run(
     client: &Client,
     token: Option<String>,
+    out: Format,
     args: RunArgs,
 ) -> anyhow::Result<ExitCode> {
     match &args.cmd {
         Some(RunCmd::Cancel { id }) => {
             let r = client.cancel_run(*id).await?;
-            println!("run {} {}", r.id, r.status);
+            out.print(&r, |wide| runs_table(&[&r], wide))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(RunCmd::List) => {
-            for r in client.runs().await? {
-                println!(
-                    "{:<8} {:<10} {:>6} cells  passed {}  failed {}  running {}  queued {}  {}",
-                    r.id, r.status, r.total, r.passed, r.failed, r.running, r.queued, r.name
-                );
-            }
+            let list = switchyard_types::RunList {
+                runs: client.runs().await?,
+            };
+            out.print(&list, |wide| {
+                runs_table(&list.runs.iter().collect::<Vec<_>>(), wide)
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(RunCmd::Get { id }) => {
-            println!("{}", serde_json::to_string_pretty(&client.run(*id).await?)?);
+            let r = client.run(*id).await?;
+            out.print(&r, |wide| {
+                if wide {
+                    runs_table(&[&r], true)
+                } else {
+                    run_summary(&r)
+                }
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(RunCmd::Cells { id }) => {
-            for c in client.run_cells(*id).await? {
-                println!("{}", serde_json::to_string(&c)?);
-            }
+            let cells = switchyard_types::RunCells {
+                cells: client.run_cells(*id).await?,
+            };
+            out.print(&cells, |wide| cells_table(&cells.cells, wide))?;
             return Ok(ExitCode::SUCCESS);
         }
         None => {}
@@ -138,19 +221,21 @@ pub async fn run(
         eprintln!("  excluded {} by {:?}", e.cells, e.rule);
     }
     if args.detach {
-        println!("{id}");
+        out.print(&created, |_| format!("{id}\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut workers = start_workers(client, token, &queue, id, args.workers)?;
     let base = client.base_url();
     let topic = format!("runs/{id}");
-    let tty = std::io::stderr().is_terminal();
-    let mut shown: Option<Instant> = None;
     let mut cancelled = false;
     let cells: Vec<RunCell> = client.run_cells(id).await?;
     // One Ctrl-C handler for the whole wait, so no press is lost between polls.
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stats = client.run(id).await?;
+    let mut progress = RunProgress::new(Target::Stderr);
+    // Every event of the run carries its counts: the display follows the events, and asks
+    // for the statistics only when the watch is quiet.
+    progress.update(Counts::of_run(&stats));
     // The run's events come in order, every cell's before `finished`: wait for that one, so
     // no failure goes unprinted (or, should the watch be silent, 10 s past the statistics'
     // end).
@@ -164,7 +249,7 @@ pub async fn run(
             item = tokio::time::timeout(Duration::from_secs(1), watch.next()) => item,
             _ = &mut ctrl_c, if !cancelled => {
                 cancelled = true;
-                eprintln!("\ncancelling run {id} (Ctrl-C again to leave it running)");
+                progress.println(&format!("cancelling run {id} (Ctrl-C again to leave it running)"));
                 let _ = client.cancel_run(id).await;
                 tokio::spawn(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -175,39 +260,33 @@ pub async fn run(
         };
         match item {
             Ok(Ok(WatchItem::Event(e))) if e.topic == topic => {
-                if e.event["kind"] == "cell" {
-                    failure(&e.event["cell"], &cells, &base, tty);
+                let kind = e.event["kind"].as_str().unwrap_or_default();
+                if kind == "cell"
+                    && let Some(line) = failure(&e.event["cell"], &cells, &base)
+                {
+                    progress.println(&line);
                 }
-                if e.event["kind"] == "finished" {
+                if kind == "finished" {
                     seen_end = true;
                 }
-                if e.event["kind"] == "finished" || e.event["kind"] == "cell" {
-                    // Counts ride on every event; the full statistics on a timer.
-                    if e.event["kind"] == "finished"
-                        || shown.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
-                    {
-                        stats = client.run(id).await?;
-                    }
+                if let Some(c) = Counts::of_event(&e.event) {
+                    progress.update(c);
                 }
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e).context("watching the run"),
-            // Quiet for a second: refresh the statistics anyway (ETA, duration).
-            Err(_) => stats = client.run(id).await?,
-        }
-        let every = Duration::from_millis(if tty { 200 } else { 5000 });
-        if shown.is_none_or(|t| t.elapsed() > every) || stats.finished_at.is_some() {
-            progress(&stats, tty);
-            shown = Some(Instant::now());
+            // Quiet for a second: ask for the statistics (a watch that stalls).
+            Err(_) => {
+                stats = client.run(id).await?;
+                progress.update(Counts::of_run(&stats));
+            }
         }
     }
-    if tty {
-        eprintln!();
-    }
-    stop_workers(client, &mut workers, id).await;
     let stats = client.run(id).await?;
+    progress.finish(Counts::of_run(&stats), &stats.status);
+    stop_workers(client, &mut workers, id).await;
     let cells = client.run_cells(id).await?;
-    summary(&stats, &cells, &base);
+    out.print(&stats, |_| summary(&stats, &cells, &base))?;
     if let Some(path) = &args.junit {
         std::fs::write(path, junit(&stats, &cells))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -218,6 +297,31 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn cells_table(cells: &[RunCell], wide: bool) -> String {
+    let mut headers = vec!["cell", "status", "exit", "job"];
+    if wide {
+        headers.extend(["duration", "error"]);
+    }
+    output::table(
+        &headers,
+        cells.iter().map(|c| {
+            let mut row = vec![
+                label(c),
+                c.status.clone(),
+                output::opt(c.exit_code),
+                c.job_id.to_string(),
+            ];
+            if wide {
+                row.extend([
+                    output::opt(c.duration_seconds.map(|d| format!("{d:.1}s"))),
+                    output::opt(c.error.as_deref()),
+                ]);
+            }
+            row
+        }),
+    )
 }
 
 /// How long the local workers get to exit by themselves once the run has ended.
@@ -270,63 +374,29 @@ fn start_workers(
         .collect()
 }
 
-/// Print a failed cell as it ends, with the link to its log.
-fn failure(cell: &Value, cells: &[RunCell], base: &str, tty: bool) {
+/// The line of a failed cell as it ends, with the link to its log; none for other cells.
+fn failure(cell: &Value, cells: &[RunCell], base: &str) -> Option<String> {
     let status = cell["status"].as_str().unwrap_or_default();
     if !matches!(status, "failed" | "timed_out" | "dead") {
-        return;
+        return None;
     }
-    let Some(c) = cell["index"].as_u64().and_then(|i| cells.get(i as usize)) else {
-        return;
-    };
+    let c = cell["index"].as_u64().and_then(|i| cells.get(i as usize))?;
     let code = cell["exit_code"]
         .as_i64()
         .map_or("-".to_string(), |c| c.to_string());
-    if tty {
-        eprint!("\r\x1b[K");
-    }
     let why = cell["error"]
         .as_str()
         .map_or(String::new(), |e| format!(": {e}"));
-    eprintln!(
+    Some(format!(
         "FAIL {} {status} (exit {code}){why} log: {base}/v1/jobs/{}/logs",
         label(c),
         c.job_id
-    );
+    ))
 }
 
-fn progress(r: &Run, tty: bool) {
-    let done = r.total - r.queued - r.running;
-    let width = 30usize;
-    let filled = if r.total == 0 {
-        width
-    } else {
-        (done as usize * width) / r.total as usize
-    };
-    let eta = r
-        .eta_seconds
-        .map_or("-".to_string(), |e| format!("{}s", e.ceil()));
-    let line = format!(
-        "[{}{}] {done}/{} passed {} failed {} running {} queued {} eta {eta}",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        r.total,
-        r.passed,
-        r.failed,
-        r.running,
-        r.queued,
-    );
-    if tty {
-        eprint!("\r\x1b[K{line}");
-        let _ = std::io::stderr().flush();
-    } else {
-        eprintln!("{line}");
-    }
-}
-
-fn summary(r: &Run, cells: &[RunCell], base: &str) {
-    println!(
-        "run {} {}: {} cells, {} passed, {} failed ({} timed out), {} cancelled, {} dead in {:.1}s ({:.1} cells/s)",
+fn summary(r: &Run, cells: &[RunCell], base: &str) -> String {
+    let mut out = format!(
+        "run {} {}: {} cells, {} passed, {} failed ({} timed out), {} cancelled, {} dead in {:.1}s ({:.1} cells/s)\n",
         r.id,
         r.status,
         r.total,
@@ -342,8 +412,8 @@ fn summary(r: &Run, cells: &[RunCell], base: &str) {
         .iter()
         .filter(|c| matches!(c.status.as_str(), "failed" | "timed_out" | "dead"))
     {
-        println!(
-            "  {} {} (exit {}){} {base}/v1/jobs/{}/logs",
+        out += &format!(
+            "  {} {} (exit {}){} {base}/v1/jobs/{}/logs\n",
             c.status,
             label(c),
             c.exit_code.map_or("-".into(), |c| c.to_string()),
@@ -351,6 +421,7 @@ fn summary(r: &Run, cells: &[RunCell], base: &str) {
             c.job_id
         );
     }
+    out
 }
 
 /// `: REASON` when the cell's job says why it ended badly, else nothing.

@@ -929,3 +929,37 @@ pub struct RunCell {
 pub struct RunCells {
     pub cells: Vec<RunCell>,
 }
+
+/// The error codes of [`ErrorInfo::code`] that a client acts on, typed. The wire keeps the
+/// code a string, so a newer server's code reads as [`ErrorCode::Other`] here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Invalid,
+    NotFound,
+    Busy,
+    NotAllowed,
+    Conflict,
+    InsufficientFunds,
+    Unauthorized,
+    Forbidden,
+    Unavailable,
+    Timeout,
+    Internal,
+    /// A code this version does not know.
+    Other,
+}
+
+impl ErrorCode {
+    /// The code of a wire string; unknown ones are [`ErrorCode::Other`].
+    pub fn parse(code: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(code.to_string())).unwrap_or(Self::Other)
+    }
+}
+
+impl ErrorInfo {
+    /// This error's code, typed.
+    pub fn kind(&self) -> ErrorCode {
+        ErrorCode::parse(&self.code)
+    }
+}
