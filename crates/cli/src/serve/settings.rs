@@ -1,21 +1,35 @@
-//! `switchyard serve`: flags, environment and the TOML file merged and validated into the
-//! server's checked config, then the server runs until SIGTERM or Ctrl-C.
+//! The settings of `switchyard serve`, declared once: each is one field of [`ServeArgs`], whose
+//! doc comment is its `--help`, and which is at the same time a flag, a `SWITCHYARD_*`
+//! environment variable and a key of the TOML file. They are layered (the server's defaults,
+//! then the TOML file, then the environment, then the flags: [`ServeArgs::layered`]) and
+//! checked in one step ([`ServeArgs::validate`]) into the server's checked
+//! [`Config`](switchyard_server::Config) and the binary's own [`Settings`] (listeners, logs,
+//! the local worker).
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde::Deserialize;
-use switchyard_server::{Config, Listeners};
+use serde::{Deserialize, Serialize};
+use switchyard_server::Config;
 
 /// Settings of `switchyard serve`. Each is a flag, a `SWITCHYARD_*` environment variable and
-/// a key of the TOML file given with `--config` (flag beats environment beats file).
-#[derive(Debug, Args, Default)]
+/// a key of the TOML file given with `--config` (flag beats environment beats file beats
+/// default).
+#[derive(Debug, Args, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (keys in snake_case, e.g. `data_dir`).
     #[arg(long, env = "SWITCHYARD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Check the settings (defaults, then the file, then the environment, then the flags),
+    /// print the ones given as TOML (the join token hidden), and exit without serving.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
     /// Data directory [default: ./data]
     #[arg(long, env = "SWITCHYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -71,9 +85,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub device_types: Vec<PathBuf>,
-    /// Device to create at start if missing, as NAME=TYPE; repeatable
+    /// Device to create at start if missing, as NAME=TYPE; repeatable (in the file: a list of
+    /// "NAME=TYPE" strings or of `{name, type}` tables, `[[devices]]`)
     #[arg(long = "device", env = "SWITCHYARD_DEVICES", value_delimiter = ',')]
-    pub devices: Vec<String>,
+    #[serde(deserialize_with = "device_specs")]
+    pub devices: Vec<DeviceSpec>,
     /// Serve the seed-000 `mv` face (the original's routes at the root) on this address
     #[arg(long, env = "SWITCHYARD_MV_LISTEN")]
     pub mv_listen: Option<String>,
@@ -136,7 +152,8 @@ pub struct ServeArgs {
     /// Private key (PEM) of --peer-cert
     #[arg(long, env = "SWITCHYARD_PEER_KEY")]
     pub peer_key: Option<PathBuf>,
-    /// The global --ca-cert: trusted when this node talks to other members' API (a join).
+    /// CA certificate (PEM) trusted when this node talks to other members' client API (a
+    /// join), besides the system's roots and --peer-ca (the flag is the global --ca-cert)
     #[arg(skip)]
     pub ca_cert: Option<PathBuf>,
     /// Seconds a client has to send a request's head (line and headers) [default: 10]
@@ -194,90 +211,62 @@ pub struct ServeArgs {
     /// Seconds between the leader's active checks of agents that gave a URL [default: 5]
     #[arg(long, env = "SWITCHYARD_AGENT_CHECK_INTERVAL")]
     pub agent_check_interval: Option<f64>,
+    /// Default argv templates of deployment actions, by action name (TOML file only:
+    /// `[actions.up] command = ["kvm-compose", "up", "{args}"]`)
+    #[arg(skip)]
+    pub actions: BTreeMap<String, FileAction>,
 }
 
-/// `[[devices]]` in the TOML file.
-#[derive(Debug, Deserialize)]
+/// A device to create at start: `NAME=TYPE` on the command line; in the file that string or
+/// a `{name, type}` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileDevice {
-    name: String,
+pub struct DeviceSpec {
+    pub name: String,
     #[serde(rename = "type")]
-    type_name: String,
+    pub type_name: String,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((name, ty)) if !name.is_empty() && !ty.is_empty() => Ok(Self {
+                name: name.to_string(),
+                type_name: ty.to_string(),
+            }),
+            _ => Err(format!("expected NAME=TYPE, e.g. sw1=switch; got {s:?}")),
+        }
+    }
+}
+
+/// `devices` in the file: `"NAME=TYPE"` strings or `{name, type}` tables.
+fn device_specs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<DeviceSpec>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Table(DeviceSpec),
+    }
+    Vec::<Either>::deserialize(d)?
+        .into_iter()
+        .map(|e| match e {
+            Either::Text(s) => s.parse().map_err(serde::de::Error::custom),
+            Either::Table(t) => Ok(t),
+        })
+        .collect()
 }
 
 /// `[actions.NAME]` in the TOML file: the default argv template of a deployment action.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileAction {
-    command: Vec<String>,
+pub struct FileAction {
+    pub command: Vec<String>,
 }
 
-/// The TOML file: the same settings, all optional; unknown keys are an error.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    peer_listen: Option<String>,
-    node_id: Option<u64>,
-    advertise_api: Option<String>,
-    advertise_peer: Option<String>,
-    history_events: Option<usize>,
-    watch_max_lag: Option<usize>,
-    watch_bookmark_interval: Option<f64>,
-    watch_send_timeout: Option<f64>,
-    snapshot_logs: Option<u64>,
-    snapshot_keep_logs: Option<u64>,
-    write_timeout: Option<f64>,
-    max_body_bytes: Option<usize>,
-    idempotency_window: Option<f64>,
-    log_format: Option<String>,
-    #[serde(default)]
-    device_types: Vec<PathBuf>,
-    #[serde(default)]
-    devices: Vec<FileDevice>,
-    mv_listen: Option<String>,
-    mv_device: Option<String>,
-    altair_listen: Option<String>,
-    testbed_listen: Option<String>,
-    funkytown_listen: Option<String>,
-    testbed_client_port: Option<u16>,
-    job_retention: Option<f64>,
-    run_max_cells: Option<usize>,
-    run_retention: Option<f64>,
-    run_keep: Option<u32>,
-    auth_tokens: Option<PathBuf>,
-    join: Option<String>,
-    join_token: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    peer_ca: Option<PathBuf>,
-    peer_cert: Option<PathBuf>,
-    peer_key: Option<PathBuf>,
-    ca_cert: Option<PathBuf>,
-    header_read_timeout: Option<f64>,
-    idle_timeout: Option<f64>,
-    max_connections: Option<usize>,
-    #[serde(default)]
-    allowed_origins: Vec<String>,
-    #[serde(default)]
-    allowed_hosts: Vec<String>,
-    forward_writes: Option<bool>,
-    heartbeat_ms: Option<u64>,
-    election_timeout_ms: Option<u64>,
-    local_workers: Option<usize>,
-    local_worker_queue: Option<String>,
-    job_log_max_bytes: Option<u64>,
-    agent_check_interval: Option<f64>,
-    cluster_config_file: Option<PathBuf>,
-    log_file: Option<PathBuf>,
-    log_max_bytes: Option<u64>,
-    log_keep: Option<usize>,
-    #[serde(default)]
-    actions: std::collections::BTreeMap<String, FileAction>,
-}
-
-/// The merged, checked settings.
+/// The checked settings: the server's [`Config`] and what the binary does itself.
+#[derive(Debug)]
 pub struct Settings {
     pub config: Config,
     pub listen: String,
@@ -305,83 +294,119 @@ fn seconds_up_to(name: &str, v: f64, max: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+/// The settings given, as a JSON object without the ones left out (null or empty).
+fn given(s: &ServeArgs) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let serde_json::Value::Object(mut map) = serde_json::to_value(s)? else {
+        bail!("the settings do not serialise to an object");
+    };
+    map.retain(|_, v| match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+        _ => true,
+    });
+    Ok(map)
 }
 
 impl ServeArgs {
-    /// Merge flag/env > file > default and validate.
-    pub fn settings(self) -> anyhow::Result<Settings> {
-        let f = match &self.config {
-            Some(p) => read_file(p)?,
-            None => FileConfig::default(),
+    /// The TOML file's settings (unknown keys are an error naming them).
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Layer these settings (the flags and environment, as clap read them) over the TOML
+    /// file's: a setting given here replaces the file's, one left out keeps it. Generic over
+    /// the fields, so a new setting needs no code here.
+    pub fn layered(self) -> anyhow::Result<Self> {
+        let Some(path) = &self.config else {
+            return Ok(self);
         };
-        let data_dir = self
-            .data_dir
-            .or(f.data_dir)
-            .unwrap_or_else(|| PathBuf::from("data"));
+        let mut merged = given(&Self::from_file(path)?)?;
+        merged.extend(given(&self)?);
+        let mut s: Self = serde_json::from_value(serde_json::Value::Object(merged))
+            .context("layering the settings")?;
+        s.config = self.config;
+        s.check = self.check;
+        Ok(s)
+    }
+
+    /// The settings given, as the TOML file would hold them, the join token hidden.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let mut map = given(self)?;
+        if map.contains_key("join_token") {
+            map.insert("join_token".into(), "(hidden)".into());
+        }
+        Ok(toml::to_string(&map)?)
+    }
+
+    /// Layer, then validate: what `switchyard serve` runs with.
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        self.layered()?.validate()
+    }
+
+    /// `--check`: layer and validate, then print what was given.
+    pub fn check_and_print(self) -> anyhow::Result<()> {
+        let layered = self.layered()?;
+        let text = layered.to_toml()?;
+        layered.validate()?;
+        println!("{}", text.trim_end());
+        eprintln!("settings are valid; those not listed take their defaults (see --help)");
+        Ok(())
+    }
+
+    /// The one validation step: every setting checked (the message names it and what is
+    /// allowed) into the server's checked [`Config`] and the binary's own settings. A setting
+    /// left out keeps the server's default ([`Config::new`]).
+    fn validate(self) -> anyhow::Result<Settings> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         let mut c = Config::new(data_dir);
-        if let Some(v) = self.node_id.or(f.node_id) {
+        if let Some(v) = self.node_id {
             c.node_id = v;
         }
-        c.advertise_api = self.advertise_api.or(f.advertise_api);
-        c.advertise_peer = self.advertise_peer.or(f.advertise_peer);
-        if let Some(v) = self.history_events.or(f.history_events) {
+        c.advertise_api = self.advertise_api;
+        c.advertise_peer = self.advertise_peer;
+        if let Some(v) = self.history_events {
             c.history_events = v;
         }
-        if let Some(v) = self.watch_max_lag.or(f.watch_max_lag) {
+        if let Some(v) = self.watch_max_lag {
             c.watch_max_lag = v;
         }
-        if let Some(v) = self.watch_bookmark_interval.or(f.watch_bookmark_interval) {
+        if let Some(v) = self.watch_bookmark_interval {
             c.watch_bookmark_interval = seconds("watch_bookmark_interval", v)?;
         }
-        if let Some(v) = self.watch_send_timeout.or(f.watch_send_timeout) {
+        if let Some(v) = self.watch_send_timeout {
             c.watch_send_timeout = seconds("watch_send_timeout", v)?;
         }
-        if let Some(v) = self.snapshot_logs.or(f.snapshot_logs) {
+        if let Some(v) = self.snapshot_logs {
             c.snapshot_logs = v;
         }
-        if let Some(v) = self.snapshot_keep_logs.or(f.snapshot_keep_logs) {
+        if let Some(v) = self.snapshot_keep_logs {
             c.snapshot_keep_logs = v;
         }
-        if let Some(v) = self.write_timeout.or(f.write_timeout) {
+        if let Some(v) = self.write_timeout {
             c.write_timeout = seconds("write_timeout", v)?;
         }
-        if let Some(v) = self.max_body_bytes.or(f.max_body_bytes) {
+        if let Some(v) = self.max_body_bytes {
             c.max_body_bytes = v;
         }
-        if let Some(v) = self.idempotency_window.or(f.idempotency_window) {
+        if let Some(v) = self.idempotency_window {
             c.idempotency_window = seconds_up_to("idempotency_window", v, 30.0 * 86_400.0)?;
         }
-        let type_files = if self.device_types.is_empty() {
-            f.device_types
-        } else {
-            self.device_types
-        };
-        for path in &type_files {
+        for path in &self.device_types {
             c.load_device_types(path).map_err(anyhow::Error::msg)?;
         }
-        if self.devices.is_empty() {
-            c.devices = f
-                .devices
-                .into_iter()
-                .map(|d| (d.name, d.type_name))
-                .collect();
-        } else {
-            for d in &self.devices {
-                let Some((name, ty)) = d.split_once('=') else {
-                    bail!("--device: expected NAME=TYPE, e.g. sw1=switch; got {d:?}");
-                };
-                c.devices.push((name.to_string(), ty.to_string()));
-            }
-        }
-        if let Some(d) = self.mv_device.or(f.mv_device) {
+        c.devices = self
+            .devices
+            .into_iter()
+            .map(|d| (d.name, d.type_name))
+            .collect();
+        if let Some(d) = self.mv_device {
             c.mv_device = d;
         }
-        c.join = self.join.or(f.join);
-        match (self.tls_cert.or(f.tls_cert), self.tls_key.or(f.tls_key)) {
+        c.join = self.join;
+        match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => {
                 let files = switchyard_tls::ServerFiles {
                     cert,
@@ -395,11 +420,7 @@ impl ServeArgs {
             (None, None) => {}
             _ => bail!("tls_cert, tls_key: give both, or neither"),
         }
-        match (
-            self.peer_ca.or(f.peer_ca),
-            self.peer_cert.or(f.peer_cert),
-            self.peer_key.or(f.peer_key),
-        ) {
+        match (self.peer_ca, self.peer_cert, self.peer_key) {
             (Some(ca), Some(cert), Some(key)) => {
                 let files = switchyard_tls::ServerFiles {
                     cert,
@@ -413,26 +434,17 @@ impl ServeArgs {
             (None, None, None) => {}
             _ => bail!("peer_ca, peer_cert, peer_key: give all three, or none"),
         }
-        c.ca_cert = self.ca_cert.or(f.ca_cert);
-        if let Some(v) = self.header_read_timeout.or(f.header_read_timeout) {
+        c.ca_cert = self.ca_cert;
+        if let Some(v) = self.header_read_timeout {
             c.limits.header_read_timeout = seconds_up_to("header_read_timeout", v, 3600.0)?;
         }
-        if let Some(v) = self.idle_timeout.or(f.idle_timeout) {
+        if let Some(v) = self.idle_timeout {
             c.limits.idle_timeout = seconds("idle_timeout", v)?;
         }
-        if let Some(n) = self.max_connections.or(f.max_connections) {
+        if let Some(n) = self.max_connections {
             c.limits.max_connections = n;
         }
-        let origins = if self.allowed_origins.is_empty() {
-            f.allowed_origins
-        } else {
-            self.allowed_origins
-        };
-        let hosts = if self.allowed_hosts.is_empty() {
-            f.allowed_hosts
-        } else {
-            self.allowed_hosts
-        };
+        let (origins, hosts) = (self.allowed_origins, self.allowed_hosts);
         c.browser = std::sync::Arc::new(switchyard_server::listen::BrowserRules {
             allowed_origins: origins
                 .iter()
@@ -445,69 +457,69 @@ impl ServeArgs {
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
         });
-        if let Some(t) = self.join_token.or(f.join_token) {
+        if let Some(t) = self.join_token {
             let secret = switchyard_server::peer_auth::ClusterSecret::parse(&t)
                 .map_err(|e| anyhow::anyhow!("join_token: {e}"))?;
             c.join_token = Some(secret);
         }
-        if let Some(v) = self.forward_writes.or(f.forward_writes) {
+        if let Some(v) = self.forward_writes {
             c.forward_writes = v;
         }
-        if let Some(v) = self.heartbeat_ms.or(f.heartbeat_ms) {
+        if let Some(v) = self.heartbeat_ms {
             c.heartbeat_interval = Duration::from_millis(v);
         }
-        if let Some(v) = self.election_timeout_ms.or(f.election_timeout_ms) {
+        if let Some(v) = self.election_timeout_ms {
             c.election_timeout = Duration::from_millis(v);
         }
-        if let Some(v) = self.job_log_max_bytes.or(f.job_log_max_bytes) {
+        if let Some(v) = self.job_log_max_bytes {
             c.job_log_max_bytes = v;
         }
-        if let Some(v) = self.agent_check_interval.or(f.agent_check_interval) {
+        if let Some(v) = self.agent_check_interval {
             c.agent_check_interval = seconds("agent_check_interval", v)?;
         }
-        c.cluster_config_file = self.cluster_config_file.or(f.cluster_config_file);
-        if let Some(port) = self.testbed_client_port.or(f.testbed_client_port) {
+        c.cluster_config_file = self.cluster_config_file;
+        if let Some(port) = self.testbed_client_port {
             if port == 0 {
                 anyhow::bail!("testbed_client_port: must be 1 to 65535");
             }
             c.testbed_client_port = port;
         }
-        if let Some(n) = self.run_max_cells.or(f.run_max_cells) {
+        if let Some(n) = self.run_max_cells {
             if !(1..=1_000_000).contains(&n) {
                 anyhow::bail!("run_max_cells: must be 1 to 1000000; got {n}");
             }
             c.run_max_cells = n;
         }
-        if let Some(v) = self.job_retention.or(f.job_retention) {
+        if let Some(v) = self.job_retention {
             c.job_retention = seconds_up_to("job_retention", v, 3660.0 * 86_400.0)?;
             if c.job_retention.as_millis() == 0 {
                 anyhow::bail!("job_retention: must be at least 0.001 seconds");
             }
         }
-        if let Some(v) = self.run_retention.or(f.run_retention) {
+        if let Some(v) = self.run_retention {
             c.run_retention = seconds_up_to("run_retention", v, 366.0 * 86_400.0)?;
             if c.run_retention.is_zero() {
                 anyhow::bail!("run_retention: must be more than 0 seconds");
             }
         }
-        if let Some(n) = self.run_keep.or(f.run_keep) {
+        if let Some(n) = self.run_keep {
             if n == 0 {
                 anyhow::bail!("run_keep: must be at least 1");
             }
             c.run_keep = n;
         }
-        c.deployment_actions = f
+        c.deployment_actions = self
             .actions
             .into_iter()
             .map(|(name, a)| (name, a.command))
             .collect();
-        let log_file = match self.log_file.or(f.log_file) {
+        let log_file = match self.log_file {
             Some(p) => {
-                let max = self.log_max_bytes.or(f.log_max_bytes).unwrap_or(10 << 20);
+                let max = self.log_max_bytes.unwrap_or(10 << 20);
                 if max < 4096 {
                     bail!("log_max_bytes: must be at least 4096; got {max}");
                 }
-                let keep = self.log_keep.or(f.log_keep).unwrap_or(5);
+                let keep = self.log_keep.unwrap_or(5);
                 if keep > 1000 {
                     bail!("log_keep: must be 0 to 1000; got {keep}");
                 }
@@ -515,41 +527,32 @@ impl ServeArgs {
             }
             None => None,
         };
-        let local_workers = self.local_workers.or(f.local_workers).unwrap_or(1);
+        let local_workers = self.local_workers.unwrap_or(1);
         if local_workers > 1024 {
             bail!("local_workers: must be 0 to 1024; got {local_workers}");
         }
-        let local_worker_queue = self
-            .local_worker_queue
-            .or(f.local_worker_queue)
-            .unwrap_or_else(|| "default".into());
+        let local_worker_queue = self.local_worker_queue.unwrap_or_else(|| "default".into());
         switchyard_server::core::jobs::validate_name("local_worker_queue", &local_worker_queue)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(p) = self.auth_tokens.or(f.auth_tokens) {
+        if let Some(p) = self.auth_tokens {
             let auth = switchyard_server::auth::Auth::load(&p).map_err(anyhow::Error::msg)?;
             c.auth = Some(std::sync::Arc::new(auth));
         }
         let config = c.validate().map_err(anyhow::Error::msg)?;
-        let json_logs = match self.log_format.or(f.log_format).as_deref() {
+        let json_logs = match self.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
             Some(other) => bail!("log_format: must be text or json; got {other:?}"),
         };
         Ok(Settings {
             config,
-            listen: self
-                .listen
-                .or(f.listen)
-                .unwrap_or_else(|| "127.0.0.1:7700".into()),
-            peer_listen: self
-                .peer_listen
-                .or(f.peer_listen)
-                .unwrap_or_else(|| "127.0.0.1:7701".into()),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:7700".into()),
+            peer_listen: self.peer_listen.unwrap_or_else(|| "127.0.0.1:7701".into()),
             json_logs,
-            mv_listen: self.mv_listen.or(f.mv_listen),
-            altair_listen: self.altair_listen.or(f.altair_listen),
-            testbed_listen: self.testbed_listen.or(f.testbed_listen),
-            funkytown_listen: self.funkytown_listen.or(f.funkytown_listen),
+            mv_listen: self.mv_listen,
+            altair_listen: self.altair_listen,
+            testbed_listen: self.testbed_listen,
+            funkytown_listen: self.funkytown_listen,
             local_workers,
             local_worker_queue,
             log_file,
@@ -557,145 +560,51 @@ impl ServeArgs {
     }
 }
 
-pub fn init_logging(json: bool, file: Option<crate::logfile::RotatingFile>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match (file, json) {
-        (Some(f), true) => builder.with_writer(f).with_ansi(false).json().init(),
-        (Some(f), false) => builder.with_writer(f).with_ansi(false).init(),
-        (None, true) => builder.with_writer(std::io::stderr).json().init(),
-        (None, false) => {
-            // Colours only for a terminal: a redirected log is read with grep and less.
-            use std::io::IsTerminal;
-            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            builder
-                .with_writer(std::io::stderr)
-                .with_ansi(colour)
-                .init()
-        }
-    }
-}
-
-pub async fn terminated() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Run the server until SIGTERM or Ctrl-C.
-/// Bind a compatibility face's listener, if one was asked for, and say where it is.
-async fn bind_face(
-    addr: &Option<String>,
-    name: &str,
-    scheme: &str,
-) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for the {name} face"))?;
-    eprintln!("switchyard {name} face on {scheme}://{}", l.local_addr()?);
-    Ok(Some(l))
-}
-
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let s = args.settings()?;
-    let file = match &s.log_file {
-        Some((path, max, keep)) => Some(
-            crate::logfile::RotatingFile::open(path, *max, *keep)
-                .with_context(|| format!("log_file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    init_logging(s.json_logs, file);
-    let mut listeners = Listeners::bind(&s.listen, &s.peer_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
-    let scheme = s.config.api_scheme();
-    listeners.mv = bind_face(&s.mv_listen, "mv", scheme).await?;
-    listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap", scheme).await?;
-    listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS", scheme).await?;
-    listeners.funkytown = bind_face(&s.funkytown_listen, "funkytown reporter", scheme).await?;
-    let token = s
-        .config
-        .auth
-        .as_ref()
-        .and_then(|a| a.write_token().map(str::to_string));
-    let server = switchyard_server::start(s.config, listeners).await?;
-    eprintln!(
-        "switchyard node {} serving the API on {} (peer RPC on {})",
-        server.node.id,
-        server.url(),
-        server.peer_addr
-    );
-    if server.node.config.peer_tls.is_some() {
-        eprintln!("peers talk mutual TLS");
-    }
-    #[cfg(unix)]
-    {
-        let node = server.node.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing a SIGHUP handler")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                match node.config.reload_tls() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
-                    }
-                }
-            }
-        });
-    }
-    let worker_ca = server
-        .node
-        .config
-        .ca_cert
-        .clone()
-        .or_else(|| server.node.config.peer_ca().map(Path::to_path_buf));
-    let stop_worker = tokio_util::sync::CancellationToken::new();
-    let worker = (s.local_workers > 0).then(|| {
-        let mut w = switchyard_worker::Config::new(server.url(), s.local_worker_queue.clone());
-        w.id = format!("local-node{}", server.node.id);
-        w.concurrency = s.local_workers;
-        w.token = token;
-        w.ca_cert = worker_ca;
-        w.shutdown_grace = Duration::from_secs(5);
-        w.host = serde_json::json!({"local": true, "node_id": server.node.id});
-        let stop = stop_worker.clone();
-        eprintln!(
-            "local worker {} runs {} job(s) at once from queue {:?}",
-            w.id, w.concurrency, w.queue
-        );
-        tokio::spawn(async move {
-            if let Err(e) = switchyard_worker::run(w, stop).await {
-                tracing::error!(error = %e, "the local worker stopped");
-            }
-        })
-    });
-    terminated().await;
-    // The local worker finishes or releases its jobs while the server still answers.
-    stop_worker.cancel();
-    if let Some(w) = worker {
-        let _ = w.await;
-    }
-    server.stop().await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `switchyard serve`'s arguments alone.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// Every `[default: V]` that `--help` states is the default the server runs with: giving
+    /// `--flag V` changes nothing. (Defaults that are not a value, such as "the bound --listen
+    /// address", are skipped; at least the plain ones must be checked.)
+    #[test]
+    fn every_default_that_help_states_is_the_one_used() {
+        use clap::CommandFactory;
+        let plain = format!("{:?}", settings(ServeArgs::default()).unwrap());
+        let mut checked = Vec::new();
+        for arg in Serve::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(value) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+            else {
+                continue;
+            };
+            // A default described in words (`none`, `off`, `plain HTTP`, `the bound ...`).
+            if value.contains(' ') || ["none", "off"].contains(&value) {
+                continue;
+            }
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let given = Serve::try_parse_from(["serve", flag.as_str(), value])
+                .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+            let with = format!("{:?}", settings(given.args).unwrap());
+            assert_eq!(
+                with, plain,
+                "{flag} {value} is not what leaving it out gives"
+            );
+            checked.push(flag);
+        }
+        assert!(checked.len() >= 25, "only {checked:?} were checked");
+    }
 
     fn settings(a: ServeArgs) -> Result<Settings, String> {
         a.settings().map_err(|e| format!("{e:#}"))
@@ -728,7 +637,7 @@ mod tests {
                 job_retention: Some(bad),
                 ..Default::default()
             };
-            let e = settings(a).err().expect("refused");
+            let e = settings(a).expect_err("refused");
             assert!(e.contains("job_retention"), "{bad}: {e}");
         }
     }
