@@ -49,11 +49,12 @@ pub enum ClusterCmd {
     TransferLeader { node_id: u64 },
 }
 
-/// The cluster as a table: each member's role and addresses.
+/// The cluster as a table: each member's role and API address and, as the leader sees them,
+/// whether it answers, when it last did, and how far behind it is.
 fn show(c: &Cluster, wide: bool) -> String {
-    let mut headers = vec!["node", "role", "api"];
+    let mut headers = vec!["node", "role", "api", "reachable", "last contact", "lag"];
     if wide {
-        headers.push("peer");
+        headers.extend(["matched", "peer"]);
     }
     let mut text = format!(
         "leader: {}{}\n",
@@ -64,6 +65,7 @@ fn show(c: &Cluster, wide: bool) -> String {
             ""
         }
     );
+    let from_leader = c.leader.is_some() && c.answered_by == c.leader;
     text += &output::table(
         &headers,
         c.members.iter().map(|m| {
@@ -72,19 +74,29 @@ fn show(c: &Cluster, wide: bool) -> String {
                 (false, true) => "voter",
                 (false, false) => "learner",
             };
-            let mut row = vec![m.node_id.to_string(), role.to_string(), m.api.clone()];
+            let mut row = vec![
+                m.node_id.to_string(),
+                role.to_string(),
+                m.api.clone(),
+                output::opt(m.reachable.map(|r| if r { "yes" } else { "NO" })),
+                output::opt(m.last_contact.map(|s| format!("{:.0}ms ago", s * 1000.0))),
+                output::opt(m.lag),
+            ];
             if wide {
-                row.push(m.peer.clone());
+                row.extend([output::opt(m.matched_index), m.peer.clone()]);
             }
             row
         }),
     );
+    if !from_leader {
+        text += "(reachability and lag come from the leader, which could not be asked)\n";
+    }
     text
 }
 
 pub async fn cluster(client: &Client, out: Format, cmd: ClusterCmd) -> anyhow::Result<ExitCode> {
     let c = match cmd {
-        ClusterCmd::Status => client.cluster().await?,
+        ClusterCmd::Status => client.cluster_health().await?,
         ClusterCmd::Add {
             node_id,
             api,

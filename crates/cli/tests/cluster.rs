@@ -449,3 +449,80 @@ async fn sighup_reloads_the_certificate_without_dropping_the_node() {
         "the same node answers"
     );
 }
+
+/// `cluster status` listed a SIGKILLed node as a healthy voter: it had no reachability or lag
+/// per member. Now the leader's view says the killed member is unreachable, how long ago it
+/// last answered, and how far behind it falls, also when a follower is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_a_sigkilled_member_unreachable_and_lagging() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let any = "127.0.0.1:0";
+    let mut procs = vec![spawn_with(1, dirs[0].path(), any, any, None, &[])];
+    let first = procs[0].url();
+    for id in 2..=3u64 {
+        let dir = dirs[id as usize - 1].path();
+        procs.push(spawn_with(id, dir, any, any, Some(&first), &[]));
+    }
+    let leader_client = Client::new(&first);
+    until(30, "three reachable voters, seen by the leader", || async {
+        leader_client.cluster().await.is_ok_and(|c| {
+            c.leader == Some(1)
+                && c.members.len() == 3
+                && c.members
+                    .iter()
+                    .all(|m| m.voter && m.reachable == Some(true) && m.lag.is_some())
+        })
+    })
+    .await;
+
+    // Kill node 3 without warning; write so that it falls behind.
+    let mut killed = procs.pop().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    for i in 0..20 {
+        leader_client
+            .open_account(&format!("a{i}"), None)
+            .await
+            .unwrap();
+    }
+    let status = |url: String| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["cluster", "status", "-o", "json", "--server", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<switchyard_types::Cluster>(&out.stdout).unwrap()
+    };
+    // Asked through the follower (node 2): the answer is the leader's view.
+    let follower = procs[1].url();
+    until(10, "node 3 unreachable in cluster status", || {
+        let c = status(follower.clone());
+        async move {
+            let m3 = c.members.iter().find(|m| m.node_id == 3).unwrap();
+            c.answered_by == Some(1) && m3.reachable == Some(false)
+        }
+    })
+    .await;
+    let c = status(follower.clone());
+    let m2 = c.members.iter().find(|m| m.node_id == 2).unwrap();
+    let m3 = c.members.iter().find(|m| m.node_id == 3).unwrap();
+    assert_eq!(m2.reachable, Some(true), "{c:?}");
+    assert!(m3.lag.unwrap() >= 20, "node 3 misses the 20 writes: {c:?}");
+    assert!(m3.last_contact.unwrap() > 0.3, "{c:?}");
+
+    // The table says it to a person.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["cluster", "status", "--server", &first])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row3 = table
+        .lines()
+        .find(|l| l.starts_with("3 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row3.contains(" NO "), "{table}");
+}

@@ -385,6 +385,29 @@ impl Client {
         self.get("/v1/cluster").await
     }
 
+    /// The cluster as its leader sees it, with each member's reachability, last contact and
+    /// lag: the node asked answers itself when it leads, else its leader's client API is
+    /// asked (at the advertised address, with this client's scheme, token and TLS). When the
+    /// leader cannot be asked, the node's own view, without those fields.
+    pub async fn cluster_health(&self) -> Result<Cluster, Error> {
+        let c = self.cluster().await?;
+        let Some(leader) = c.leader.filter(|l| c.answered_by != Some(*l)) else {
+            return Ok(c);
+        };
+        let Some(api) = c.members.iter().find(|m| m.node_id == leader) else {
+            return Ok(c);
+        };
+        let scheme = self.base().split("://").next().unwrap_or("http");
+        let base = format!("{scheme}://{}", api.api);
+        match self
+            .request_once::<Cluster>(&base, Method::GET, "/v1/cluster", None::<&()>, None, None)
+            .await
+        {
+            Ok(l) if l.answered_by == l.leader => Ok(l),
+            _ => Ok(c),
+        }
+    }
+
     /// Add a node (learner first, then voter); answers when it is a voter.
     /// Add a node to the cluster. The request must be signed with the cluster's join token:
     /// `sign` gives the header for (method, path, body) (the server's

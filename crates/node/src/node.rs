@@ -13,7 +13,7 @@ use openraft::raft::ReadPolicy;
 use openraft::storage::RaftLogStorage;
 use switchyard_core::{Command, Outcome, Proposal, Reply};
 use switchyard_store::{NodeAddr, Raft, StateMachine, StateView, TypeConfig};
-use switchyard_types::{Member, Status};
+use switchyard_types::{Cluster, Member, Status};
 
 use crate::bugs::Bug;
 use crate::config::NodeConfig;
@@ -499,6 +499,44 @@ impl Node {
         }
     }
 
+    /// The cluster as this node sees it; on the leader, each member's reachability, last
+    /// contact, matched log index and lag, from the leader's replication metrics.
+    pub fn cluster(&self) -> Cluster {
+        use openraft::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let mut list = members(&m.membership_config);
+        if m.state == ServerState::Leader {
+            let last = m.last_log_index.unwrap_or(0);
+            for member in &mut list {
+                if member.node_id == self.id {
+                    (member.reachable, member.last_contact) = (Some(true), Some(0.0));
+                    (member.matched_index, member.lag) = (Some(last), Some(0));
+                    continue;
+                }
+                let acked = m
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(&member.node_id).cloned().flatten())
+                    .map(|at| at.elapsed());
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&member.node_id).cloned().flatten())
+                    .map(|l| l.index());
+                member.reachable = Some(acked.is_some_and(|d| d <= self.config.election_timeout));
+                member.last_contact = acked.map(|d| d.as_secs_f64());
+                member.matched_index = matched;
+                member.lag = Some(last.saturating_sub(matched.unwrap_or(0)));
+            }
+        }
+        Cluster {
+            leader: m.current_leader,
+            members: list,
+            changing: m.membership_config.membership().get_joint_config().len() > 1,
+            answered_by: Some(self.id),
+        }
+    }
+
     /// True while this node is the leader, as far as it knows.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
@@ -574,6 +612,10 @@ pub fn members(m: &openraft::alias::StoredMembershipOf<TypeConfig>) -> Vec<Membe
             api: n.api.clone(),
             peer: n.peer.clone(),
             voter: voters.contains(id),
+            reachable: None,
+            last_contact: None,
+            matched_index: None,
+            lag: None,
         })
         .collect()
 }

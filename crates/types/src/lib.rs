@@ -100,8 +100,9 @@ pub struct Status {
     pub format: u32,
 }
 
-/// A cluster member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A cluster member. The fields after `voter` are the leader's view of the member: present
+/// only in `GET /v1/cluster` answered by the leader (`answered_by` equals `leader`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     pub node_id: u64,
     /// Client API address (host:port).
@@ -109,10 +110,24 @@ pub struct Member {
     /// Peer RPC address (host:port).
     pub peer: String,
     pub voter: bool,
+    /// The member acknowledged the leader within an election timeout (a follower that hears
+    /// nothing for that long starts an election, so a member past it is down or cut off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// Seconds since the member last acknowledged the leader (a heartbeat or an append);
+    /// absent when it never has since this leader was elected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contact: Option<f64>,
+    /// The last log index the leader knows the member holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Log entries the member is behind the leader's last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// `GET /v1/cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
     pub leader: Option<u64>,
     pub members: Vec<Member>,
@@ -120,6 +135,9 @@ pub struct Cluster {
     /// old and the new voters until the change completes).
     #[serde(default)]
     pub changing: bool,
+    /// The node that answered; members carry reachability and lag when it is the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<u64>,
 }
 
 /// One event as delivered to watchers.

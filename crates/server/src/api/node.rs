@@ -4,14 +4,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use openraft::async_runtime::watch::WatchReceiver;
 use switchyard_types::{Cluster, ErrorBody, Health, JoinRequest, Status, TransferLeaderRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Body, Shared};
 use crate::error::ApiError;
-use crate::node::members;
 
 pub fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
@@ -38,15 +36,11 @@ async fn status(State(s): State<Shared>) -> Json<Status> {
     Json(s.node.status())
 }
 
-/// The cluster as this node sees it.
+/// The cluster as this node sees it; answered by the leader, each member's reachability,
+/// last contact, matched log index and lag.
 #[utoipa::path(get, path = "/v1/cluster", tag = "node", responses((status = 200, body = Cluster)))]
 async fn cluster(State(s): State<Shared>) -> Json<Cluster> {
-    let m = s.node.raft.metrics().borrow_watched().clone();
-    Json(Cluster {
-        leader: m.current_leader,
-        members: members(&m.membership_config),
-        changing: m.membership_config.membership().get_joint_config().len() > 1,
-    })
+    Json(s.node.cluster())
 }
 
 /// Add a node to the cluster (any member hands this to the leader): it joins as a learner,
