@@ -35,13 +35,18 @@ async fn every_format_prints_the_same_answer_and_errors_say_what_to_do() {
     common::ready(&switchyard_client::Client::new(&url)).await;
 
     // For scripts: JSON, whole, as the API answers it.
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&cli(&url, &["bank", "open", "alice", "-o", "json"])))
-            .expect("-o json prints JSON");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&cli(
+        &url,
+        &["bank", "open", "alice", "-o", "json"],
+    )))
+    .expect("-o json prints JSON");
     assert_eq!(json["id"], "alice");
     assert_eq!(json["balance"], 0);
     // The option may come before the command too.
-    let yaml = stdout(&cli(&url, &["-o", "yaml", "bank", "credit", "alice", "100"]));
+    let yaml = stdout(&cli(
+        &url,
+        &["-o", "yaml", "bank", "credit", "alice", "100"],
+    ));
     assert!(yaml.contains("id: alice\nbalance: 100\n"), "{yaml}");
 
     // For people: a table with a header row.
@@ -62,7 +67,10 @@ async fn every_format_prints_the_same_answer_and_errors_say_what_to_do() {
 
     // A summary of one object.
     let status = stdout(&cli(&url, &["status"]));
-    assert!(status.contains("Role:") && status.contains("leader"), "{status}");
+    assert!(
+        status.contains("Role:") && status.contains("leader"),
+        "{status}"
+    );
 
     // A refusal: one error line with the code and message, one line of what to do.
     let o = cli(&url, &["bank", "transfer", "alice", "bob", "30"]);
