@@ -51,21 +51,23 @@ async fn bind_face(
     addr: &Option<String>,
     name: &str,
     scheme: &str,
-) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+) -> anyhow::Result<(Option<tokio::net::TcpListener>, Option<String>)> {
     let Some(addr) = addr else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the {name} face"))?;
-    eprintln!("switchyard {name} face on {scheme}://{}", l.local_addr()?);
-    Ok(Some(l))
+    let url = format!("{scheme}://{}", l.local_addr()?);
+    eprintln!("switchyard {name} face on {url}");
+    Ok((Some(l), Some(url)))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.check {
         return args.check_and_print();
     }
+    let ready_json = args.ready_json;
     let s = args.settings()?;
     let file = match &s.log_file {
         Some((path, max, keep)) => Some(
@@ -79,10 +81,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} and {}", s.listen, s.peer_listen))?;
     let scheme = s.config.api_scheme();
-    listeners.mv = bind_face(&s.mv_listen, "mv", scheme).await?;
-    listeners.altair = bind_face(&s.altair_listen, "Altair beer-tap", scheme).await?;
-    listeners.testbed = bind_face(&s.testbed_listen, "TestbedOS", scheme).await?;
-    listeners.funkytown = bind_face(&s.funkytown_listen, "funkytown reporter", scheme).await?;
+    let (mv, mv_url) = bind_face(&s.mv_listen, "mv", scheme).await?;
+    let (altair, altair_url) = bind_face(&s.altair_listen, "Altair beer-tap", scheme).await?;
+    let (testbed, testbed_url) = bind_face(&s.testbed_listen, "TestbedOS", scheme).await?;
+    let (funkytown, funkytown_url) =
+        bind_face(&s.funkytown_listen, "funkytown reporter", scheme).await?;
+    (listeners.mv, listeners.altair) = (mv, altair);
+    (listeners.testbed, listeners.funkytown) = (testbed, funkytown);
     let token = s
         .config
         .auth
@@ -97,6 +102,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     if server.node.config.peer_tls.is_some() {
         eprintln!("peers talk mutual TLS");
+    }
+    if ready_json {
+        let ready = serde_json::json!({
+            "node_id": server.node.id,
+            "api": server.url(),
+            "peer": server.peer_addr.to_string(),
+            "mv": mv_url,
+            "altair": altair_url,
+            "testbed": testbed_url,
+            "funkytown": funkytown_url,
+        });
+        println!("{ready}");
     }
     #[cfg(unix)]
     {

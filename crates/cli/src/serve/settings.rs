@@ -30,6 +30,12 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     pub check: bool,
+    /// Once every listener serves, print one JSON line on stdout with the bound addresses:
+    /// `{"node_id", "api", "peer", "mv", "altair", "testbed", "funkytown"}` (URLs; a face not
+    /// served is null), for scripts and test fixtures that start the server on port 0.
+    #[arg(long)]
+    #[serde(skip)]
+    pub ready_json: bool,
     /// Data directory [default: ./data]
     #[arg(long, env = "SWITCHYARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -329,6 +335,7 @@ impl ServeArgs {
             .context("layering the settings")?;
         s.config = self.config;
         s.check = self.check;
+        s.ready_json = self.ready_json;
         Ok(s)
     }
 

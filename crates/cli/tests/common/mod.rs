@@ -39,65 +39,56 @@ impl Drop for Proc {
     }
 }
 
-/// Start `switchyard serve ARGS` (logging warnings) and read the addresses it prints; its other
-/// log lines go to the test's stderr prefixed with `label`.
+/// Start `switchyard serve ARGS --ready-json` (logging warnings) and read the addresses it
+/// reports on stdout; its log lines go to the test's stderr prefixed with `label`.
 pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -> Proc {
     // The test's own HTTP clients use rustls with ring, as the binary's do.
     switchyard_tls::install_provider();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("serve")
         .args(args.into_iter().map(Into::into))
+        .arg("--ready-json")
         .env("SWITCHYARD_LOG", "warn")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("start the switchyard binary");
     let stderr = child.stderr.take().unwrap();
     let label = label.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        let mut testbed = None;
-        let mut funkytown = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Faces are announced before the API.
-            if let Some(addr) = line.split("TestbedOS face on http://").nth(1) {
-                testbed = Some(addr.trim().to_string());
-                continue;
-            }
-            if let Some(addr) = line.split("funkytown reporter face on http://").nth(1) {
-                funkytown = Some(addr.trim().to_string());
-                continue;
-            }
-            // "switchyard node N serving the API on http(s)://A (peer RPC on P)"
-            if let Some(url) = line.split("serving the API on ").nth(1) {
-                let tls = url.starts_with("https://");
-                let rest = url.split("://").nth(1).unwrap_or_default();
-                let api = rest.split_whitespace().next().unwrap_or_default();
-                let peer = rest
-                    .split("peer RPC on ")
-                    .nth(1)
-                    .unwrap_or_default()
-                    .trim_end_matches(')');
-                if let Some(tx) = tx.take() {
-                    let faces = (testbed.take(), funkytown.take());
-                    let _ = tx.send((api.to_string(), peer.to_string(), faces, tls));
-                }
-            } else {
-                eprintln!("[{label}] {line}");
-            }
+            eprintln!("[{label}] {line}");
         }
     });
-    let (api, peer, (testbed, funkytown), tls) = rx
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep reading, so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx
         .recv_timeout(Duration::from_secs(20))
-        .expect("the server prints its addresses");
+        .expect("the server reports its addresses");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("--ready-json is JSON");
+    // host:port of a URL the server reported.
+    let addr = |key: &str| {
+        ready[key]
+            .as_str()
+            .map(|u| u.split("://").nth(1).unwrap_or(u).to_string())
+    };
     Proc {
         child,
-        api,
-        peer,
-        testbed,
-        funkytown,
-        tls,
+        api: addr("api").expect("the API's address"),
+        peer: addr("peer").expect("the peer address"),
+        testbed: addr("testbed"),
+        funkytown: addr("funkytown"),
+        tls: ready["api"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
     }
 }
 
