@@ -17,6 +17,7 @@ pub mod cluster_config;
 pub mod config;
 mod dashboard;
 pub mod error;
+mod error_shape;
 pub mod faces;
 pub mod listen;
 pub mod network;
@@ -198,6 +199,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             l,
             app,
             name,
+            style,
             node.config.limits,
             tls,
             shutdown.clone(),

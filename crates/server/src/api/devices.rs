@@ -153,12 +153,14 @@ async fn command(
     State(s): State<Shared>,
     Path((name, command)): Path<(String, String)>,
     IdempotencyKey(key): IdempotencyKey,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     // The body is optional: empty means every field at its default.
     let req = if body.iter().all(u8::is_ascii_whitespace) {
         DeviceCommandRequest::default()
     } else {
+        super::json_content_type(&headers)?;
         super::parse_json(&body)?
     };
     run_command(&s, &name, &command, req, key).await

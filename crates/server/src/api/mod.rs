@@ -152,27 +152,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            let ok = ct
-                .to_str()
-                .map(|s| {
-                    s.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("application/json")
-                })
-                .unwrap_or(false);
-            if !ok {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "invalid",
-                    "Content-Type must be application/json",
-                ));
-            }
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "invalid", e.body_text()))?;
+        json_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                crate::error_shape::code_of(e.status()),
+                e.body_text(),
+            )
+        })?;
         parse_json(&bytes).map(Body)
+    }
+}
+
+/// A request body's content type, when given, must be JSON (415 otherwise).
+pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ok = ct.to_str().is_ok_and(|s| {
+        s.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid",
+            "Content-Type must be application/json",
+        )
+        .with_details(serde_json::json!({"field": "Content-Type"})))
     }
 }
 
