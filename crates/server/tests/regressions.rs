@@ -283,3 +283,37 @@ async fn hypers_own_431_and_400_answers_carry_the_json_error_body() {
     assert_eq!(r.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_above_2_pow_53_minus_1_is_refused_naming_amount() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/bank/accounts"))
+        .json(&serde_json::json!({"id": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let credit = async |amount: &str| {
+        http.post(format!("{base}/v1/bank/accounts/alice/credit"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"amount": {amount}}}"#))
+            .send()
+            .await
+            .unwrap()
+    };
+    for too_big in ["9223372036854775808", "9007199254740992"] {
+        let r = credit(too_big).await;
+        let status = r.status();
+        let v = v1_error(status, &r.text().await.unwrap(), 400, "invalid");
+        assert_eq!(v["error"]["details"]["field"], "amount", "{v}");
+    }
+    // Nothing was credited; the largest amount is taken.
+    let r = credit("9007199254740991").await;
+    let account: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(account["balance"], 9007199254740991u64, "{account}");
+    server.stop().await;
+}
