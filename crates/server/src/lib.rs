@@ -20,6 +20,7 @@ pub mod error;
 mod error_shape;
 pub mod faces;
 pub mod listen;
+mod metrics_help;
 pub mod network;
 pub mod node;
 pub mod peer_auth;
@@ -96,9 +97,11 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+            metrics_help::describe();
+            handle
         })
         .clone()
 }

@@ -317,3 +317,34 @@ async fn an_amount_above_2_pow_53_minus_1_is_refused_naming_amount() {
     assert_eq!(account["balance"], 9007199254740991u64, "{account}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_on_metrics_has_a_help_line() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    // Some traffic, so that the request metrics exist.
+    let client = server_client(&server);
+    client.create_device("sw1", "switch").await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(typed.contains(&"switchyard_http_requests_total"), "{text}");
+    assert!(typed.contains(&"switchyard_raft_term"), "{text}");
+    for name in typed {
+        assert!(
+            text.lines().any(|l| l
+                .strip_prefix("# HELP ")
+                .is_some_and(|h| h.split_whitespace().next() == Some(name))),
+            "no # HELP for {name}:\n{text}"
+        );
+    }
+    server.stop().await;
+}
