@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cluster_config;
 pub mod config;
 mod dashboard;
+mod docs_page;
 pub mod error;
 mod error_shape;
 pub mod faces;
