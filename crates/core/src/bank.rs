@@ -81,6 +81,11 @@ pub fn validate_id(field: &str, id: &str) -> Result<(), CommandError> {
     }
 }
 
+/// Largest amount a request may carry: 2^53 - 1, the largest integer every JSON client reads
+/// exactly (RFC 7493, I-JSON: JavaScript's numbers and any parser into doubles lose the
+/// units above it, so a larger amount could be shown or re-sent as another number).
+pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
+
 /// Check an amount: a positive integer in minor units.
 pub fn validate_amount(amount: u64) -> Result<(), CommandError> {
     if amount == 0 {
@@ -93,6 +98,30 @@ pub fn validate_amount(amount: u64) -> Result<(), CommandError> {
 }
 
 impl BankCommand {
+    /// Check a new command before it is proposed: [`BankCommand::validate`], and amounts at
+    /// most [`MAX_AMOUNT`]. (Apply checks only `validate`, so a log written before the
+    /// maximum replays as it did.)
+    pub fn check_new(&self) -> Result<(), CommandError> {
+        self.validate()?;
+        match self {
+            BankCommand::Open { .. } => Ok(()),
+            BankCommand::Credit { amount, .. }
+            | BankCommand::Debit { amount, .. }
+            | BankCommand::Transfer { amount, .. } => {
+                if *amount > MAX_AMOUNT {
+                    return Err(CommandError::Invalid {
+                        field: "amount".into(),
+                        message: format!(
+                            "must be at most {MAX_AMOUNT} (2^53 - 1, the largest integer every \
+                             JSON client reads exactly); got {amount}"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Check the command's fields without looking at state.
     pub fn validate(&self) -> Result<(), CommandError> {
         match self {

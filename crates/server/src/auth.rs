@@ -23,11 +23,8 @@ use std::path::Path;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
-
-use crate::error::ApiError;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -127,26 +124,7 @@ pub(crate) fn refuse(
     code: &'static str,
     message: &str,
 ) -> Response {
-    // The Altair routes keep their own shape on the main listener too.
-    let style = match style {
-        Style::V1 if path.starts_with("/api/") || path.starts_with("/sockets/") => Style::Altair,
-        Style::V1 => return ApiError::new(status, code, message).into_response(),
-        s => s,
-    };
-    let mut resp = match style {
-        Style::Altair => (
-            status,
-            axum::Json(json!({"status": status.as_u16(), "message": message})),
-        )
-            .into_response(),
-        Style::Testbed => (
-            status,
-            axum::Json(json!({"code": status.as_u16(), "message": message})),
-        )
-            .into_response(),
-        Style::Text => (status, message.to_string()).into_response(),
-        _ => (status, axum::Json(json!({"detail": message}))).into_response(),
-    };
+    let mut resp = crate::error_shape::response(style, path, status, code, message);
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

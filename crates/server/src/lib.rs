@@ -16,9 +16,12 @@ pub mod auth;
 pub mod cluster_config;
 pub mod config;
 mod dashboard;
+mod docs_page;
 pub mod error;
+mod error_shape;
 pub mod faces;
 pub mod listen;
+mod metrics_help;
 pub mod network;
 pub mod node;
 pub mod peer_auth;
@@ -95,9 +98,11 @@ fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+            metrics_help::describe();
+            handle
         })
         .clone()
 }
@@ -198,6 +203,7 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
             l,
             app,
             name,
+            style,
             node.config.limits,
             tls,
             shutdown.clone(),

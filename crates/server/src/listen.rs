@@ -12,6 +12,8 @@
 //!   its own name).
 //! - **TLS** when the listener has a certificate (rustls; the configuration is read anew for
 //!   each connection, so a reload takes effect at once), mutual on the peer listener.
+//! - **Error shape** ([`crate::error_shape`]): the framework's own error answers (axum's
+//!   rejections, hyper's answers to an unparsable head) in the listener's shape.
 //! - **Connection limits**: a request head must arrive within `header_read_timeout`, a
 //!   connection with no request in flight is closed after `idle_timeout`, and at most
 //!   `max_connections` connections are open per listener (more wait in the accept backlog,
@@ -238,7 +240,11 @@ pub fn guard(
         loopback: local.ip().is_loopback(),
         style,
     };
-    app.layer(axum::middleware::from_fn_with_state(g, check))
+    app.layer(axum::middleware::from_fn_with_state(
+        style,
+        crate::error_shape::framework,
+    ))
+    .layer(axum::middleware::from_fn_with_state(g, check))
 }
 
 /// Serve `app` on `listener` until `shutdown`, then let requests in flight finish.
@@ -246,6 +252,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     name: &'static str,
+    style: Style,
     limits: Limits,
     tls: Option<Arc<switchyard_tls::ServerTls>>,
     shutdown: CancellationToken,
@@ -291,7 +298,7 @@ pub async fn serve(
         };
         tracker.spawn(async move {
             match tls {
-                None => connection(stream, app, limits, stop).await,
+                None => connection(stream, app, style, limits, stop).await,
                 Some(tls) => {
                     // The handshake, like a request head, must finish within the header timeout.
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
@@ -299,7 +306,7 @@ pub async fn serve(
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                             .await;
                     match accepted {
-                        Ok(Ok(s)) => connection(s, app, limits, stop).await,
+                        Ok(Ok(s)) => connection(s, app, style, limits, stop).await,
                         Ok(Err(e)) => {
                             tracing::info!(listener = name, error = %e, "TLS handshake refused")
                         }
@@ -315,8 +322,13 @@ pub async fn serve(
 
 /// Serve one connection: requests until the client closes it, it idles past the limit, or
 /// the node shuts down.
-async fn connection<IO>(io: IO, app: Router, limits: Limits, shutdown: CancellationToken)
-where
+async fn connection<IO>(
+    io: IO,
+    app: Router,
+    style: Style,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -344,6 +356,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    // hyper's own answers to a head it cannot parse get a body in the listener's shape.
+    let io = crate::error_shape::HyperAnswers::new(io, style);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;

@@ -112,13 +112,16 @@ pub fn all() -> Vec<(&'static str, Vec<Route>)> {
         })
         .collect();
     api.extend(crate::api::extra_routes("".into()).list().iter().cloned());
+    // The document also lists the Altair, dashboard and document routes.
+    api.sort();
+    api.dedup();
     vec![
         ("API", api),
         ("peer", crate::network::routes().list().to_vec()),
         ("mv", crate::faces::mv::routes().list().to_vec()),
         (
             "Altair beer-tap",
-            crate::faces::altair::routes().list().to_vec(),
+            crate::faces::altair::own_routes().list().to_vec(),
         ),
         ("TestbedOS", crate::faces::testbed::routes().list().to_vec()),
         (

@@ -264,6 +264,15 @@ async fn openapi_document_lists_every_route_with_its_schemas() {
         ("/v1/beers", "get"),
         ("/v1/beers/{id}", "get"),
         ("/v1/beers/{id}", "delete"),
+        // The API listener's other routes.
+        ("/api/beers", "get"),
+        ("/api/beers", "post"),
+        ("/api/beers/{id}", "get"),
+        ("/api/beers/{id}", "delete"),
+        ("/sockets/beers", "get"),
+        ("/openapi.json", "get"),
+        ("/docs", "get"),
+        ("/", "get"),
     ];
     for (path, method) in routes {
         assert!(
@@ -283,5 +292,58 @@ async fn openapi_document_lists_every_route_with_its_schemas() {
             "schema {schema}"
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_comes_from_the_binary_and_loads_nothing_from_elsewhere() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let r = reqwest::get(format!("{}/docs", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    // It reads the document next to it, and names no other place to load from.
+    assert!(page.contains("fetch(\"openapi.json\")"), "{page}");
+    for scheme in ["http://", "https://", "//cdn", "src=", "@import"] {
+        assert!(!page.contains(scheme), "the page loads {scheme}...");
+    }
+    // Every answer of the document is described, and the shared errors have the error body.
+    let (_, doc) = call(
+        reqwest::Method::GET,
+        &format!("{}/openapi.json", server.url()),
+        None,
+    )
+    .await;
+    let credit = &doc["paths"]["/v1/bank/accounts/{id}/credit"]["post"]["responses"];
+    for status in ["400", "404", "413", "415", "503"] {
+        assert_eq!(
+            credit[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{status}"
+        );
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                assert!(
+                    answer["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let amount = &doc["components"]["schemas"]["Amount"]["properties"]["amount"];
+    assert_eq!(amount["minimum"], 1, "{amount}");
+    assert_eq!(amount["maximum"], 9007199254740991u64, "{amount}");
     server.stop().await;
 }

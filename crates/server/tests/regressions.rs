@@ -127,3 +127,224 @@ async fn the_mv_face_refuses_a_delay_that_is_an_object_or_negative_even_for_a_no
     }
     server.stop().await;
 }
+
+/// The `{"error": {"code", "message"}}` body of a /v1 answer, checked to be that shape.
+fn v1_error(status: reqwest::StatusCode, body: &str, want: u16, code: &str) -> serde_json::Value {
+    assert_eq!(status.as_u16(), want, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("not the JSON error shape ({e}): {body:?}"));
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_segment_that_is_not_utf8_is_a_json_400() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    for path in [
+        "/v1/bank/accounts/%FF",
+        "/v1/devices/%C3%28/history",
+        "/api/beers/%FF",
+    ] {
+        let r = reqwest::get(format!("{}{path}", server.url()))
+            .await
+            .unwrap();
+        let status = r.status();
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let body = r.text().await.unwrap();
+        if path.starts_with("/api/") {
+            // The Altair routes answer in the original's shape.
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["status"], status.as_u16(), "{v}");
+            assert!(status.is_client_error(), "{path}: {status}");
+        } else {
+            v1_error(status, &body, 400, "invalid");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_is_a_json_413() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |c| c.max_body_bytes = 4096).await;
+    let http = reqwest::Client::new();
+    // No content-length: the limit is found while the body streams in. (Just over the limit,
+    // so that the server has read everything when it answers and closes.)
+    let chunks = (0..5).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]));
+    for path in [
+        "/v1/bank/accounts",
+        "/v1/devices/sw1/commands/switch_on",
+        "/v1/deployments/web/document",
+    ] {
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks.clone()));
+        let r = http
+            .request(
+                if path.ends_with("document") {
+                    reqwest::Method::PUT
+                } else {
+                    reqwest::Method::POST
+                },
+                format!("{}{path}", server.url()),
+            )
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        v1_error(status, &r.text().await.unwrap(), 413, "too_large");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_command_with_a_body_that_is_not_json_is_a_json_415() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let client = server_client(&server);
+    client.create_device("sw1", "switch").await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/devices/sw1/commands/switch_on", server.url());
+    let r = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(r#"{"duration": 0}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v = v1_error(status, &r.text().await.unwrap(), 415, "invalid");
+    assert_eq!(v["error"]["details"]["field"], "Content-Type", "{v}");
+    // Nothing ran; JSON, and no body at all, still work.
+    let r = http
+        .get(format!("{}/v1/devices/sw1", server.url()))
+        .send()
+        .await
+        .unwrap();
+    let device: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(device["state"], "OFF", "{device}");
+    let r = http
+        .post(&url)
+        .json(&serde_json::json!({"duration": 0, "wait": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
+fn server_client(server: &switchyard_server::Server) -> switchyard_client::Client {
+    switchyard_client::Client::new(server.url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypers_own_431_and_400_answers_carry_the_json_error_body() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let mut many = String::from("GET /v1/health HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("x-h{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let malformed = "GET /v1/health HTTP/1.1\r\nhost: 127.0.0.1\r\nbad header\r\n\r\n";
+    let garbage = "\x01\x02 nonsense\r\n\r\n";
+    for (request, want) in [(many.as_str(), 431), (malformed, 400), (garbage, 400)] {
+        let (head, body) = common::raw_answer(server.api_addr, request.as_bytes()).await;
+        let status_line = head.lines().next().unwrap_or_default();
+        assert!(
+            status_line.starts_with(&format!("HTTP/1.1 {want} ")),
+            "{want}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let status = reqwest::StatusCode::from_u16(want).unwrap();
+        v1_error(status, &body, want, "invalid");
+    }
+    // The listener still serves.
+    let r = reqwest::get(format!("{}/v1/health", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_above_2_pow_53_minus_1_is_refused_naming_amount() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/bank/accounts"))
+        .json(&serde_json::json!({"id": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let credit = async |amount: &str| {
+        http.post(format!("{base}/v1/bank/accounts/alice/credit"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"amount": {amount}}}"#))
+            .send()
+            .await
+            .unwrap()
+    };
+    for too_big in ["9223372036854775808", "9007199254740992"] {
+        let r = credit(too_big).await;
+        let status = r.status();
+        let v = v1_error(status, &r.text().await.unwrap(), 400, "invalid");
+        assert_eq!(v["error"]["details"]["field"], "amount", "{v}");
+    }
+    // Nothing was credited; the largest amount is taken.
+    let r = credit("9007199254740991").await;
+    let account: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(account["balance"], 9007199254740991u64, "{account}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_on_metrics_has_a_help_line() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    // Some traffic, so that the request metrics exist.
+    let client = server_client(&server);
+    client.create_device("sw1", "switch").await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(typed.contains(&"switchyard_http_requests_total"), "{text}");
+    assert!(typed.contains(&"switchyard_raft_term"), "{text}");
+    for name in typed {
+        assert!(
+            text.lines().any(|l| l
+                .strip_prefix("# HELP ")
+                .is_some_and(|h| h.split_whitespace().next() == Some(name))),
+            "no # HELP for {name}:\n{text}"
+        );
+    }
+    server.stop().await;
+}

@@ -56,6 +56,8 @@ pub struct Transfer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccount {
+    /// 1 to 128 of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub id: String,
 }
 
@@ -63,6 +65,8 @@ pub struct OpenAccount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Amount {
+    /// Minor units, 1 to 2^53 - 1 (the largest integer every JSON client reads exactly).
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
     pub amount: u64,
 }
 
@@ -70,8 +74,12 @@ pub struct Amount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub from: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub to: String,
+    /// Minor units, 1 to 2^53 - 1 (the largest integer every JSON client reads exactly).
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
     pub amount: u64,
 }
 
@@ -271,6 +279,7 @@ pub struct DeviceHistory {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDevice {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
     #[serde(rename = "type")]
     pub type_name: String,
@@ -282,12 +291,14 @@ pub struct CreateDevice {
 pub struct DeviceCommandRequest {
     /// Seconds for the phases whose duration comes from the request.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub duration: Option<f64>,
     /// Answer when the transition completes (200 device) instead of at once (202).
     #[serde(default)]
     pub wait: bool,
     /// With `wait`: seconds to wait before answering 504 (the transition keeps running).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 3600)]
     pub timeout: Option<f64>,
     /// Passed to the type's phases (e.g. mv's `config`).
     #[serde(default)]
@@ -396,15 +407,19 @@ pub struct JobSpec {
     pub command: Vec<String>,
     /// Queue name: 1 to 64 of `A-Z a-z 0-9 _ . -` (default `default`).
     #[serde(default = "default_queue")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub queue: String,
     /// Seconds the command may run before the worker stops it (`timed_out`); none: no limit.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout: Option<u64>,
     /// Leases before the job is `dead` (1 to 100, default 3).
     #[serde(default = "default_max_attempts")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: u32,
     /// Seconds a lease lasts without a heartbeat (1 to 3600, default 30).
     #[serde(default = "default_lease_ttl")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_ttl: u64,
     /// Environment variables added for the command.
     #[serde(default)]
@@ -451,6 +466,7 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobBatch {
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<JobSpec>,
 }
 
@@ -490,17 +506,21 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     /// The worker (agent) id the leases are held by.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub worker: String,
     #[serde(default = "default_queue")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub queue: String,
     /// The worker's labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Most jobs to take (1 to 1000, default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: u32,
     /// Seconds to wait for a job when none is ready (0 to 60, default 0: answer at once).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60)]
     pub wait: f64,
     /// End this job first, in the same command as the lease (one round trip and one log entry
     /// for "done with that one, give me the next"). A refused finish refuses the lease too.
@@ -596,6 +616,7 @@ pub struct LogBatch {
     /// recognised and not stored twice.
     #[serde(default)]
     pub seq: u64,
+    #[schema(min_items = 1, max_items = 10000)]
     pub lines: Vec<NewLogLine>,
 }
 
@@ -629,7 +650,9 @@ fn default_agent_ttl() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct AgentJoin {
     /// 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    #[schema(pattern = "^(?!config$)[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
+    #[schema(min_length = 1, max_length = 255)]
     pub hostname: String,
     #[serde(default)]
     pub cpus: u32,
@@ -649,6 +672,7 @@ pub struct AgentJoin {
     /// Seconds without a heartbeat before the agent is lost (1 to 3600, default 15); it is
     /// marked lost after `ttl` plus the same again as grace.
     #[serde(default = "default_agent_ttl")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl: u64,
     /// Where the server can reach it (`http://host:port`): the leader then also checks it
     /// actively (`GET {url}/health`, or `GET {url}` when the URL names a path) and marks it
@@ -718,6 +742,7 @@ pub struct AgentHeartbeatReply {
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// Action name → argv template; `{name}`, `{action}`, `{dir}` substitute inside an element,
     /// an element that is exactly `{args}` expands to the action's arguments.
@@ -728,12 +753,14 @@ pub struct CreateDeployment {
     pub dir: Option<String>,
     /// Queue its actions go to (default `default`).
     #[serde(default = "default_queue")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub queue: String,
     /// Labels a worker must have to run its actions (e.g. to pin them to one agent).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Seconds an action may run; none: no limit.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -793,6 +820,7 @@ pub struct ActionRequest {
 #[serde(deny_unknown_fields)]
 pub struct DeploymentStateRequest {
     /// `up`, `down` or `failed`.
+    #[schema(pattern = "^(up|down|failed)$")]
     pub state: String,
     /// With `failed`: the action that failed.
     #[serde(default)]

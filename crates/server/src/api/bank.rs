@@ -25,7 +25,7 @@ pub fn routes() -> OpenApiRouter<Shared> {
 
 async fn run(s: &Shared, cmd: BankCommand, key: Option<String>) -> Result<BankReply, ApiError> {
     // Validate before proposing, so bad input never reaches the log.
-    cmd.validate()?;
+    cmd.check_new()?;
     match s.node.write(Command::Bank(cmd), key).await? {
         (Reply::Bank(r), _) => Ok(r),
         (other, _) => Err(ApiError::internal(format!(

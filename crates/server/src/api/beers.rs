@@ -63,7 +63,7 @@ fn time_ms(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, ApiE
 /// Beers in pour order, `limit` per page (1 to 1000, default 100) after the cursor `after`;
 /// filters: `tap`, `type`, `since` and `until` (RFC 3339, inclusive).
 #[utoipa::path(get, path = "/v1/beers", tag = "beers",
-    params(("limit" = Option<usize>, Query), ("after" = Option<u64>, Query), ("tap" = Option<i64>, Query),
+    params(("limit" = Option<usize>, Query, minimum = 1, maximum = 1000), ("after" = Option<u64>, Query), ("tap" = Option<i64>, Query),
         ("type" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query),
         ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = BeerList), (status = 400, body = ErrorBody)))]

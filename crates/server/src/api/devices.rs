@@ -153,12 +153,15 @@ async fn command(
     State(s): State<Shared>,
     Path((name, command)): Path<(String, String)>,
     IdempotencyKey(key): IdempotencyKey,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     // The body is optional: empty means every field at its default.
-    let req = if body.iter().all(u8::is_ascii_whitespace) {
+    // `null` reads as no body, as the document's optional body allows.
+    let req = if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         DeviceCommandRequest::default()
     } else {
+        super::json_content_type(&headers)?;
         super::parse_json(&body)?
     };
     run_command(&s, &name, &command, req, key).await
@@ -278,7 +281,7 @@ async fn reset(
 /// Finished transitions, newest first; `limit` (1 to 1000, default 100) per page, `before` an
 /// id from `next_before` for the next page.
 #[utoipa::path(get, path = "/v1/devices/{name}/history", tag = "devices",
-    params(("name" = String, Path), ("limit" = Option<usize>, Query), ("before" = Option<u64>, Query), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
+    params(("name" = String, Path), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000), ("before" = Option<u64>, Query), ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = DeviceHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn history(
     State(s): State<Shared>,

@@ -172,7 +172,7 @@ async fn enqueue_batch(
 /// page, `after` the `next` of the previous page.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     params(("status" = Option<String>, Query), ("queue" = Option<String>, Query),
-        ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query),
+        ("after" = Option<u64>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000),
         ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
 async fn list(
@@ -461,10 +461,12 @@ async fn append_logs(
 /// the event id; `Last-Event-ID` resumes after it), then an `end` event once the job is over
 /// and every line was sent.
 #[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "jobs",
-    params(("id" = u64, Path), ("from" = Option<u64>, Query), ("limit" = Option<usize>, Query),
+    params(("id" = u64, Path), ("from" = Option<u64>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000),
         ("follow" = Option<bool>, Query),
         ("consistency" = Option<String>, Query, description = "linearizable (default) or stale")),
-    responses((status = 200, body = JobLogs), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "a page of lines; with follow=true an event stream (`line` events, then `end`)",
+        content((JobLogs = "application/json"), (String = "text/event-stream"))),
+        (status = 404, body = ErrorBody)))]
 async fn logs(
     State(s): State<Shared>,
     Path(id): Path<String>,

@@ -5,6 +5,7 @@ mod bank;
 mod beers;
 pub(crate) mod deployments;
 pub mod devices;
+mod doc;
 pub mod jobs;
 mod node;
 pub(crate) mod runs;
@@ -42,7 +43,7 @@ pub type Shared = Arc<AppState>;
 
 /// The OpenAPI document of every route, collected from the handlers' annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    collect().1
+    doc::complete(collect().1)
 }
 
 fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
@@ -72,27 +73,19 @@ fn collect() -> (Router<Shared>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The API listener's routes besides the /v1 ones of the OpenAPI document: the Altair
-/// face's, the dashboard's, and `/openapi.json` serving `doc`.
+/// The API listener's routes besides the /v1 ones: the Altair face's, the dashboard's, and
+/// `/openapi.json` serving `doc` with `/docs` showing it.
 pub(crate) fn extra_routes(doc: Arc<str>) -> crate::routes::Routes<Shared> {
     crate::faces::altair::routes()
         .merge(crate::dashboard::routes())
-        .get("/openapi.json", move || {
-            let doc = doc.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    doc.to_string(),
-                )
-            }
-        })
+        .merge(crate::docs_page::routes(doc))
 }
 
 /// The whole client API router.
 pub fn router(state: Shared) -> Router {
     let max_body = state.node.config.max_body_bytes;
     let (routes, doc) = collect();
-    let doc: Arc<str> = doc
+    let doc: Arc<str> = doc::complete(doc)
         .to_pretty_json()
         .expect("the OpenAPI document serialises")
         .into();
@@ -152,34 +145,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
-            let ok = ct
-                .to_str()
-                .map(|s| {
-                    s.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("application/json")
-                })
-                .unwrap_or(false);
-            if !ok {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "invalid",
-                    "Content-Type must be application/json",
-                ));
-            }
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "invalid", e.body_text()))?;
+        json_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                crate::error_shape::code_of(e.status()),
+                e.body_text(),
+            )
+        })?;
         parse_json(&bytes).map(Body)
     }
 }
 
+/// A request body's content type, when given, must be JSON (415 otherwise).
+pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ok = ct.to_str().is_ok_and(|s| {
+        s.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid",
+            "Content-Type must be application/json",
+        )
+        .with_details(serde_json::json!({"field": "Content-Type"})))
+    }
+}
+
 /// Parse JSON, naming the path of the first bad field in the error.
+///
+/// A number with no fraction (`3.0`, `1e3`) counts as an integer, as JSON Schema and the
+/// API document say; `1.5` for an integer field is still refused.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("body", e))?;
+    integral(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
         let missing = inner
@@ -193,6 +201,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(&field, inner)
     })
+}
+
+/// Write each number with no fraction and within ±2^53 as an integer.
+fn integral(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() <= switchyard_core::bank::MAX_AMOUNT as f64
+            {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral),
+        Value::Object(o) => o.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// A `limit` query parameter: 1 to `max`.
@@ -236,16 +262,25 @@ pub enum Consistency {
 }
 
 impl Consistency {
+    /// Each value as the query spells it (the API document lists these).
+    pub const NAMES: [(&'static str, Self); 2] =
+        [("linearizable", Self::Linearizable), ("stale", Self::Stale)];
+
     /// From a route's query parameters.
     pub fn from_query(q: &std::collections::BTreeMap<String, String>) -> Result<Self, ApiError> {
-        match q.get("consistency").map(String::as_str) {
-            None | Some("linearizable") => Ok(Self::Linearizable),
-            Some("stale") => Ok(Self::Stale),
-            Some(other) => Err(ApiError::invalid(
-                "consistency",
-                format!("must be linearizable or stale; got {other:?}"),
-            )),
-        }
+        let Some(given) = q.get("consistency") else {
+            return Ok(Self::Linearizable);
+        };
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| name == given)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "consistency",
+                    format!("must be linearizable or stale; got {given:?}"),
+                )
+            })
     }
 
     /// Wait until a read at this consistency may look at local state.

@@ -47,7 +47,7 @@ pub struct SessionConfig {
 #[utoipa::path(get, path = "/v1/watch", tag = "watch",
     params(("prefix" = Option<String>, Query, description = "only topics starting with this"),
         ("from_revision" = Option<u64>, Query, description = "resume after this revision; default: now")),
-    responses((status = 101, description = "WebSocket of WatchMessage", body = WatchMessage),
+    responses((status = 101, description = "a WebSocket: the server sends WatchMessage texts, the client may send WatchRequest texts"),
         (status = 200, description = "SSE of WatchMessage", content_type = "text/event-stream"),
         (status = 400, body = ErrorBody)))]
 async fn watch(

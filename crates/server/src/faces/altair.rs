@@ -44,11 +44,21 @@ pub fn routes() -> Routes<Shared> {
         .get("/sockets/beers", socket)
 }
 
+/// The face's routes and its OpenAPI document at `/openapi.json` (and `/docs`), for its own
+/// listener.
+pub(crate) fn own_routes() -> Routes<Shared> {
+    let doc: std::sync::Arc<str> = openapi()
+        .to_pretty_json()
+        .expect("the Altair document serialises")
+        .into();
+    routes().merge(crate::docs_page::routes(doc))
+}
+
 /// The face alone, for its own listener.
 pub fn router(s: Shared) -> Router {
     let max_body = s.node.config.max_body_bytes;
     let guard = crate::api::guard(&s, crate::auth::Style::Altair);
-    routes()
+    own_routes()
         .into_router()
         .fallback(|| async { status(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -57,6 +67,68 @@ pub fn router(s: Shared) -> Router {
             crate::auth::check,
         ))
         .with_state(s)
+}
+
+/// A beer as the original shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct OriginalBeer {
+    id: u64,
+    /// `half` (100-300 ml), `pint` (300-800) or `stein` (800-1000).
+    r#type: String,
+    /// Millilitres, as the tap sent them.
+    volume: f64,
+    timestamp: String,
+    #[schema(rename = "tapId")]
+    tap_id: i64,
+}
+
+/// `{"beer": ...}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct OneBeer {
+    beer: OriginalBeer,
+}
+
+/// `{"beers": [...]}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Beers {
+    beers: Vec<OriginalBeer>,
+}
+
+/// A pour.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Pour {
+    #[schema(rename = "tapId")]
+    tap_id: i64,
+    /// Millilitres: 100 to 1000 has a glass (a volume without one is a 403).
+    volume: f64,
+}
+
+/// The original's error shape.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AltairError {
+    /// The HTTP status again.
+    status: u16,
+    message: String,
+}
+
+/// The face's OpenAPI document (its routes are also on the API listener, in its document).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        info(
+            title = "switchyard: the Altair beer-tap face",
+            description = "The routes of the Altair beer-tap server, on the API listener and on `--altair-listen`. Errors are `{\"status\", \"message\"}`."
+        ),
+        paths(list, pour, get_one, delete, socket),
+        components(schemas(OriginalBeer, OneBeer, Beers, Pour, AltairError))
+    )]
+    struct Doc;
+    <Doc as utoipa::OpenApi>::openapi()
 }
 
 /// A JSON body as the original's Tornado writes a dict: `json.dumps`, then `</` as `<\/`,
@@ -90,6 +162,12 @@ fn refused(e: ApiError) -> Response {
     }
 }
 
+/// Pour a beer: every tap connected to `/sockets/beers` hears of it.
+#[utoipa::path(post, path = "/api/beers", tag = "altair", request_body = Pour,
+    responses((status = 200, body = OneBeer),
+        (status = 400, description = "a field is missing or of the wrong type, or the body is not JSON", body = AltairError),
+        (status = 401, body = AltairError), (status = 403, description = "no glass type for the volume, or refused (tokens, browser guard)", body = AltairError),
+        (status = 413, body = AltairError), (status = 500, body = AltairError), (status = 503, body = AltairError), (status = 504, body = AltairError)))]
 async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
@@ -136,6 +214,13 @@ fn page_arg(q: &BTreeMap<String, String>, name: &str, default: usize) -> Result<
     }
 }
 
+/// The beers, a page at a time, optionally of one glass type.
+#[utoipa::path(get, path = "/api/beers", tag = "altair",
+    params(("page" = Option<u64>, Query, minimum = 1), ("page_size" = Option<u64>, Query, minimum = 1),
+        ("type" = Option<String>, Query, description = "half, pint or stein")),
+    responses((status = 200, body = Beers), (status = 400, body = AltairError),
+        (status = 401, body = AltairError), (status = 403, body = AltairError),
+        (status = 500, body = AltairError), (status = 503, body = AltairError)))]
 async fn list(State(s): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     let (page, size) = match (page_arg(&q, "page", 1), page_arg(&q, "page_size", 50)) {
         (Ok(p), Ok(z)) => (p, z),
@@ -164,6 +249,11 @@ fn not_found(id: &str) -> Response {
     )
 }
 
+/// One beer.
+#[utoipa::path(get, path = "/api/beers/{id}", tag = "altair", params(("id" = String, Path)),
+    responses((status = 200, body = OneBeer), (status = 400, body = AltairError), (status = 404, body = AltairError),
+        (status = 401, body = AltairError), (status = 403, body = AltairError),
+        (status = 500, body = AltairError), (status = 503, body = AltairError)))]
 async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let Ok(n) = id.parse::<u64>() else {
         return not_found(&id);
@@ -181,6 +271,12 @@ async fn get_one(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Delete a beer: every tap hears of it. Answers an empty page, as the original.
+#[utoipa::path(delete, path = "/api/beers/{id}", tag = "altair", params(("id" = String, Path)),
+    responses((status = 200, description = "deleted (an empty text/html body)", content_type = "text/html", body = String),
+        (status = 400, body = AltairError), (status = 404, body = AltairError),
+        (status = 401, body = AltairError), (status = 403, body = AltairError),
+        (status = 500, body = AltairError), (status = 503, body = AltairError), (status = 504, body = AltairError)))]
 async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     let Ok(n) = id.parse::<u64>() else {
         return not_found(&id);
@@ -206,6 +302,13 @@ async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// The taps' WebSocket: announcements as text, and every tenth beer the report as JSON text.
+#[utoipa::path(get, path = "/sockets/beers", tag = "altair",
+    params(("tapId" = Option<i64>, Query), ("skip_own" = Option<bool>, Query, description = "with tapId: not told of its own pours")),
+    responses((status = 101, description = "a WebSocket"),
+        (status = 400, description = "not a WebSocket upgrade, or tapId not an integer", body = AltairError),
+        (status = 401, body = AltairError), (status = 403, body = AltairError), (status = 426, body = AltairError),
+        (status = 500, body = AltairError)))]
 async fn socket(
     State(s): State<Shared>,
     Query(q): Query<BTreeMap<String, String>>,
