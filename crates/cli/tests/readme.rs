@@ -8,6 +8,7 @@
 //! - `serve-config`, `device-type`, `tokens`: the TOML block is given to
 //!   `switchyard serve --check` as the settings file, a device type file or the token file.
 //! - `json`: the block parses as JSON.
+//! - `same-as PATH`: the block is the repository's file PATH, which a test or CI runs.
 //! - `skip: REASON`: not run here, for the reason given.
 //!
 //! A block without a marker fails the test: a new example needs a decision.
@@ -116,6 +117,16 @@ fn run_shell(body: &str) -> Result<(), String> {
     }
 }
 
+fn same_as(path: &str, body: &str) -> Result<(), String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{path}: {e}"))?;
+    if text == body {
+        Ok(())
+    } else {
+        Err(format!("the block differs from {path}"))
+    }
+}
+
 #[test]
 fn every_readme_example_runs_as_written_or_says_why_not() {
     let all = blocks(&readme());
@@ -134,6 +145,7 @@ fn every_readme_example_runs_as_written_or_says_why_not() {
             (Some("json"), "json") => serde_json::from_str::<serde_json::Value>(&b.body)
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            (Some(m), _) if m.starts_with("same-as ") => same_as(&m["same-as ".len()..], &b.body),
             (Some(m), lang) => Err(format!("unknown marker {m:?} for a {lang} block")),
         };
         ran += 1;
