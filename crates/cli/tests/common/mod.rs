@@ -42,12 +42,22 @@ impl Drop for Proc {
 /// Start `switchyard serve ARGS --ready-json` (logging warnings) and read the addresses it
 /// reports on stdout; its log lines go to the test's stderr prefixed with `label`.
 pub fn serve(label: &str, args: impl IntoIterator<Item = impl Into<OsString>>) -> Proc {
+    serve_env(label, args, std::iter::empty::<(String, String)>())
+}
+
+/// [`serve`] with these environment variables set too.
+pub fn serve_env(
+    label: &str,
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+    env: impl IntoIterator<Item = (impl Into<OsString>, impl Into<OsString>)>,
+) -> Proc {
     // The test's own HTTP clients use rustls with ring, as the binary's do.
     switchyard_tls::install_provider();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("serve")
         .args(args.into_iter().map(Into::into))
         .arg("--ready-json")
+        .envs(env.into_iter().map(|(k, v)| (k.into(), v.into())))
         .env("SWITCHYARD_LOG", "warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
