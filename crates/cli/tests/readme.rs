@@ -118,7 +118,9 @@ fn run_shell(body: &str) -> Result<(), String> {
 }
 
 fn same_as(path: &str, body: &str) -> Result<(), String> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{path}: {e}"))?;
     if text == body {
         Ok(())
