@@ -133,18 +133,31 @@ class App(Device):
         self._primary = self._type.get("primary") or "state"
         self._device = device
         self._values: dict[str, str] = {}
-        for attr in device["attributes"]:
+        for cmd in names(self._type["commands"]):
+            self.add_command(command(f=self._command_fn(cmd, background=False), dtype_in=str))
+            self.add_command(command(f=self._command_fn(cmd, background=True), dtype_in=str))
+        self._show(device)
+        # After the Init command the attributes exist already: watch at once.
+        if getattr(self, "_attributes_added", False):
+            self._start_watcher()
+
+    def initialize_dynamic_attributes(self) -> None:
+        """The attributes of this device's type. (Added here, once every device of the class
+        exists, rather than in init_device: Tango gives a device created later every
+        attribute that another device of the class added before it.)"""
+        for attr in self._device["attributes"]:
             name = attribute_name(attr, self._primary)
             self.add_attribute(
                 attribute(name=name, dtype=str, access=AttrWriteType.READ, fget=self._read)
             )
             self.set_change_event(name, True, False)
-        for cmd in names(self._type["commands"]):
-            self.add_command(command(f=self._command_fn(cmd, background=False), dtype_in=str))
-            self.add_command(command(f=self._command_fn(cmd, background=True), dtype_in=str))
-        self._show(device)
-        self._watcher = threading.Thread(target=self._watch, name="switchyard-watch", daemon=True)
-        self._watcher.start()
+        self._attributes_added = True
+        self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        threading.Thread(
+            target=self._watch, args=(self._stop,), name="switchyard-watch", daemon=True
+        ).start()
 
     def delete_device(self) -> None:
         self._stop.set()
@@ -198,17 +211,17 @@ class App(Device):
             )
         return f"{self._name}: {self._primary} is {primary}, idle"
 
-    def _watch(self) -> None:
-        """Follow the device's changes on the watch stream for as long as the device lives,
-        resuming from the last revision seen after any failure."""
+    def _watch(self, stop: threading.Event) -> None:
+        """Follow the device's changes on the watch stream until `stop` (the device is
+        deleted or re-initialised), resuming from the last revision seen after any failure."""
         with EnsureOmniThread():
             revision = self._device["revision"]
             pause = 0.1
-            while not self._stop.is_set():
+            while not stop.is_set():
                 try:
                     with self._client.events(f"devices/{self._name}", revision) as sub:
                         pause = 0.1
-                        while not self._stop.is_set():
+                        while not stop.is_set():
                             ev = sub.next_event(timeout=1.0)
                             if ev is not None and "device" in ev.event:
                                 revision = ev.revision

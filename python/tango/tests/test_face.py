@@ -23,23 +23,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_face(server_url: str, port: int) -> subprocess.Popen:
-    env = dict(os.environ, SWITCHYARD_SERVER=server_url, SWITCHYARD_DEVICE="mv")
+def start_face(server_url: str, port: int, dlist: str = DEVICE, **env) -> subprocess.Popen:
+    env = dict(os.environ, SWITCHYARD_SERVER=server_url, SWITCHYARD_DEVICE="mv", **env)
     return subprocess.Popen(
-        [sys.executable, "-m", "switchyard_tango.server", "app", "-nodb", "-dlist", DEVICE,
+        [sys.executable, "-m", "switchyard_tango.server", "app", "-nodb", "-dlist", dlist,
          "-port", str(port)],
         env=env,
     )
 
 
-def proxy_when_up(port: int, face: subprocess.Popen, timeout: float = 30.0) -> tango.DeviceProxy:
+def proxy_when_up(
+    port: int, face: subprocess.Popen, timeout: float = 30.0, device: str = DEVICE
+) -> tango.DeviceProxy:
     """The device's proxy once it answers a ping (a start has no event to wait for: the ping
     is tried every 100 ms until `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
         assert face.poll() is None, f"the face exited with {face.returncode}"
         try:
-            p = tango.DeviceProxy(f"tango://127.0.0.1:{port}/{DEVICE}#dbase=no")
+            p = tango.DeviceProxy(f"tango://127.0.0.1:{port}/{device}#dbase=no")
             p.ping()
             return p
         except tango.DevFailed:
@@ -140,3 +142,38 @@ def test_a_subscriber_misses_nothing_across_a_restart_of_the_face(face, switchya
     finally:
         again.terminate()
         again.wait(timeout=20)
+
+
+def test_any_device_type_is_served_with_its_own_attributes_and_commands(switchyard_server, switchyard):
+    # A switch beside the mv, each Tango device mapped to its switchyard device.
+    try:
+        switchyard.create_device("tsw", "switch")
+    except Exception:
+        pass
+    port = free_port()
+    face = start_face(
+        switchyard_server.url,
+        port,
+        dlist=f"{DEVICE},test/switch/1",
+        SWITCHYARD_DEVICE_MAP="test/switch/1=tsw",
+    )
+    try:
+        sw = proxy_when_up(port, face, device="test/switch/1")
+        commands = set(sw.get_command_list())
+        assert {"switch_on", "background_switch_on", "switch_off", "abort", "reset"} <= commands
+        assert "scan" not in commands  # an mv command, not a switch's
+        assert set(sw.get_attribute_list()) == {"agg_state", "State", "Status"}
+        assert sw.agg_state == "OFF" and sw.state() == tango.DevState.OFF
+        sw.background_switch_on('{"delay": 30}')
+        assert sw.state() == tango.DevState.MOVING
+        sw.abort()
+        assert sw.agg_state == "OFF" and sw.state() == tango.DevState.OFF
+        with pytest.raises(tango.DevFailed) as bad:
+            sw.switch_on("soon")
+        assert bad.value.args[0].reason == "InvalidArgument"
+        # The mv beside it is another device with its own commands.
+        mv = proxy_when_up(port, face)
+        assert "scan" in set(mv.get_command_list())
+    finally:
+        face.terminate()
+        face.wait(timeout=20)
