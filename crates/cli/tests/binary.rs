@@ -243,15 +243,7 @@ async fn a_server_given_as_host_and_port_is_plain_http() {
     let dir = TempDir::new().unwrap();
     let proc = spawn(dir.path());
     common::ready(&Client::new(proc.url())).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--server", &proc.api, "status"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&common::cli(&["--server", &proc.api, "status"], &[]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -486,16 +486,8 @@ async fn cluster_status_shows_a_sigkilled_member_unreachable_and_lagging() {
             .unwrap();
     }
     let status = |url: String| {
-        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["cluster", "status", "-o", "json", "--server", &url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<switchyard_types::Cluster>(&out.stdout).unwrap()
+        let out = common::cli(&["cluster", "status", "-o", "json", "--server", &url], &[]);
+        serde_json::from_str::<switchyard_types::Cluster>(&common::succeeded(&out)).unwrap()
     };
     // Asked through the follower (node 2): the answer is the leader's view.
     let follower = procs[1].url();
@@ -515,11 +507,10 @@ async fn cluster_status_shows_a_sigkilled_member_unreachable_and_lagging() {
     assert!(m3.last_contact.unwrap() > 0.3, "{c:?}");
 
     // The table says it to a person.
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["cluster", "status", "--server", &first])
-        .output()
-        .unwrap();
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = common::succeeded(&common::cli(
+        &["cluster", "status", "--server", &first],
+        &[],
+    ));
     let row3 = table
         .lines()
         .find(|l| l.starts_with("3 "))

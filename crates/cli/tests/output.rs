@@ -2,29 +2,18 @@
 //! `-o json` / `-o yaml` for scripts, `-o wide` with more columns, and one error line (code,
 //! message) plus what to do when the server refuses.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use tempfile::TempDir;
 
 mod common;
 
 fn cli(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("SWITCHYARD_SERVER", url)
-        .env_remove("SWITCHYARD_TOKEN")
-        .output()
-        .expect("run the switchyard binary")
+    common::cli(args, &[("SWITCHYARD_SERVER", url)])
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
+    common::succeeded(o)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

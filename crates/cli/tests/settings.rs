@@ -2,19 +2,12 @@
 //! TOML file, then the environment, then the flags), checked once with errors naming the
 //! setting, and `--help` of each command listing only what it reads.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    c.args(args);
-    // Only the settings this test gives.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SWITCHYARD_") {
-            c.env_remove(k);
-        }
-    }
-    c.envs(env.iter().copied());
-    c.output().expect("run the switchyard binary")
+    common::cli(args, env)
 }
 
 fn text(b: &[u8]) -> String {

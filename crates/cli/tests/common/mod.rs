@@ -139,3 +139,28 @@ pub fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathB
     assert!(ok.success(), "chmod +x {}", path.display());
     path
 }
+
+/// Run the `switchyard` binary with `args`, with `env` and no other `SWITCHYARD_*` variable
+/// (so a developer's settings cannot leak into a test).
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHYARD_") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(env.iter().copied());
+    c.output().expect("run the switchyard binary")
+}
+
+/// The stdout of a command that must have succeeded (its stderr in the failure otherwise).
+pub fn succeeded(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
