@@ -1,4 +1,4 @@
-"""Celery peer of `switchyard bench jobs` (B3): a no-op task that records when it started.
+"""Celery peer of `switchyard-bench jobs` (B3): a no-op task that records when it started.
 
 Broker: Redis at BENCH_BROKER (the driver starts it with appendfsync always). Late acks, one
 task prefetched per process, so a task is acknowledged only after it ran (Celery's

@@ -51,7 +51,6 @@ pub struct ClientOpts {
 /// `serve` reads `--ca-cert` (it trusts that CA when it joins a cluster).
 const NOT_READ: &[(&str, &[&str])] = &[
     ("serve", &["server", "token", "output"]),
-    ("bench", &["server", "token", "ca_cert", "output"]),
     ("certs", &["server", "token", "ca_cert", "output"]),
     ("dev-cluster", &["server", "token", "ca_cert", "output"]),
     ("openapi", &["server", "token", "ca_cert"]),
@@ -136,8 +135,6 @@ pub enum Cmd {
     /// Devices: timed state machines (types switch, mv, and those from type files).
     #[command(subcommand)]
     Device(DeviceCmd),
-    /// Benchmarks run side by side with peer systems on this machine.
-    Bench(crate::bench::BenchArgs),
     /// Print the OpenAPI document of the HTTP API (no server needed).
     Openapi,
     /// A beer tap (seed 001): pours at an interval and prints what the server announces.
@@ -317,7 +314,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.ca_cert = opts.ca_cert.clone();
             serve(*s).await?
         }
-        Cmd::Bench(b) => crate::bench::run(b).await?,
         Cmd::Certs(c) => certs(c)?,
         Cmd::Device(d) => return device(&client, out, d).await.with_context(ctx),
         Cmd::Tap(t) => {

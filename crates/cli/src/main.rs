@@ -1,11 +1,6 @@
 //! `switchyard`: the server and its command line. Thin: parse, set up logging, call the
 //! libraries.
 
-mod bench;
-mod bench_devices;
-mod bench_failover;
-mod bench_jobs;
-mod bench_wire;
 mod cli;
 mod cluster;
 mod deploy;
@@ -37,17 +32,7 @@ fn main() -> std::process::ExitCode {
         }
         report(info)
     }));
-    // A benchmark worker process does one thing at a time: a single-threaded runtime spares
-    // it the cross-thread wake-ups (the same for every system it drives).
-    let single = matches!(
-        &args.command,
-        cli::Cmd::Bench(b) if matches!(b.what, bench::BenchCmd::JobsWorker(_))
-    );
-    let mut builder = if single {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -1,10 +1,10 @@
-//! `switchyard bench jobs` (benchmark B3): a work queue drained by 8 worker processes, side by
+//! `switchyard-bench jobs` (benchmark B3): a work queue drained by 8 worker processes, side by
 //! side with the Kubernetes work-queue tutorial's Redis lease protocol (AOF always, and AOF off
 //! labelled as such), a PostgreSQL `FOR UPDATE SKIP LOCKED` queue, and Celery.
 //!
 //! Every side is durable except the labelled Redis run: switchyard fsyncs each command, Redis
 //! runs `appendfsync always`, PostgreSQL `synchronous_commit = on`, Celery's broker is that
-//! Redis. The workers are separate processes (`switchyard bench jobs-worker`, hidden) that
+//! Redis. The workers are separate processes (`switchyard-bench jobs-worker`, hidden) that
 //! speak each system's lease protocol one job at a time (lease, then acknowledge) and run
 //! nothing: the jobs are no-ops. Celery runs its own worker (`-c 8`, prefork, late acks).
 //!
@@ -68,7 +68,7 @@ pub struct JobsArgs {
     out: Option<PathBuf>,
 }
 
-/// One worker process of the benchmark (started by `bench jobs`).
+/// One worker process of the benchmark (started by `switchyard-bench jobs`).
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     #[arg(long)]
@@ -238,7 +238,7 @@ async fn start(sys: Sys, dir: &Path) -> anyhow::Result<Server> {
     };
     std::fs::create_dir_all(&data)?;
     let child = match sys {
-        Sys::Switchyard => Command::new(std::env::current_exe()?)
+        Sys::Switchyard => Command::new(crate::bench::switchyard_binary()?)
             .args(["serve", "--local-workers", "0", "--listen", &addr])
             .args(["--peer-listen", &format!("127.0.0.1:{}", free_port()?)])
             .arg("--data-dir")
@@ -718,7 +718,7 @@ impl Workers {
         let id = format!("bw{}", self.started);
         self.started += 1;
         Ok(Command::new(std::env::current_exe()?)
-            .args(["bench", "jobs-worker", "--system", self.sys.name()])
+            .args(["jobs-worker", "--system", self.sys.name()])
             .args(["--addr", &self.addr, "--id", &id])
             .args(["--lease-ttl", &self.ttl.to_string()])
             .arg("--out")

@@ -1,4 +1,4 @@
-//! `switchyard bench writes`: durable writes per second and latency, side by side with etcd and
+//! `switchyard-bench writes`: durable writes per second and latency, side by side with etcd and
 //! Redis (`appendonly yes`, `appendfsync always`) on this machine, in one run.
 //!
 //! Each system runs as its own process on a temp dir on the same filesystem. Cells (system x
@@ -18,7 +18,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[derive(Debug, Args)]
+/// switchyard-bench: switchyard's benchmarks, each run side by side with its peer systems on
+/// this machine (see BENCHMARKS.md). The switchyard it runs is `SWITCHYARD_BIN`, else the
+/// `switchyard` built beside this binary, else the one on the PATH.
+#[derive(Debug, clap::Parser)]
+#[command(name = "switchyard-bench", version, about, long_about = None)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub what: BenchCmd,
@@ -35,10 +39,10 @@ pub enum BenchCmd {
     /// A work queue drained by 8 worker processes vs a Redis lease queue, PostgreSQL SKIP
     /// LOCKED and Celery, with a kill -9 chaos variant (B3).
     Jobs(crate::bench_jobs::JobsArgs),
-    /// One worker process of `bench jobs`.
+    /// One worker process of `jobs`.
     #[command(hide = true)]
     JobsWorker(crate::bench_jobs::WorkerArgs),
-    /// The bare axum handler B4 uses as its ceiling (started by `bench devices`).
+    /// The bare axum handler B4 uses as its ceiling (started by `devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
 }
@@ -110,11 +114,26 @@ impl System {
 
     fn binary(self) -> Option<PathBuf> {
         match self {
-            System::Switchyard | System::SwitchyardTls => std::env::current_exe().ok(),
+            System::Switchyard | System::SwitchyardTls => switchyard_binary().ok(),
             System::Etcd => which("etcd"),
             System::Redis => which("redis-server"),
         }
     }
+}
+
+/// The switchyard binary the benchmarks run: `SWITCHYARD_BIN`, else `switchyard` beside this
+/// binary (the same cargo target directory), else the one on the PATH.
+pub(crate) fn switchyard_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SWITCHYARD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()?.with_file_name("switchyard");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    which("switchyard").context(
+        "no switchyard binary: build it (cargo build --release -p switchyard) or set SWITCHYARD_BIN",
+    )
 }
 
 pub(crate) fn which(name: &str) -> Option<PathBuf> {

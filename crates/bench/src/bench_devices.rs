@@ -1,4 +1,4 @@
-//! `switchyard bench devices` (B4): `GET /v1/devices/{name}` and a device command
+//! `switchyard-bench devices` (B4): `GET /v1/devices/{name}` and a device command
 //! (`POST .../commands/switch_on` on a switch that is ON: the busy check and the no-op, which
 //! switchyard still decides through its durable log) under wrk, side by side with the same
 //! routes in FastAPI (uvicorn, 1 worker) and Tornado (`bench/peers/`, in memory, with a lock
@@ -98,10 +98,9 @@ fn available(sys: Sys) -> Result<(), String> {
 
 async fn start(sys: Sys, dir: &Path) -> anyhow::Result<Proc> {
     let port = free_port()?;
-    let exe = std::env::current_exe()?;
     let mut cmd = match sys {
         Sys::Switchyard => {
-            let mut c = Command::new(&exe);
+            let mut c = Command::new(crate::bench::switchyard_binary()?);
             c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--peer-listen", &format!("127.0.0.1:{}", free_port()?)])
                 .arg("--data-dir")
@@ -110,8 +109,8 @@ async fn start(sys: Sys, dir: &Path) -> anyhow::Result<Proc> {
             c
         }
         Sys::Ceiling => {
-            let mut c = Command::new(&exe);
-            c.args(["bench", "ceiling", &port.to_string()]);
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["ceiling", &port.to_string()]);
             c
         }
         Sys::FastApi | Sys::Tornado => {

@@ -1,4 +1,4 @@
-//! `switchyard bench failover` (B5): leader failover on three loopback nodes, side by side with
+//! `switchyard-bench failover` (B5): leader failover on three loopback nodes, side by side with
 //! a three-node etcd at the same heartbeat and election timeouts, in one run; and durable write
 //! throughput of each three-node cluster against a single node of the same system.
 //!
@@ -104,7 +104,7 @@ impl Drop for Cluster {
 impl Cluster {
     async fn start(sys: Sys, n: usize, dir: &Path, a: &FailoverArgs) -> anyhow::Result<Self> {
         let bin = match sys {
-            Sys::Switchyard => std::env::current_exe()?,
+            Sys::Switchyard => crate::bench::switchyard_binary()?,
             Sys::Etcd => which("etcd").context("etcd is not installed (Debian: etcd-server)")?,
         };
         // Switchyard binds port 0 at its first start and says which ports it got (no window in
