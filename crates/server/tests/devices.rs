@@ -134,8 +134,8 @@ async fn refusals_change_nothing_and_inputs_are_checked() {
         (
             format!("{base}/v1/devices"),
             json!({"name": "x", "type": "toaster"}),
-            StatusCode::BAD_REQUEST,
-            "invalid",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
         (
             format!("{base}/v1/devices"),

@@ -348,3 +348,80 @@ async fn every_metric_on_metrics_has_a_help_line() {
     }
     server.stop().await;
 }
+
+/// A POST of `body` to `path`: the status and the body's text.
+async fn post(base: &str, path: &str, body: serde_json::Value) -> (reqwest::StatusCode, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_depend_on_state_are_404_or_409_not_400() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    // A device type that does not exist: 404 naming `type` (the body's form was right).
+    let (status, body) = post(
+        &base,
+        "/v1/devices",
+        serde_json::json!({"name": "x", "type": "toaster"}),
+    )
+    .await;
+    let v = v1_error(status, &body, 404, "not_found");
+    assert_eq!(v["error"]["details"]["field"], "type", "{v}");
+    let (status, _) = post(
+        &base,
+        "/v1/devices",
+        serde_json::json!({"name": "x", "type": "switch"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // An action the deployment has no template for: 404, and no job is queued.
+    let (status, _) = post(
+        &base,
+        "/v1/deployments",
+        serde_json::json!({"name": "web", "actions": {"up": ["true"]}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = post(
+        &base,
+        "/v1/deployments/web/actions/down",
+        serde_json::json!({}),
+    )
+    .await;
+    let v = v1_error(status, &body, 404, "not_found");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("up"),
+        "{v}"
+    );
+    let jobs: serde_json::Value = reqwest::get(format!("{base}/v1/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+    // Leadership to a node that is not a voter: 409; to node 0 of a removal, 400 naming it.
+    let (status, body) = post(
+        &base,
+        "/v1/cluster/leader",
+        serde_json::json!({"node_id": 9}),
+    )
+    .await;
+    v1_error(status, &body, 409, "conflict");
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/v1/cluster/members/0"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v = v1_error(status, &r.text().await.unwrap(), 400, "invalid");
+    assert_eq!(v["error"]["details"]["field"], "node_id", "{v}");
+    server.stop().await;
+}

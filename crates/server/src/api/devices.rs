@@ -57,10 +57,12 @@ fn device(r: DeviceReply) -> Result<Json<Device>, ApiError> {
     }
 }
 
-/// Create a device of a known type.
+/// Create a device of a known type (`GET /v1/device-types`; another is 404).
 #[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = CreateDevice,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Device), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Device), (status = 400, body = ErrorBody),
+        (status = 404, description = "not_found: no device type of that name (`details.field` is `type`)", body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn create(
     State(s): State<Shared>,
     IdempotencyKey(key): IdempotencyKey,
@@ -68,15 +70,14 @@ async fn create(
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     validate_name(&b.name)?;
     let types = &s.node.config.device_types;
+    // Which types exist is the server's configuration, not the request's form: 404.
     let Some(def) = types.get(&b.type_name) else {
-        return Err(ApiError::invalid(
-            "type",
-            format!(
-                "unknown device type {:?}; types: {}",
-                b.type_name,
-                types.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ));
+        return Err(ApiError::not_found(format!(
+            "no device type {:?}; types: {}",
+            b.type_name,
+            types.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .with_details(serde_json::json!({"field": "type"})));
     };
     let cmd = DeviceCommand::Create {
         name: b.name,
