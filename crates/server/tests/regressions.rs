@@ -425,3 +425,35 @@ async fn refusals_that_depend_on_state_are_404_or_409_not_400() {
     assert_eq!(v["error"]["details"]["field"], "node_id", "{v}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_whose_actions_could_not_run_is_refused_at_create() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    // The environment and labels its action jobs carry are checked when it is created, not
+    // at its first action.
+    for (body, field) in [
+        (serde_json::json!({"name": "web", "env": {"": "x"}}), "env."),
+        (
+            serde_json::json!({"name": "web", "env": {"1A": "x"}}),
+            "env.1A",
+        ),
+        (
+            serde_json::json!({"name": "web", "labels": {"a b": "x"}}),
+            "labels.a b",
+        ),
+    ] {
+        let (status, text) = post(&base, "/v1/deployments", body).await;
+        let v = v1_error(status, &text, 400, "invalid");
+        assert_eq!(v["error"]["details"]["field"], field, "{v}");
+    }
+    let list: serde_json::Value = reqwest::get(format!("{base}/v1/deployments"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 0, "{list}");
+    server.stop().await;
+}

@@ -75,6 +75,9 @@ fn spec(s: &Shared, b: CreateDeployment) -> Result<Spec, ApiError> {
             "must be 1 to 604800 seconds, or absent",
         ));
     }
+    // Its actions' jobs carry these: refused here rather than at each action.
+    switchyard_core::jobs::validate_env(&b.env, "")?;
+    switchyard_core::jobs::validate_labels(&b.labels, "")?;
     let mut actions = s.node.config.deployment_actions.clone();
     actions.extend(b.actions);
     Ok(Spec {
