@@ -457,3 +457,30 @@ async fn a_deployment_whose_actions_could_not_run_is_refused_at_create() {
     assert_eq!(list["deployments"].as_array().unwrap().len(), 0, "{list}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_altair_face_takes_a_tap_id_written_3_0_as_tap_3() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/beers"))
+        .body(r#"{"tapId": 3.0, "volume": 450}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["beer"]["tapId"], 3, "{v}");
+    // A fraction is still refused, in the original's shape.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/beers"))
+        .body(r#"{"tapId": 3.5, "volume": 450}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], 400, "{v}");
+    server.stop().await;
+}

@@ -182,7 +182,8 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
     };
     let tap_id = match obj.get("tapId") {
         None => return bad("tapId: missing; must be an integer"),
-        Some(t) => match t.as_i64() {
+        // A number with no fraction (`3.0`) is an integer, as on /v1 and in JSON Schema.
+        Some(t) => match t.as_i64().or_else(|| crate::api::whole(t)) {
             Some(t) => t,
             None => return bad(format!("tapId: must be an integer; got {t}")),
         },
