@@ -62,19 +62,20 @@ impl Status {
         }
     }
 
+    /// Every status, in the order a job can reach them (the API document lists these).
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Dead,
+    ];
+
     /// The status named `name` (as the API spells it).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Status::Queued,
-            Status::Running,
-            Status::Succeeded,
-            Status::Failed,
-            Status::TimedOut,
-            Status::Cancelled,
-            Status::Dead,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// A final state: nothing happens to the job any more (but a retry by hand).

@@ -484,3 +484,77 @@ async fn the_altair_face_takes_a_tap_id_written_3_0_as_tap_3() {
     assert_eq!(v["status"], 400, "{v}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_document_states_the_filters_and_bodies_the_server_checks() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    let glasses = switchyard_core::beers::GLASSES.map(|g| g.0);
+    assert_eq!(
+        param("/v1/beers", "get", "type")["enum"],
+        serde_json::json!(glasses)
+    );
+    let statuses: Vec<&str> = switchyard_core::jobs::Status::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        param("/v1/jobs", "get", "status")["enum"],
+        serde_json::json!(statuses)
+    );
+    assert_eq!(
+        param("/v1/runs/{id}/cells", "get", "status")["enum"],
+        serde_json::json!(statuses)
+    );
+    assert_eq!(param("/v1/jobs", "get", "queue")["minLength"], 1);
+    assert_eq!(
+        param("/v1/cluster/members/{node_id}", "delete", "node_id")["minimum"],
+        1
+    );
+    // The state document is any JSON value: a schema with no type.
+    let body = &doc["paths"]["/v1/deployments/{name}/document"]["put"]["requestBody"];
+    assert_eq!(
+        body["content"]["application/json"]["schema"],
+        serde_json::json!({}),
+        "{body}"
+    );
+    // A followed log is a stream of `line` and `end` events.
+    let sse = &doc["paths"]["/v1/jobs/{id}/logs"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    assert_eq!(
+        sse["schema"]["properties"]["event"]["enum"],
+        serde_json::json!(["line", "end"])
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["PourRequest"]["properties"]["volume"]["minimum"],
+        100.0
+    );
+    assert_eq!(
+        schemas["PourRequest"]["properties"]["volume"]["maximum"],
+        1000.0
+    );
+    assert!(
+        schemas["CreateRun"]["oneOf"].is_array(),
+        "a matrix or funkytown's file"
+    );
+    assert!(
+        schemas["DeploymentStateRequest"]["anyOf"].is_array(),
+        "failed_action only with failed"
+    );
+    server.stop().await;
+}

@@ -47,11 +47,7 @@ pub fn routes() -> Routes<Shared> {
 /// The face's routes and its OpenAPI document at `/openapi.json` (and `/docs`), for its own
 /// listener.
 pub(crate) fn own_routes() -> Routes<Shared> {
-    let doc: std::sync::Arc<str> = openapi()
-        .to_pretty_json()
-        .expect("the Altair document serialises")
-        .into();
-    routes().merge(crate::docs_page::routes(doc))
+    routes().merge(crate::docs_page::routes(crate::api::doc::face(openapi())))
 }
 
 /// The face alone, for its own listener.
