@@ -196,6 +196,17 @@ pub async fn run_command(
         }
         t => t.map(Duration::from_secs_f64),
     };
+    // The durations against the command's range, also where it would be a no-op (an unknown
+    // device or command is left to apply's 404).
+    let def = s.node.view.read(|st| {
+        st.devices
+            .def(name)
+            .and_then(|d| d.commands.get(command).cloned())
+    });
+    if let Some(def) = def {
+        let args = req.args.clone().unwrap_or(serde_json::Value::Null);
+        switchyard_core::devices::check_request(&def, req.duration, &args)?;
+    }
     let cmd = DeviceCommand::Run {
         name: name.to_string(),
         command: command.to_string(),

@@ -1,0 +1,89 @@
+//! The faces' own API documents (`/openapi.json` and `/docs` on each face listener), and the
+//! wrong answers schemathesis found against them, each in a test named after it.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_server::{Config, Listeners};
+use tempfile::TempDir;
+
+/// A node with the mv and funkytown faces on listeners of their own: (server, mv, funkytown).
+async fn start(dir: &std::path::Path) -> (switchyard_server::Server, String, String) {
+    let config = Config::new(dir).validate().expect("valid test config");
+    let mut listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0").await.unwrap();
+    let mv = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let funkytown = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let urls = (
+        format!("http://{}", mv.local_addr().unwrap()),
+        format!("http://{}", funkytown.local_addr().unwrap()),
+    );
+    listeners.mv = Some(mv);
+    listeners.funkytown = Some(funkytown);
+    let server = switchyard_server::start(config, listeners).await.unwrap();
+    server
+        .node
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The face's device is created once the node leads.
+    common::within(10, "the mv device", async {
+        while reqwest::get(format!("{}/state", urls.0))
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    (server, urls.0, urls.1)
+}
+
+async fn get_json(url: &str) -> Value {
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_over_the_commands_maximum_is_refused_even_for_a_no_op() {
+    let dir = TempDir::new().unwrap();
+    let (server, mv, _) = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let post = async |url: String, body: Value| {
+        let r = http.post(url).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // On, so that another switch_on is a no-op; a delay past 3600 s used to answer 200 then.
+    assert_eq!(
+        post(format!("{mv}/switch_on"), json!({"delay": 0})).await.0,
+        200
+    );
+    for path in ["/switch_on", "/background_switch_on"] {
+        let (code, text) = post(format!("{mv}{path}"), json!({"delay": 3601})).await;
+        assert_eq!(code, 422, "{path}: {text}");
+        assert!(text.contains("3600"), "{text}");
+    }
+    // A phase timed by config.delay takes the same range, checked before anything runs.
+    let (code, text) = post(
+        format!("{mv}/background_assign_resources"),
+        json!({"delay": 0, "config": {"delay": 3601}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{text}");
+    // The same on /v1, in its error shape.
+    let (code, text) = post(
+        format!("{}/v1/devices/mv/commands/switch_on", server.url()),
+        json!({"duration": 3601}),
+    )
+    .await;
+    assert_eq!(code, 400, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["details"]["field"], "duration", "{v}");
+    let device = get_json(&format!("{}/v1/devices/mv", server.url())).await;
+    assert_eq!(device["transition"], Value::Null, "{device}");
+    server.stop().await;
+}
