@@ -119,7 +119,10 @@ pub fn all() -> Vec<(&'static str, Vec<Route>)> {
     vec![
         ("API", api),
         ("peer", crate::network::routes().list().to_vec()),
-        ("mv", crate::faces::mv::routes().list().to_vec()),
+        (
+            "mv",
+            crate::faces::mv::own_routes("".into()).list().to_vec(),
+        ),
         (
             "Altair beer-tap",
             crate::faces::altair::own_routes().list().to_vec(),
@@ -127,7 +130,7 @@ pub fn all() -> Vec<(&'static str, Vec<Route>)> {
         ("TestbedOS", crate::faces::testbed::routes().list().to_vec()),
         (
             "funkytown reporter",
-            crate::faces::funkytown::routes().list().to_vec(),
+            crate::faces::funkytown::own_routes().list().to_vec(),
         ),
     ]
 }

@@ -49,6 +49,41 @@ async fn get_json(url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mv_and_funkytown_listeners_serve_their_own_documents() {
+    let dir = TempDir::new().unwrap();
+    let (server, mv, funkytown) = start(dir.path()).await;
+    // mv: every command's routes, with the type's delays and the original's error shapes.
+    let doc = get_json(&format!("{mv}/openapi.json")).await;
+    for name in switchyard_server::faces::mv::COMMANDS {
+        for path in [format!("/{name}"), format!("/background_{name}")] {
+            let op = &doc["paths"][&path]["post"];
+            assert!(op.is_object(), "{path}");
+            let delay =
+                &op["requestBody"]["content"]["application/json"]["schema"]["properties"]["delay"];
+            assert_eq!(delay["maximum"], 3600.0, "{path}: {delay}");
+            assert_eq!(
+                op["responses"]["405"]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Refused",
+                "{path}"
+            );
+        }
+    }
+    let scan = &doc["paths"]["/background_scan"]["post"]["requestBody"];
+    assert_eq!(scan["required"], true, "{scan}");
+    let config = &scan["content"]["application/json"]["schema"]["properties"]["config"];
+    assert_eq!(config["properties"]["delay"]["minimum"], 0.0, "{config}");
+    let page = reqwest::get(format!("{mv}/docs")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    // funkytown: its two routes under every method, as the original's handlers answer.
+    let doc = get_json(&format!("{funkytown}/openapi.json")).await;
+    for method in ["get", "post", "trace"] {
+        assert!(doc["paths"]["/results"][method].is_object(), "{method}");
+        assert!(doc["paths"]["/health"][method].is_object(), "{method}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_over_the_commands_maximum_is_refused_even_for_a_no_op() {
     let dir = TempDir::new().unwrap();
     let (server, mv, _) = start(dir.path()).await;
