@@ -11,7 +11,8 @@ use serde_json::json;
 use switchyard_core::devices::{DeviceCommand, DeviceReply, validate_name};
 use switchyard_core::{Command, Reply};
 use switchyard_types::{
-    CreateDevice, Device, DeviceCommandRequest, DeviceHistory, DeviceList, ErrorBody, Started,
+    CreateDevice, Device, DeviceCommandRequest, DeviceHistory, DeviceList, DeviceTypeList,
+    ErrorBody, Started,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -132,13 +133,19 @@ async fn delete(
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
-/// The device types: built-in `switch` and `mv`, and those loaded from `--device-types` files.
+/// The device types: built-in `switch` and `mv`, and those loaded from `--device-types` files,
+/// each as its TOML file writes it.
 #[utoipa::path(get, path = "/v1/device-types", tag = "devices",
-    responses((status = 200, description = "{\"types\": [...]}: each type's attributes and commands")))]
-async fn types(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let types: Vec<&switchyard_core::devices::DeviceType> =
-        s.node.config.device_types.values().collect();
-    Json(json!({ "types": types }))
+    responses((status = 200, body = DeviceTypeList)))]
+async fn types(State(s): State<Shared>) -> Json<DeviceTypeList> {
+    let types = s
+        .node
+        .config
+        .device_types
+        .values()
+        .map(|t| t.file())
+        .collect();
+    Json(DeviceTypeList { types })
 }
 
 /// Run a command of the device's type. Without `wait`: 202 with the transition (200 with the

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 use switchyard_core::beers::GLASSES;
 use switchyard_core::deployments::{self, MAX_DOCUMENT, MAX_FAILED_COMMAND};
+use switchyard_core::devices::types::MAX_DURATION_MS;
 use switchyard_core::jobs::{MAX_ARGS, Status};
 use switchyard_core::runs::{MAX_DIMENSIONS, MAX_VALUE};
 
@@ -312,4 +313,13 @@ pub(super) fn schemas(doc: &mut Value) {
         ]);
     }
     property(schemas, "CreateRun", "funkytown", funkytown_file());
+    // Device types: a phase's duration as the type format writes it, within a day
+    // (`devices::types::MAX_DURATION_MS`).
+    if let Some(d) = schemas.get_mut("PhaseDuration") {
+        let day = MAX_DURATION_MS as f64 / 1000.0;
+        d["oneOf"] = json!([
+            {"type": "number", "minimum": 0, "maximum": day},
+            {"type": "string", "pattern": "^(request|args\\..+)$"}
+        ]);
+    }
 }
