@@ -59,6 +59,7 @@ run "mv listener" "http://127.0.0.1:$mv/openapi.json" --exclude-path / \
 # lists the eight OpenAPI 3.1 has, but the check that an undocumented method gets 405 also
 # sends QUERY, which OpenAPI 3.1 cannot document.
 run "funkytown listener" "http://127.0.0.1:$funkytown/openapi.json" --exclude-checks unsupported_method
-# FIXME: the TestbedOS listener serves no document of its own yet. The peer listener answers
-# only signed requests: an unsigned one gets 401 JSON on every route (tests/security.rs), so
-# there is nothing for generated requests to reach.
+# The TestbedOS face: its WebSocket as above.
+run "TestbedOS listener" "http://127.0.0.1:$testbed/openapi.json" --exclude-path /api/orchestration/ws
+# The peer listener answers only signed requests: an unsigned one gets 401 JSON on every route
+# (tests/security.rs), so there is nothing for generated requests to reach and no document.

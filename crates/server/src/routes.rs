@@ -127,7 +127,10 @@ pub fn all() -> Vec<(&'static str, Vec<Route>)> {
             "Altair beer-tap",
             crate::faces::altair::own_routes().list().to_vec(),
         ),
-        ("TestbedOS", crate::faces::testbed::routes().list().to_vec()),
+        (
+            "TestbedOS",
+            crate::faces::testbed::own_routes().list().to_vec(),
+        ),
         (
             "funkytown reporter",
             crate::faces::funkytown::own_routes().list().to_vec(),

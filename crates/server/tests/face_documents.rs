@@ -9,18 +9,22 @@ use serde_json::{Value, json};
 use switchyard_server::{Config, Listeners};
 use tempfile::TempDir;
 
-/// A node with the mv and funkytown faces on listeners of their own: (server, mv, funkytown).
-async fn start(dir: &std::path::Path) -> (switchyard_server::Server, String, String) {
+/// A node with the mv, funkytown and TestbedOS faces on listeners of their own: (server, mv,
+/// funkytown, testbed).
+async fn start(dir: &std::path::Path) -> (switchyard_server::Server, String, String, String) {
     let config = Config::new(dir).validate().expect("valid test config");
     let mut listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0").await.unwrap();
     let mv = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let funkytown = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let testbed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let urls = (
         format!("http://{}", mv.local_addr().unwrap()),
         format!("http://{}", funkytown.local_addr().unwrap()),
+        format!("http://{}", testbed.local_addr().unwrap()),
     );
     listeners.mv = Some(mv);
     listeners.funkytown = Some(funkytown);
+    listeners.testbed = Some(testbed);
     let server = switchyard_server::start(config, listeners).await.unwrap();
     server
         .node
@@ -39,7 +43,7 @@ async fn start(dir: &std::path::Path) -> (switchyard_server::Server, String, Str
         }
     })
     .await;
-    (server, urls.0, urls.1)
+    (server, urls.0, urls.1, urls.2)
 }
 
 async fn get_json(url: &str) -> Value {
@@ -49,9 +53,9 @@ async fn get_json(url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mv_and_funkytown_listeners_serve_their_own_documents() {
+async fn the_mv_funkytown_and_testbed_listeners_serve_their_own_documents() {
     let dir = TempDir::new().unwrap();
-    let (server, mv, funkytown) = start(dir.path()).await;
+    let (server, mv, funkytown, testbed) = start(dir.path()).await;
     // mv: every command's routes, with the type's delays and the original's error shapes.
     let doc = get_json(&format!("{mv}/openapi.json")).await;
     for name in switchyard_server::faces::mv::COMMANDS {
@@ -80,13 +84,33 @@ async fn the_mv_and_funkytown_listeners_serve_their_own_documents() {
         assert!(doc["paths"]["/results"][method].is_object(), "{method}");
         assert!(doc["paths"]["/health"][method].is_object(), "{method}");
     }
+    // TestbedOS: every route, the commands as the original's types, a variant with data an
+    // object of its one key (as serde reads it), errors in the original's shape.
+    let doc = get_json(&format!("{testbed}/openapi.json")).await;
+    for route in switchyard_server::routes::all()
+        .into_iter()
+        .find(|(l, _)| *l == "TestbedOS")
+        .unwrap()
+        .1
+    {
+        let item = &doc["paths"][&route.path];
+        assert!(item.is_object(), "{route:?} documented");
+    }
+    let up = &doc["components"]["schemas"]["DeploymentCommand"]["oneOf"][0];
+    assert_eq!(up["required"], json!(["up"]), "{up}");
+    assert_eq!(up["additionalProperties"], false, "{up}");
+    let create = &doc["paths"]["/api/deployments"]["post"]["responses"]["409"];
+    assert_eq!(
+        create["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Error"
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_over_the_commands_maximum_is_refused_even_for_a_no_op() {
     let dir = TempDir::new().unwrap();
-    let (server, mv, _) = start(dir.path()).await;
+    let (server, mv, _, _) = start(dir.path()).await;
     let http = reqwest::Client::new();
     let post = async |url: String, body: Value| {
         let r = http.post(url).json(&body).send().await.unwrap();

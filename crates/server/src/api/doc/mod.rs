@@ -67,6 +67,18 @@ pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> Value {
     v
 }
 
+/// A queue, deployment or action name, as `jobs::validate_name` checks it.
+pub(crate) fn name_schema() -> Value {
+    constraints::name()
+}
+
+/// An agent id: a name, but not `config` (`GET /v1/agents/config` is the cluster document).
+pub(crate) fn agent_id_schema() -> Value {
+    let mut s = constraints::name();
+    s["pattern"] = json!("^(?!config$)[A-Za-z0-9._-]+$");
+    s
+}
+
 /// A face's own document as its listener serves it: unsigned integers as in the API's, and
 /// every answer described.
 pub(crate) fn face(doc: utoipa::openapi::OpenApi) -> std::sync::Arc<str> {
