@@ -76,7 +76,7 @@ fn openapi() -> serde_json::Value {
             .collect();
         serde_json::Value::Object(item)
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "switchyard: the funkytown reporter face", "version": env!("CARGO_PKG_VERSION"),
             "description": "funkytown's reporter on `--funkytown-listen`: its health check and results page."},
@@ -94,14 +94,14 @@ fn openapi() -> serde_json::Value {
                     "401": text("tokens are on and none or an unknown one was given"),
                     "403": text("a browser page of another origin"),
                     "404": html("no run yet, or no run `run`"),
-                    "503": node_error}})),
-            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
-                "responses": {"200": {"description": "The OpenAPI document",
-                    "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/docs": {"get": {"operationId": "docs", "summary": "This document as a page to read.",
-                "responses": {"200": html("An HTML page")}}}
+                    "503": node_error}}))
         }
-    })
+    });
+    doc["paths"]
+        .as_object_mut()
+        .expect("paths are an object")
+        .extend(crate::docs_page::paths());
+    doc
 }
 
 #[derive(Deserialize)]

@@ -160,20 +160,7 @@ pub(crate) fn openapi(def: &DeviceType) -> Value {
             "401": answer("tokens are on and none or an unknown one was given", DETAIL),
             "403": answer("a browser page of another origin", DETAIL)
         }}}));
-    paths.insert(
-        "/openapi.json".into(),
-        json!({"get": {"tags": ["docs"], "operationId": "openapi",
-        "summary": "This document.",
-        "responses": {"200": {"description": "The OpenAPI document",
-            "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
-    );
-    paths.insert(
-        "/docs".into(),
-        json!({"get": {"tags": ["docs"], "operationId": "docs",
-        "summary": "This document as a page to read (compiled into the binary).",
-        "responses": {"200": {"description": "An HTML page",
-            "content": {"text/html": {"schema": {"type": "string"}}}}}}}),
-    );
+    paths.extend(crate::docs_page::paths());
     let node_error = json!({"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"],
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}

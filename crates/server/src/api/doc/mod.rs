@@ -274,18 +274,6 @@ fn other_routes() -> utoipa::openapi::OpenApi {
         "openapi": "3.1.0",
         "info": {"title": "switchyard", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
-            "/openapi.json": {"get": {
-                "tags": ["docs"], "operationId": "openapi",
-                "summary": "This document.",
-                "responses": {"200": {"description": "The OpenAPI document",
-                    "content": {"application/json": {"schema": {"type": "object"}}}}}
-            }},
-            "/docs": {"get": {
-                "tags": ["docs"], "operationId": "docs",
-                "summary": "This document as a page to read (compiled into the binary; it loads nothing from elsewhere).",
-                "responses": {"200": {"description": "An HTML page",
-                    "content": {"text/html": {"schema": {"type": "string"}}}}}
-            }},
             "/": {"get": {
                 "tags": ["dashboard"], "operationId": "dashboard",
                 "summary": "The dashboard's page.",
@@ -307,5 +295,10 @@ fn other_routes() -> utoipa::openapi::OpenApi {
             }}
         }
     });
+    let mut v = v;
+    v["paths"]
+        .as_object_mut()
+        .expect("paths are an object")
+        .extend(crate::docs_page::paths());
     serde_json::from_value(v).expect("the other routes are an OpenAPI document")
 }

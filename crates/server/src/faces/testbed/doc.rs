@@ -222,12 +222,13 @@ pub(super) fn openapi() -> Value {
                 "400": error("`pretty` is malformed")}),
             json!({"parameters": [pretty_param()]}))},
         "/api/config/status": {"get": op("status", "200 while the server runs.",
-            json!({"200": ok("OK (no body)", None)}), json!({}))},
-        "/openapi.json": {"get": {"tags": ["docs"], "operationId": "openapi", "summary": "This document.",
-            "responses": {"200": ok("The OpenAPI document", Some(("application/json", json!({"type": "object"}))))}}},
-        "/docs": {"get": {"tags": ["docs"], "operationId": "docs", "summary": "This document as a page to read.",
-            "responses": {"200": ok("An HTML page", Some(("text/html", text)))}}}
+            json!({"200": ok("OK (no body)", None)}), json!({}))}
     });
+    let mut paths = paths;
+    paths
+        .as_object_mut()
+        .expect("paths are an object")
+        .extend(crate::docs_page::paths());
     json!({
         "openapi": "3.1.0",
         "info": {"title": "switchyard: the TestbedOS face", "version": env!("CARGO_PKG_VERSION"),
