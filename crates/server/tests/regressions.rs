@@ -552,6 +552,15 @@ async fn the_api_document_states_the_filters_and_bodies_the_server_checks() {
         schemas["CreateRun"]["oneOf"].is_array(),
         "a matrix or funkytown's file"
     );
+    // A run's exclude rules: none empty, funkytown's naming only its cells' dimensions.
+    let exclude = &schemas["CreateRun"]["properties"]["exclude"];
+    assert_eq!(exclude["items"]["minProperties"], 1, "{exclude}");
+    let funkytown = &schemas["CreateRun"]["oneOf"][1]["properties"]["exclude"];
+    let dims = switchyard_core::runs::FUNKYTOWN_DIMENSIONS;
+    assert_eq!(
+        funkytown["items"]["propertyNames"]["enum"],
+        serde_json::json!(dims)
+    );
     assert!(
         schemas["DeploymentStateRequest"]["anyOf"].is_array(),
         "failed_action only with failed"

@@ -10,7 +10,7 @@ use switchyard_core::beers::GLASSES;
 use switchyard_core::deployments::{self, MAX_DOCUMENT, MAX_FAILED_COMMAND};
 use switchyard_core::devices::types::MAX_DURATION_MS;
 use switchyard_core::jobs::{MAX_ARGS, Status};
-use switchyard_core::runs::{MAX_DIMENSIONS, MAX_VALUE};
+use switchyard_core::runs::{FUNKYTOWN_DIMENSIONS, MAX_DIMENSIONS, MAX_VALUE};
 
 /// Queue, worker, agent, deployment and action names (`jobs::validate_name`).
 pub(super) fn name() -> Value {
@@ -309,10 +309,19 @@ pub(super) fn schemas(doc: &mut Value) {
                 "properties": {"matrix": {"type": "object"}, "command": {"type": "array"},
                     "funkytown": {"type": "null"}}},
             {"required": ["funkytown"], "properties": {"funkytown": {"type": "object"},
-                "matrix": {"type": "null"}}}
+                "matrix": {"type": "null"},
+                "exclude": {"items": {"propertyNames": {"enum": FUNKYTOWN_DIMENSIONS}}}}}
         ]);
     }
     property(schemas, "CreateRun", "funkytown", funkytown_file());
+    // An empty rule would exclude every cell.
+    property(
+        schemas,
+        "CreateRun",
+        "exclude",
+        json!({"type": ["array", "null"], "items": {"type": "object", "minProperties": 1,
+            "additionalProperties": {"type": "string"}}}),
+    );
     // Device types: a phase's duration as the type format writes it, within a day
     // (`devices::types::MAX_DURATION_MS`).
     if let Some(d) = schemas.get_mut("PhaseDuration") {
