@@ -483,7 +483,8 @@ async fn without_templates_deployments_are_kept_failures_read_as_the_original_an
     let (code, text) = face
         .post("/api/deployments/bare/action", json!({"command": "down"}))
         .await;
-    assert_error(code, &text, 400, "[actions.NAME]");
+    // No template for the action: what exists is the server's configuration, so 404.
+    assert_error(code, &text, 404, "[actions.NAME]");
     assert_eq!(face.get("/api/deployments/bare").await.1["state"], "down");
 
     // An `up` that fails, started through /v1 (no original request to show): the face shows the

@@ -485,9 +485,8 @@ impl Deployments {
                     return Err(Self::busy(d));
                 }
                 let Some(template) = d.spec.actions.get(action) else {
-                    return Err(invalid(
-                        "action",
-                        if d.spec.actions.is_empty() {
+                    return Err(CommandError::NotFound {
+                        message: if d.spec.actions.is_empty() {
                             format!(
                                 "deployment {name:?} has no actions: give it `actions` or \
                                  configure the server's defaults ([actions.NAME] command = [...])"
@@ -503,7 +502,7 @@ impl Deployments {
                                     .join(", ")
                             )
                         },
-                    ));
+                    });
                 };
                 let action_id = action_id(ctx.index, name);
                 let spec = JobSpec {
@@ -679,10 +678,10 @@ mod tests {
         };
         let before = ds.clone();
         let r = ds.apply(&act, &mut jobs, Ctx { index: 2 }, 0, &mut ev);
-        let Err(CommandError::Invalid { field, message }) = r else {
+        // What exists depends on the state, so no template is "not found", not a bad field.
+        let Err(CommandError::NotFound { message }) = r else {
             panic!("{r:?}")
         };
-        assert_eq!(field, "action");
         assert!(message.contains("[actions.NAME]"), "{message}");
         assert_eq!(ds, before);
         assert_eq!(ds.get("web").unwrap().state, State::Down);

@@ -62,19 +62,20 @@ impl Status {
         }
     }
 
+    /// Every status, in the order a job can reach them (the API document lists these).
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::Dead,
+    ];
+
     /// The status named `name` (as the API spells it).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Status::Queued,
-            Status::Running,
-            Status::Succeeded,
-            Status::Failed,
-            Status::TimedOut,
-            Status::Cancelled,
-            Status::Dead,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     /// A final state: nothing happens to the job any more (but a retry by hand).
@@ -327,6 +328,45 @@ pub fn validate_name(field: &str, s: &str) -> Result<(), CommandError> {
     }
 }
 
+/// Check a job's environment variables (names of `A-Z a-z 0-9 _` not starting with a digit,
+/// values without NUL, [`MAX_ENV_BYTES`] in all); answers their size.
+pub fn validate_env(env: &BTreeMap<String, String>, prefix: &str) -> Result<usize, CommandError> {
+    let mut env_bytes = 0;
+    for (k, v) in env {
+        let key_ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(invalid(
+                &format!("{prefix}env.{k}"),
+                "names are A-Z a-z 0-9 _, not starting with a digit",
+            ));
+        }
+        if v.contains('\0') {
+            return Err(invalid(&format!("{prefix}env.{k}"), "must not contain NUL"));
+        }
+        env_bytes += k.len() + v.len();
+    }
+    if env_bytes > MAX_ENV_BYTES {
+        return Err(invalid(
+            &format!("{prefix}env"),
+            format!("at most {MAX_ENV_BYTES} bytes of names and values; got {env_bytes}"),
+        ));
+    }
+    Ok(env_bytes)
+}
+
+/// Check the labels a job asks a worker for: names as keys.
+pub fn validate_labels(
+    labels: &BTreeMap<String, String>,
+    prefix: &str,
+) -> Result<(), CommandError> {
+    for k in labels.keys() {
+        validate_name(&format!("{prefix}labels.{k}"), k)?;
+    }
+    Ok(())
+}
+
 /// Check a job spec; the error names the field (prefixed with `prefix`, e.g. `jobs[3].`).
 pub fn validate_spec(spec: &JobSpec, prefix: &str) -> Result<(), CommandError> {
     let f = |name: &str| format!("{prefix}{name}");
@@ -358,31 +398,8 @@ pub fn validate_spec(spec: &JobSpec, prefix: &str) -> Result<(), CommandError> {
     if !(1..=3600).contains(&spec.lease_ttl) {
         return Err(invalid(&f("lease_ttl"), "must be 1 to 3600 seconds"));
     }
-    let mut env_bytes = 0;
-    for (k, v) in &spec.env {
-        let key_ok = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !key_ok {
-            return Err(invalid(
-                &f(&format!("env.{k}")),
-                "names are A-Z a-z 0-9 _, not starting with a digit",
-            ));
-        }
-        if v.contains('\0') {
-            return Err(invalid(&f(&format!("env.{k}")), "must not contain NUL"));
-        }
-        env_bytes += k.len() + v.len();
-    }
-    if env_bytes > MAX_ENV_BYTES {
-        return Err(invalid(
-            &f("env"),
-            format!("at most {MAX_ENV_BYTES} bytes of names and values; got {env_bytes}"),
-        ));
-    }
-    for k in spec.labels.keys() {
-        validate_name(&f(&format!("labels.{k}")), k)?;
-    }
+    let env_bytes = validate_env(&spec.env, prefix)?;
+    validate_labels(&spec.labels, prefix)?;
     if let Some(cwd) = &spec.cwd
         && (cwd.is_empty() || cwd.contains('\0'))
     {

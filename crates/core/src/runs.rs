@@ -23,6 +23,8 @@ use crate::{CommandError, Ctx, Event, Timer};
 pub const MAX_DIMENSIONS: usize = 16;
 /// Most characters of a dimension value.
 pub const MAX_VALUE: usize = 256;
+/// The dimensions of a funkytown cell (what its exclude rules may name).
+pub const FUNKYTOWN_DIMENSIONS: [&str; 4] = ["spec", "viewport", "browser", "group"];
 
 fn invalid(field: &str, message: impl Into<String>) -> CommandError {
     CommandError::Invalid {
@@ -223,7 +225,7 @@ pub fn expand_funkytown(
             ));
         }
         for dim in rule.keys() {
-            if !matches!(dim.as_str(), "spec" | "viewport" | "browser" | "group") {
+            if !FUNKYTOWN_DIMENSIONS.contains(&dim.as_str()) {
                 return Err(invalid(
                     &format!("exclude[{i}].{dim}"),
                     "funkytown cells have spec, viewport, browser and group",

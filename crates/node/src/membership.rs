@@ -106,8 +106,7 @@ impl Node {
             .voter_ids()
             .any(|v| v == id);
         if !voter {
-            return Err(CommandError::Invalid {
-                field: "node_id".into(),
+            return Err(CommandError::Conflict {
                 message: format!("node {id} is not a voter of this cluster"),
             }
             .into());

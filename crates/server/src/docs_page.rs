@@ -32,3 +32,25 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(doc: Arc<str>) -> Routes<
             )
         })
 }
+
+/// The two routes above as a document's path items, for every listener's document.
+pub(crate) fn paths() -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "/openapi.json": {"get": {
+            "tags": ["docs"], "operationId": "openapi",
+            "summary": "This document.",
+            "responses": {"200": {"description": "The OpenAPI document",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}
+        }},
+        "/docs": {"get": {
+            "tags": ["docs"], "operationId": "docs",
+            "summary": "This document as a page to read (compiled into the binary; it loads nothing from elsewhere).",
+            "responses": {"200": {"description": "An HTML page",
+                "content": {"text/html": {"schema": {"type": "string"}}}}}
+        }}
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object"),
+    }
+}

@@ -92,19 +92,20 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 /// Every route of every listener a node can serve, by listener name (`API`, `peer`, `mv`,
 /// `Altair beer-tap`, `TestbedOS`, `funkytown reporter`).
 pub fn all() -> Vec<(&'static str, Vec<Route>)> {
-    let mut api: Vec<Route> = crate::api::openapi()
-        .paths
-        .paths
+    let doc = crate::api::openapi();
+    let mut api: Vec<Route> = doc["paths"]
+        .as_object()
+        .expect("the document has paths")
         .iter()
         .flat_map(|(path, item)| {
             [
-                (RouteMethod::Get, item.get.is_some()),
-                (RouteMethod::Post, item.post.is_some()),
-                (RouteMethod::Put, item.put.is_some()),
-                (RouteMethod::Delete, item.delete.is_some()),
+                (RouteMethod::Get, "get"),
+                (RouteMethod::Post, "post"),
+                (RouteMethod::Put, "put"),
+                (RouteMethod::Delete, "delete"),
             ]
             .into_iter()
-            .filter(|(_, on)| *on)
+            .filter(|(_, m)| item.get(*m).is_some())
             .map(|(method, _)| Route {
                 method,
                 path: path.clone(),
@@ -118,15 +119,21 @@ pub fn all() -> Vec<(&'static str, Vec<Route>)> {
     vec![
         ("API", api),
         ("peer", crate::network::routes().list().to_vec()),
-        ("mv", crate::faces::mv::routes().list().to_vec()),
+        (
+            "mv",
+            crate::faces::mv::own_routes("".into()).list().to_vec(),
+        ),
         (
             "Altair beer-tap",
             crate::faces::altair::own_routes().list().to_vec(),
         ),
-        ("TestbedOS", crate::faces::testbed::routes().list().to_vec()),
+        (
+            "TestbedOS",
+            crate::faces::testbed::own_routes().list().to_vec(),
+        ),
         (
             "funkytown reporter",
-            crate::faces::funkytown::routes().list().to_vec(),
+            crate::faces::funkytown::own_routes().list().to_vec(),
         ),
     ]
 }

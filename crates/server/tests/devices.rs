@@ -134,8 +134,8 @@ async fn refusals_change_nothing_and_inputs_are_checked() {
         (
             format!("{base}/v1/devices"),
             json!({"name": "x", "type": "toaster"}),
-            StatusCode::BAD_REQUEST,
-            "invalid",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
         (
             format!("{base}/v1/devices"),
@@ -280,5 +280,63 @@ async fn a_transition_in_flight_across_a_restart_completes_at_its_due_time() {
     assert_eq!(t.id, st.transition.id);
     // Completion is stamped at the due time, whatever the restart cost.
     assert_eq!(t.finished_at, st.transition.due_at);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_types_show_the_toml_formats_spelling_not_the_internal_one() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let r = reqwest::get(format!("{}/v1/device-types", server.url()))
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    // The internal spellings are gone: `"Request"`, `{"Arg": [...]}`, `default_ms`.
+    for internal in [
+        "\"Request\"",
+        "\"Arg\"",
+        "\"Fixed\"",
+        "default_ms",
+        "abort_set",
+    ] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mv = v["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "mv")
+        .unwrap();
+    let assign = &mv["commands"]["assign_resources"];
+    assert_eq!(assign["phases"][0]["duration"], "request", "{assign}");
+    assert_eq!(
+        assign["phases"][1]["duration"], "args.config.delay",
+        "{assign}"
+    );
+    assert_eq!(
+        assign["phases"][1]["set"]["obs_state"], "RESOURCING",
+        "{assign}"
+    );
+    assert_eq!(assign["default_duration"], 0.0, "{assign}");
+    assert_eq!(assign["max_duration"], 3600.0, "{assign}");
+    assert_eq!(mv["attributes"]["state"]["initial"], "null", "{mv}");
+    assert_eq!(
+        mv["commands"]["switch_on"]["allowed_when"][0]["obs_state"],
+        serde_json::json!(["null"])
+    );
+    // The document says so.
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = &doc["paths"]["/v1/device-types"]["get"]["responses"]["200"];
+    assert_eq!(
+        answer["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/DeviceTypeList",
+        "{answer}"
+    );
     server.stop().await;
 }

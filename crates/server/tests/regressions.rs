@@ -348,3 +348,222 @@ async fn every_metric_on_metrics_has_a_help_line() {
     }
     server.stop().await;
 }
+
+/// A POST of `body` to `path`: the status and the body's text.
+async fn post(base: &str, path: &str, body: serde_json::Value) -> (reqwest::StatusCode, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_depend_on_state_are_404_or_409_not_400() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    // A device type that does not exist: 404 naming `type` (the body's form was right).
+    let (status, body) = post(
+        &base,
+        "/v1/devices",
+        serde_json::json!({"name": "x", "type": "toaster"}),
+    )
+    .await;
+    let v = v1_error(status, &body, 404, "not_found");
+    assert_eq!(v["error"]["details"]["field"], "type", "{v}");
+    let (status, _) = post(
+        &base,
+        "/v1/devices",
+        serde_json::json!({"name": "x", "type": "switch"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // An action the deployment has no template for: 404, and no job is queued.
+    let (status, _) = post(
+        &base,
+        "/v1/deployments",
+        serde_json::json!({"name": "web", "actions": {"up": ["true"]}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = post(
+        &base,
+        "/v1/deployments/web/actions/down",
+        serde_json::json!({}),
+    )
+    .await;
+    let v = v1_error(status, &body, 404, "not_found");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("up"),
+        "{v}"
+    );
+    let jobs: serde_json::Value = reqwest::get(format!("{base}/v1/jobs"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+    // Leadership to a node that is not a voter: 409; to node 0 of a removal, 400 naming it.
+    let (status, body) = post(
+        &base,
+        "/v1/cluster/leader",
+        serde_json::json!({"node_id": 9}),
+    )
+    .await;
+    v1_error(status, &body, 409, "conflict");
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/v1/cluster/members/0"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v = v1_error(status, &r.text().await.unwrap(), 400, "invalid");
+    assert_eq!(v["error"]["details"]["field"], "node_id", "{v}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_whose_actions_could_not_run_is_refused_at_create() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    // The environment and labels its action jobs carry are checked when it is created, not
+    // at its first action.
+    for (body, field) in [
+        (serde_json::json!({"name": "web", "env": {"": "x"}}), "env."),
+        (
+            serde_json::json!({"name": "web", "env": {"1A": "x"}}),
+            "env.1A",
+        ),
+        (
+            serde_json::json!({"name": "web", "labels": {"a b": "x"}}),
+            "labels.a b",
+        ),
+    ] {
+        let (status, text) = post(&base, "/v1/deployments", body).await;
+        let v = v1_error(status, &text, 400, "invalid");
+        assert_eq!(v["error"]["details"]["field"], field, "{v}");
+    }
+    let list: serde_json::Value = reqwest::get(format!("{base}/v1/deployments"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 0, "{list}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_altair_face_takes_a_tap_id_written_3_0_as_tap_3() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let base = server.url();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/beers"))
+        .body(r#"{"tapId": 3.0, "volume": 450}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["beer"]["tapId"], 3, "{v}");
+    // A fraction is still refused, in the original's shape.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/beers"))
+        .body(r#"{"tapId": 3.5, "volume": 450}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], 400, "{v}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_document_states_the_filters_and_bodies_the_server_checks() {
+    let dir = TempDir::new().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    let glasses = switchyard_core::beers::GLASSES.map(|g| g.0);
+    assert_eq!(
+        param("/v1/beers", "get", "type")["enum"],
+        serde_json::json!(glasses)
+    );
+    let statuses: Vec<&str> = switchyard_core::jobs::Status::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        param("/v1/jobs", "get", "status")["enum"],
+        serde_json::json!(statuses)
+    );
+    assert_eq!(
+        param("/v1/runs/{id}/cells", "get", "status")["enum"],
+        serde_json::json!(statuses)
+    );
+    assert_eq!(param("/v1/jobs", "get", "queue")["minLength"], 1);
+    assert_eq!(
+        param("/v1/cluster/members/{node_id}", "delete", "node_id")["minimum"],
+        1
+    );
+    // The state document is any JSON value: a schema with no type.
+    let body = &doc["paths"]["/v1/deployments/{name}/document"]["put"]["requestBody"];
+    assert_eq!(
+        body["content"]["application/json"]["schema"],
+        serde_json::json!({}),
+        "{body}"
+    );
+    // A followed log is a stream of `line` and `end` events.
+    let sse = &doc["paths"]["/v1/jobs/{id}/logs"]["get"]["responses"]["200"]["content"]["text/event-stream"];
+    assert_eq!(
+        sse["schema"]["properties"]["event"]["enum"],
+        serde_json::json!(["line", "end"])
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["PourRequest"]["properties"]["volume"]["minimum"],
+        100.0
+    );
+    assert_eq!(
+        schemas["PourRequest"]["properties"]["volume"]["maximum"],
+        1000.0
+    );
+    assert!(
+        schemas["CreateRun"]["oneOf"].is_array(),
+        "a matrix or funkytown's file"
+    );
+    // A run's exclude rules: none empty, funkytown's naming only its cells' dimensions.
+    let exclude = &schemas["CreateRun"]["properties"]["exclude"];
+    assert_eq!(exclude["items"]["minProperties"], 1, "{exclude}");
+    let funkytown = &schemas["CreateRun"]["oneOf"][1]["properties"]["exclude"];
+    let dims = switchyard_core::runs::FUNKYTOWN_DIMENSIONS;
+    assert_eq!(
+        funkytown["items"]["propertyNames"]["enum"],
+        serde_json::json!(dims)
+    );
+    assert!(
+        schemas["DeploymentStateRequest"]["anyOf"].is_array(),
+        "failed_action only with failed"
+    );
+    server.stop().await;
+}

@@ -3,10 +3,16 @@
 //! Everything here is plain data with serde derives, shared by the server, the client library
 //! and the CLI so the two sides of the wire cannot drift apart.
 
+mod device_types;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+pub use device_types::{
+    DeviceTypeFile, DeviceTypeList, PhaseDuration, TypeAbort, TypeAttribute, TypeCommand, TypePhase,
+};
 
 /// Error body of every 4xx/5xx answer: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -224,6 +224,25 @@ fn check_ms(field: &str, seconds: f64, def: &types::CommandDef) -> Result<i64, C
     Ok(ms.round() as i64)
 }
 
+/// Check a command request's durations against the command's range before it is proposed: the
+/// request's `duration` (seconds) and each phase's argument in `args`. Apply checks them again
+/// only when the command runs; this refuses them also where it would be a no-op.
+pub fn check_request(
+    def: &types::CommandDef,
+    duration_s: Option<f64>,
+    args: &serde_json::Value,
+) -> Result<(), CommandError> {
+    if let Some(s) = duration_s {
+        check_ms("duration", s, def)?;
+    }
+    for p in &def.phases {
+        if let DurationSource::Arg(path) = &p.duration {
+            arg_ms(args, path, def)?;
+        }
+    }
+    Ok(())
+}
+
 /// Check a requested duration (seconds) against a command's range, giving milliseconds.
 pub fn duration_ms(def: &types::CommandDef, seconds: f64) -> Result<i64, CommandError> {
     check_ms("duration", seconds, def)

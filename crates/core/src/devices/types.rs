@@ -404,6 +404,85 @@ impl RawType {
     }
 }
 
+/// A value as the type format writes it: `"null"` for none.
+fn written(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "null".to_string())
+}
+
+fn written_guards(guards: &[Guard]) -> Vec<BTreeMap<String, Vec<String>>> {
+    guards
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|(k, vs)| (k.clone(), vs.iter().map(written).collect()))
+                .collect()
+        })
+        .collect()
+}
+
+fn written_assign(a: &Assign) -> BTreeMap<String, String> {
+    a.iter().map(|(k, v)| (k.clone(), written(v))).collect()
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+impl DeviceType {
+    /// The type as its TOML file writes it (the API's view; the stored form is this struct):
+    /// parsed back with [`DeviceType::from_toml`], it gives this type again.
+    pub fn file(&self) -> switchyard_types::DeviceTypeFile {
+        use switchyard_types::{PhaseDuration, TypeAbort, TypeAttribute, TypeCommand, TypePhase};
+        let command = |c: &CommandDef| TypeCommand {
+            noop_when: written_guards(&c.noop_when),
+            allowed_when: written_guards(&c.allowed_when),
+            phases: c
+                .phases
+                .iter()
+                .map(|p| TypePhase {
+                    name: p.name.clone(),
+                    set: written_assign(&p.set),
+                    duration: match &p.duration {
+                        DurationSource::Request => PhaseDuration::From("request".into()),
+                        DurationSource::Arg(path) => {
+                            PhaseDuration::From(format!("args.{}", path.join(".")))
+                        }
+                        DurationSource::Fixed(ms) => PhaseDuration::Seconds(seconds(*ms)),
+                    },
+                })
+                .collect(),
+            finish: written_assign(&c.finish),
+            default_duration: seconds(c.default_ms),
+            min_duration: seconds(c.min_ms),
+            max_duration: seconds(c.max_ms),
+        };
+        switchyard_types::DeviceTypeFile {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            primary: self.primary.clone(),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|a| {
+                    let attr = TypeAttribute {
+                        initial: written(&a.initial),
+                        values: a.values.iter().cloned().collect(),
+                    };
+                    (a.name.clone(), attr)
+                })
+                .collect(),
+            commands: self
+                .commands
+                .iter()
+                .map(|(n, c)| (n.clone(), command(c)))
+                .collect(),
+            abort: self.abort_set.as_ref().map(|set| TypeAbort {
+                set: written_assign(set),
+            }),
+        }
+    }
+}
+
 /// The built-in types, written in the type format.
 pub fn builtin() -> Vec<DeviceType> {
     [
@@ -443,6 +522,21 @@ mod tests {
             DurationSource::Arg(vec!["config".into(), "delay".into()])
         );
         assert_eq!(assign.phases[1].name, "RESOURCING");
+    }
+
+    #[test]
+    fn a_types_file_view_written_as_toml_reads_back_as_the_same_type() {
+        let with_abort = "name = \"valve\"\n[attributes.position]\ninitial = \"null\"\n\
+            values = [\"OPEN\", \"CLOSED\"]\n[commands.open]\n\
+            phases = [{ set = { position = \"OPEN\" }, duration = 2.5 }]\n\
+            [abort]\nset = { position = \"CLOSED\" }\n";
+        let mut types = builtin();
+        types.push(DeviceType::from_toml(with_abort).unwrap());
+        for t in types {
+            let text = toml::to_string(&t.file()).unwrap();
+            let back = DeviceType::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, t, "{text}");
+        }
     }
 
     #[test]

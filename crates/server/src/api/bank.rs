@@ -104,10 +104,13 @@ async fn debit(
     )
 }
 
-/// Move an amount between two accounts atomically (one revision, two events).
+/// Move an amount between two accounts atomically (one revision, two events). `to` must differ
+/// from `from` (400 naming `to` otherwise).
 #[utoipa::path(post, path = "/v1/bank/transfers", tag = "bank", request_body = TransferRequest,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = Transfer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 200, body = Transfer),
+        (status = 400, description = "invalid: a bad field, or `to` equal to `from`", body = ErrorBody),
+        (status = 404, body = ErrorBody),
         (status = 409, description = "insufficient_funds", body = ErrorBody)))]
 async fn transfer(
     State(s): State<Shared>,

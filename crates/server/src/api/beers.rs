@@ -99,10 +99,11 @@ async fn list(
     let after = parse::<u64>(&q, "after", "a beer id")?;
     let tap = parse::<i64>(&q, "tap", "a tap id")?;
     let glass = q.get("type");
-    if let Some(g) = glass.filter(|g| !["half", "pint", "stein"].contains(&g.as_str())) {
+    let glasses = switchyard_core::beers::GLASSES.map(|(name, _, _)| name);
+    if let Some(g) = glass.filter(|g| !glasses.contains(&g.as_str())) {
         return Err(ApiError::invalid(
             "type",
-            format!("must be half, pint or stein; got {g:?}"),
+            format!("must be one of {}; got {g:?}", glasses.join(", ")),
         ));
     }
     let (since, until) = (time_ms(&q, "since")?, time_ms(&q, "until")?);

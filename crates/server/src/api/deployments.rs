@@ -75,6 +75,9 @@ fn spec(s: &Shared, b: CreateDeployment) -> Result<Spec, ApiError> {
             "must be 1 to 604800 seconds, or absent",
         ));
     }
+    // Its actions' jobs carry these: refused here rather than at each action.
+    switchyard_core::jobs::validate_env(&b.env, "")?;
+    switchyard_core::jobs::validate_labels(&b.labels, "")?;
     let mut actions = s.node.config.deployment_actions.clone();
     actions.extend(b.actions);
     Ok(Spec {
@@ -89,10 +92,13 @@ fn spec(s: &Shared, b: CreateDeployment) -> Result<Spec, ApiError> {
 }
 
 /// Replace a deployment's templates and settings (409 `busy` while an action runs); its state
-/// and history stay.
+/// and history stay. The body's `name` must be the one in the path (400 naming `name`
+/// otherwise).
 #[utoipa::path(put, path = "/v1/deployments/{name}", tag = "deployments", request_body = CreateDeployment,
     params(("name" = String, Path)),
-    responses((status = 200, body = Deployment), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Deployment),
+        (status = 400, description = "invalid: a bad field, or a `name` other than the path's", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn update(
     State(s): State<Shared>,
     Path(name): Path<String>,

@@ -11,7 +11,8 @@ use serde_json::json;
 use switchyard_core::devices::{DeviceCommand, DeviceReply, validate_name};
 use switchyard_core::{Command, Reply};
 use switchyard_types::{
-    CreateDevice, Device, DeviceCommandRequest, DeviceHistory, DeviceList, ErrorBody, Started,
+    CreateDevice, Device, DeviceCommandRequest, DeviceHistory, DeviceList, DeviceTypeList,
+    ErrorBody, Started,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -57,10 +58,12 @@ fn device(r: DeviceReply) -> Result<Json<Device>, ApiError> {
     }
 }
 
-/// Create a device of a known type.
+/// Create a device of a known type (`GET /v1/device-types`; another is 404).
 #[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = CreateDevice,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = Device), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Device), (status = 400, body = ErrorBody),
+        (status = 404, description = "not_found: no device type of that name (`details.field` is `type`)", body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn create(
     State(s): State<Shared>,
     IdempotencyKey(key): IdempotencyKey,
@@ -68,15 +71,14 @@ async fn create(
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     validate_name(&b.name)?;
     let types = &s.node.config.device_types;
+    // Which types exist is the server's configuration, not the request's form: 404.
     let Some(def) = types.get(&b.type_name) else {
-        return Err(ApiError::invalid(
-            "type",
-            format!(
-                "unknown device type {:?}; types: {}",
-                b.type_name,
-                types.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ));
+        return Err(ApiError::not_found(format!(
+            "no device type {:?}; types: {}",
+            b.type_name,
+            types.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+        .with_details(serde_json::json!({"field": "type"})));
     };
     let cmd = DeviceCommand::Create {
         name: b.name,
@@ -131,13 +133,19 @@ async fn delete(
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
-/// The device types: built-in `switch` and `mv`, and those loaded from `--device-types` files.
+/// The device types: built-in `switch` and `mv`, and those loaded from `--device-types` files,
+/// each as its TOML file writes it.
 #[utoipa::path(get, path = "/v1/device-types", tag = "devices",
-    responses((status = 200, description = "{\"types\": [...]}: each type's attributes and commands")))]
-async fn types(State(s): State<Shared>) -> Json<serde_json::Value> {
-    let types: Vec<&switchyard_core::devices::DeviceType> =
-        s.node.config.device_types.values().collect();
-    Json(json!({ "types": types }))
+    responses((status = 200, body = DeviceTypeList)))]
+async fn types(State(s): State<Shared>) -> Json<DeviceTypeList> {
+    let types = s
+        .node
+        .config
+        .device_types
+        .values()
+        .map(|t| t.file())
+        .collect();
+    Json(DeviceTypeList { types })
 }
 
 /// Run a command of the device's type. Without `wait`: 202 with the transition (200 with the
@@ -195,6 +203,17 @@ pub async fn run_command(
         }
         t => t.map(Duration::from_secs_f64),
     };
+    // The durations against the command's range, also where it would be a no-op (an unknown
+    // device or command is left to apply's 404).
+    let def = s.node.view.read(|st| {
+        st.devices
+            .def(name)
+            .and_then(|d| d.commands.get(command).cloned())
+    });
+    if let Some(def) = def {
+        let args = req.args.clone().unwrap_or(serde_json::Value::Null);
+        switchyard_core::devices::check_request(&def, req.duration, &args)?;
+    }
     let cmd = DeviceCommand::Run {
         name: name.to_string(),
         command: command.to_string(),

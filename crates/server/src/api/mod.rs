@@ -5,7 +5,7 @@ mod bank;
 mod beers;
 pub(crate) mod deployments;
 pub mod devices;
-mod doc;
+pub(crate) mod doc;
 pub mod jobs;
 mod node;
 pub(crate) mod runs;
@@ -42,7 +42,7 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 /// The OpenAPI document of every route, collected from the handlers' annotations.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     doc::complete(collect().1)
 }
 
@@ -85,8 +85,7 @@ pub(crate) fn extra_routes(doc: Arc<str>) -> crate::routes::Routes<Shared> {
 pub fn router(state: Shared) -> Router {
     let max_body = state.node.config.max_body_bytes;
     let (routes, doc) = collect();
-    let doc: Arc<str> = doc::complete(doc)
-        .to_pretty_json()
+    let doc: Arc<str> = serde_json::to_string_pretty(&doc::complete(doc))
         .expect("the OpenAPI document serialises")
         .into();
     routes
@@ -203,16 +202,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A JSON number with no fraction and within ±2^53 written with one (`3.0`, `1e3`), as an
+/// integer.
+pub(crate) fn whole(v: &serde_json::Value) -> Option<i64> {
+    v.as_f64()
+        .filter(|f| v.is_f64() && f.fract() == 0.0)
+        .filter(|f| f.abs() <= switchyard_core::bank::MAX_AMOUNT as f64)
+        .map(|f| f as i64)
+}
+
 /// Write each number with no fraction and within ±2^53 as an integer.
 fn integral(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
-                && f.fract() == 0.0
-                && f.abs() <= switchyard_core::bank::MAX_AMOUNT as f64
-            {
-                *n = serde_json::Number::from(f as i64);
+        Value::Number(_) => {
+            if let Some(i) = whole(v) {
+                *v = Value::from(i);
             }
         }
         Value::Array(a) => a.iter_mut().for_each(integral),

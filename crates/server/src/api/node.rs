@@ -119,7 +119,9 @@ async fn remove_member(
 
 /// Hand leadership to a voter and wait until it leads.
 #[utoipa::path(post, path = "/v1/cluster/leader", tag = "node", request_body = TransferLeaderRequest,
-    responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = Cluster), (status = 400, body = ErrorBody),
+        (status = 409, description = "conflict: the node is not a voter of this cluster", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn transfer_leader(
     State(s): State<Shared>,
     Body(r): Body<TransferLeaderRequest>,

@@ -124,9 +124,13 @@ pub fn expand(s: &Shared, b: CreateRun) -> Result<RunSpec, ApiError> {
 }
 
 /// Create a run: every valid cell of the matrix becomes a job, all queued in one command.
+/// Besides the body's schema: each `exclude` rule names dimensions of the matrix, at least one
+/// cell is left, and the cells (before exclusions: four times) are at most the server's
+/// `run_max_cells` (400 naming the field otherwise).
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = CreateRun,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = RunCreated), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = RunCreated),
+        (status = 400, description = "invalid: a bad field, an exclude rule naming no dimension, no cell left, or too many cells", body = ErrorBody)))]
 async fn create(
     State(s): State<Shared>,
     IdempotencyKey(key): IdempotencyKey,

@@ -47,11 +47,7 @@ pub fn routes() -> Routes<Shared> {
 /// The face's routes and its OpenAPI document at `/openapi.json` (and `/docs`), for its own
 /// listener.
 pub(crate) fn own_routes() -> Routes<Shared> {
-    let doc: std::sync::Arc<str> = openapi()
-        .to_pretty_json()
-        .expect("the Altair document serialises")
-        .into();
-    routes().merge(crate::docs_page::routes(doc))
+    routes().merge(crate::docs_page::routes(crate::api::doc::face(openapi())))
 }
 
 /// The face alone, for its own listener.
@@ -182,7 +178,8 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
     };
     let tap_id = match obj.get("tapId") {
         None => return bad("tapId: missing; must be an integer"),
-        Some(t) => match t.as_i64() {
+        // A number with no fraction (`3.0`) is an integer, as on /v1 and in JSON Schema.
+        Some(t) => match t.as_i64().or_else(|| crate::api::whole(t)) {
             Some(t) => t,
             None => return bad(format!("tapId: must be an integer; got {t}")),
         },

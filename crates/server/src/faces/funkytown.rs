@@ -32,15 +32,76 @@ pub fn routes() -> Routes<Shared> {
         .any("/results", results)
 }
 
+/// The face's routes and its document at `/openapi.json` (and `/docs`).
+pub(crate) fn own_routes() -> Routes<Shared> {
+    routes().merge(crate::docs_page::routes(openapi().to_string().into()))
+}
+
 pub fn router(s: Shared) -> Router {
     let guard = crate::api::guard(&s, crate::auth::Style::Text);
-    routes()
+    own_routes()
         .into_router()
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::auth::check,
         ))
         .with_state(s)
+}
+
+/// The reporter's OpenAPI document (the original served none; `/openapi.json` and `/docs`
+/// are not among its routes). Both routes answer any method, as the original's. Errors are plain text, as Go's `http.Error` writes them; a fault of the node
+/// itself (no leader) keeps the API's error body.
+fn openapi() -> serde_json::Value {
+    use serde_json::json;
+    let text = |d: &str| json!({"description": d, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    let html = |d: &str| json!({"description": d, "content": {"text/html": {"schema": {"type": "string"}}}});
+    let node_error = json!({"description": "unavailable: no leader or no quorum (the API's error body)",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["error"]}}}});
+    // Any method, as the original's handlers: the same operation under each.
+    let any = |id: &str, op: serde_json::Value| {
+        let methods = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        let item: serde_json::Map<String, serde_json::Value> = methods
+            .iter()
+            .map(|m| {
+                let mut op = op.clone();
+                op["operationId"] = json!(if *m == "get" {
+                    id.to_string()
+                } else {
+                    format!("{id}_{m}")
+                });
+                (m.to_string(), op)
+            })
+            .collect();
+        serde_json::Value::Object(item)
+    };
+    let mut doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "switchyard: the funkytown reporter face", "version": env!("CARGO_PKG_VERSION"),
+            "description": "funkytown's reporter on `--funkytown-listen`: its health check and results page."},
+        "paths": {
+            "/health": any("health", json!({"summary": "200 while the server runs.",
+                "responses": {"200": {"description": "OK (no body)"},
+                    "401": text("tokens are on and none or an unknown one was given"),
+                    "403": text("a browser page of another origin")}})),
+            "/results": any("results", json!({
+                "summary": "The newest run's (or run `run`'s) metadata and every task, as the original's HTML page.",
+                "parameters": [{"name": "run", "in": "query", "required": false,
+                    "schema": {"type": "integer", "format": "uint64", "minimum": 0, "maximum": u64::MAX}}],
+                "responses": {"200": html("the page"),
+                    "400": text("`run` is not a run id"),
+                    "401": text("tokens are on and none or an unknown one was given"),
+                    "403": text("a browser page of another origin"),
+                    "404": html("no run yet, or no run `run`"),
+                    "503": node_error}}))
+        }
+    });
+    doc["paths"]
+        .as_object_mut()
+        .expect("paths are an object")
+        .extend(crate::docs_page::paths());
+    doc
 }
 
 #[derive(Deserialize)]

@@ -4,5 +4,6 @@
 pub mod altair;
 pub mod funkytown;
 pub mod mv;
+mod mv_doc;
 pub mod pyjson;
 pub mod testbed;

@@ -76,10 +76,20 @@ pub(crate) fn routes() -> Routes<Face> {
     r
 }
 
+/// The face's routes and `doc` at `/openapi.json` (and `/docs`), as the original (FastAPI)
+/// served its own.
+pub(crate) fn own_routes(doc: std::sync::Arc<str>) -> Routes<Face> {
+    routes().merge(crate::docs_page::routes(doc))
+}
+
 /// The face's router, serving device `device`.
 pub fn router(s: Shared, device: String) -> Router {
     let guard = crate::api::guard(&s, crate::auth::Style::FastApi);
-    routes()
+    let doc = match s.node.config.device_types.get("mv") {
+        Some(def) => super::mv_doc::openapi(def),
+        None => serde_json::json!({}),
+    };
+    own_routes(doc.to_string().into())
         .into_router()
         .fallback(|| async { detail(StatusCode::NOT_FOUND, json!("Not Found")) })
         .method_not_allowed_fallback(|| async {
@@ -129,7 +139,7 @@ struct Args {
 
 /// The keys the original's body model requires of `command` (pydantic v2: a field typed
 /// `float | None` without a default must be present): `DelayArgs` or `ConfigArgs`.
-fn required_keys(command: &str) -> &'static [&'static str] {
+pub(super) fn required_keys(command: &str) -> &'static [&'static str] {
     match command {
         "switch_on" | "switch_off" | "clear_config" => &["delay"],
         _ => &["delay", "config"],

@@ -28,6 +28,7 @@
 
 mod cluster;
 mod deployments;
+mod doc;
 mod orchestration;
 pub mod original;
 
@@ -69,6 +70,11 @@ pub fn routes() -> Routes<Shared> {
         .get("/api/config/status", || async { StatusCode::OK })
 }
 
+/// The face's routes and its document at `/openapi.json` (and `/docs`).
+pub(crate) fn own_routes() -> Routes<Shared> {
+    routes().merge(crate::docs_page::routes(doc::openapi().to_string().into()))
+}
+
 /// The face alone, for its own listener.
 pub fn router(s: Shared) -> Router {
     // A state document may be as large as the original's limit (axum's default, 2 MiB).
@@ -78,7 +84,7 @@ pub fn router(s: Shared) -> Router {
         .max_body_bytes
         .max(switchyard_core::deployments::MAX_DOCUMENT);
     let guard = crate::api::guard(&s, crate::auth::Style::Testbed);
-    routes()
+    own_routes()
         .into_router()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {

@@ -12,6 +12,8 @@
 //! - the routes of the API listener that are not /v1: the Altair face's, the dashboard's,
 //!   `/openapi.json` and `/docs`.
 
+mod constraints;
+
 use serde_json::{Map, Value, json};
 use switchyard_core::idempotency::MAX_KEY_LEN;
 
@@ -21,7 +23,7 @@ const ERROR: &str = "#/components/schemas/ErrorBody";
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 /// The document with the shared parameters, the shared error answers and the other routes.
-pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> Value {
     /// The messages of the WebSocket routes, which no answer's body names.
     #[derive(utoipa::OpenApi)]
     #[openapi(components(schemas(
@@ -35,6 +37,7 @@ pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
     doc.paths.paths.extend(other_routes().paths.paths);
     let mut v = serde_json::to_value(&doc).expect("the document serialises");
     unsigned(&mut v);
+    constraints::schemas(&mut v);
     if let Some(paths) = v.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
@@ -45,6 +48,13 @@ pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
                     continue;
                 }
                 parameters(path, op);
+                if path == "/v1/deployments/{name}/document" && method == "put" {
+                    op["requestBody"] = constraints::document_body();
+                }
+                if path == "/v1/jobs/{id}/logs" && method == "get" {
+                    op["responses"]["200"]["content"]["text/event-stream"]["schema"] =
+                        constraints::log_event();
+                }
                 if path.starts_with("/v1/") || path == "/metrics" {
                     responses(path, method, op);
                 }
@@ -52,11 +62,41 @@ pub(crate) fn complete(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenAp
             }
         }
     }
-    serde_json::from_value(v).expect("the completed document reads back")
+    // Kept as JSON: utoipa's model has no place for some keywords used here (`prefixItems`,
+    // `propertyNames`, a schema that is any value).
+    v
 }
 
-/// utoipa writes `u32` and `u64` as `int32`/`int64` with `minimum: 0`; the server reads the
-/// whole unsigned range, so say so (a signed format would make `2^63` look invalid).
+/// A queue, deployment or action name, as `jobs::validate_name` checks it.
+pub(crate) fn name_schema() -> Value {
+    constraints::name()
+}
+
+/// An agent id: a name, but not `config` (`GET /v1/agents/config` is the cluster document).
+pub(crate) fn agent_id_schema() -> Value {
+    let mut s = constraints::name();
+    s["pattern"] = json!("^(?!config$)[A-Za-z0-9._-]+$");
+    s
+}
+
+/// A face's own document as its listener serves it: unsigned integers as in the API's, and
+/// every answer described.
+pub(crate) fn face(doc: utoipa::openapi::OpenApi) -> std::sync::Arc<str> {
+    let mut v = serde_json::to_value(&doc).expect("the document serialises");
+    unsigned(&mut v);
+    if let Some(paths) = v.get_mut("paths").and_then(Value::as_object_mut) {
+        for op in paths.values_mut().filter_map(Value::as_object_mut) {
+            op.values_mut().for_each(describe);
+        }
+    }
+    serde_json::to_string_pretty(&v)
+        .expect("the document serialises")
+        .into()
+}
+
+/// utoipa writes `u32` and `u64` as `int32`/`int64` with a `minimum` of 0 (or the one given);
+/// the server reads the whole unsigned range, so say so (a signed format would make `2^63`
+/// look invalid).
 fn unsigned(v: &mut Value) {
     match v {
         Value::Object(o) => {
@@ -65,7 +105,7 @@ fn unsigned(v: &mut Value) {
                 Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
                 _ => false,
             };
-            if integer && o.get("minimum").and_then(Value::as_u64) == Some(0) {
+            if integer && o.get("minimum").and_then(Value::as_u64).is_some() {
                 let max = match o.get("format").and_then(Value::as_str) {
                     Some("int64") => Some(("uint64", json!(u64::MAX))),
                     Some("int32") => Some(("uint32", json!(u32::MAX))),
@@ -103,6 +143,10 @@ fn parameters(path: &str, op: &mut Value) {
     for p in params {
         let name = p["name"].as_str().unwrap_or_default().to_string();
         let place = p["in"].as_str().unwrap_or_default().to_string();
+        if let Some(schema) = constraints::parameter(path, &place, &name) {
+            p["schema"] = schema;
+            continue;
+        }
         let schema = match (place.as_str(), name.as_str()) {
             ("query", "consistency") => {
                 let names: Vec<&str> = Consistency::NAMES.iter().map(|(n, _)| *n).collect();
@@ -230,18 +274,6 @@ fn other_routes() -> utoipa::openapi::OpenApi {
         "openapi": "3.1.0",
         "info": {"title": "switchyard", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
-            "/openapi.json": {"get": {
-                "tags": ["docs"], "operationId": "openapi",
-                "summary": "This document.",
-                "responses": {"200": {"description": "The OpenAPI document",
-                    "content": {"application/json": {"schema": {"type": "object"}}}}}
-            }},
-            "/docs": {"get": {
-                "tags": ["docs"], "operationId": "docs",
-                "summary": "This document as a page to read (compiled into the binary; it loads nothing from elsewhere).",
-                "responses": {"200": {"description": "An HTML page",
-                    "content": {"text/html": {"schema": {"type": "string"}}}}}
-            }},
             "/": {"get": {
                 "tags": ["dashboard"], "operationId": "dashboard",
                 "summary": "The dashboard's page.",
@@ -263,5 +295,10 @@ fn other_routes() -> utoipa::openapi::OpenApi {
             }}
         }
     });
+    let mut v = v;
+    v["paths"]
+        .as_object_mut()
+        .expect("paths are an object")
+        .extend(crate::docs_page::paths());
     serde_json::from_value(v).expect("the other routes are an OpenAPI document")
 }
