@@ -22,6 +22,9 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// A follower hands writes to the leader (else it refuses them, naming the leader).
     pub forward_writes: bool,
+    /// The leader serves a linearizable read from its lease (a quorum acknowledged it within
+    /// the election timeout's lower part) without a heartbeat round; off: a round every time.
+    pub lease_reads: bool,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
     /// How often the leader probes agents that joined with a URL.
@@ -46,6 +49,7 @@ impl Default for NodeConfig {
             snapshot_keep_logs: 1000,
             write_timeout: Duration::from_secs(10),
             forward_writes: true,
+            lease_reads: true,
             idempotency_window: Duration::from_millis(
                 switchyard_core::idempotency::DEFAULT_WINDOW_MS as u64,
             ),

@@ -13,7 +13,8 @@
 //! - [`transport`]: what a node asks of the network and the clock; the leader requests and
 //!   their answers.
 //! - [`node`]: [`Node`]: start, write (routed to the leader, forwarded from a follower),
-//!   linearizable read (read index, also on followers), status, shutdown.
+//!   linearizable read (no round on a sole voter, the lease on a leader, else the read
+//!   index, also on followers; [`ReadPath`] says which), status, shutdown.
 //! - [`membership`]: membership changes, one at a time, on the leader.
 //! - [`scheduler`]: the leader's tick loop that fires timers in the replicated state.
 //! - [`agent_check`]: the leader's active health check of agents.
@@ -38,7 +39,7 @@ pub mod transport;
 
 pub use config::NodeConfig;
 pub use error::{Leader, NodeError};
-pub use node::{Node, Parts, StartError, members};
+pub use node::{Node, Parts, ReadPath, StartError, members};
 pub use transport::{
     AgentProbe, Clock, LeaderAnswer, LeaderReply, LeaderRequest, SendError, SystemClock, Transport,
 };

@@ -2,12 +2,13 @@
 //! (write a command, make a read linearizable, report status).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use openraft::raft::ReadPolicy;
 use openraft::storage::RaftLogStorage;
@@ -76,6 +77,34 @@ pub struct Node {
     /// Membership changes on this (leading) node, one at a time: Raft refuses a change while
     /// another is under way, so concurrent joins queue here instead of failing.
     pub(crate) membership: tokio::sync::Mutex<()>,
+    /// The term in which a linearizable read on this node, as sole voter and leader, last
+    /// waited for the term's first entry to apply (0: none yet); see `linearizable`.
+    sole_voter_read_term: AtomicU64,
+}
+
+/// How a linearizable read made sure local state is current (see [`Node::linearizable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// The leader and only voter: no round.
+    SoleVoter,
+    /// The leader within its lease: no round.
+    Lease,
+    /// The leader, confirmed by a heartbeat round to a quorum.
+    ReadIndex,
+    /// A follower, with the leader's read index.
+    Leader,
+}
+
+impl ReadPath {
+    /// The label of the `switchyard_linearizable_reads_total` metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPath::SoleVoter => "sole_voter",
+            ReadPath::Lease => "lease",
+            ReadPath::ReadIndex => "read_index",
+            ReadPath::Leader => "leader",
+        }
+    }
 }
 
 /// Where requests that need the leader go right now.
@@ -165,6 +194,7 @@ impl Node {
             agent_probe: parts.agent_probe,
             close: Mutex::new(parts.close),
             membership: tokio::sync::Mutex::new(()),
+            sole_voter_read_term: AtomicU64::new(0),
         })
     }
 
@@ -303,14 +333,10 @@ impl Node {
                     Err(Failure::Retry(e) | Failure::Failed(e)) => Err(e),
                 }
             }
-            LeaderRequest::ReadIndex => {
-                match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
-                    Ok((read, _)) => Ok(LeaderReply::ReadIndex {
-                        index: read.index(),
-                    }),
-                    Err(e) => Err(raft_error(&e)),
-                }
-            }
+            LeaderRequest::ReadIndex => match self.leader_read_index().await {
+                Ok((index, _)) => Ok(LeaderReply::ReadIndex { index }),
+                Err(e) => Err(raft_error(&e)),
+            },
             LeaderRequest::AddMember { node_id, addr } => self
                 .add_member_local(node_id, addr)
                 .await
@@ -449,22 +475,54 @@ impl Node {
             })
     }
 
-    /// Wait until local state reflects every write committed before this call (read index).
-    /// On a follower the read index comes from the leader and this node waits until it has
-    /// applied that far.
-    pub async fn linearizable(&self) -> Result<(), NodeError> {
-        if matches!(self.route(), Route::Local) {
+    /// Wait until local state reflects every write acknowledged before this call, and say how
+    /// that was made sure of:
+    /// - [`ReadPath::SoleVoter`]: this node leads and is the only voter. Every write is
+    ///   acknowledged after this node applied it, and no other node can lead without a
+    ///   membership change this node would hold; once one read this term has waited for the
+    ///   term's first entry to apply, local state is current with no round at all.
+    /// - [`ReadPath::Lease`]: this node leads and a quorum acknowledged it within the leader
+    ///   lease (`lease_reads`); it waits only until it has applied its commit index.
+    /// - [`ReadPath::ReadIndex`]: this node leads and confirms it with a heartbeat round.
+    /// - [`ReadPath::Leader`]: a follower asks the leader for its read index (the leader takes
+    ///   it from its lease where it can) and waits until it has applied that far.
+    pub async fn linearizable(&self) -> Result<ReadPath, NodeError> {
+        let path = self.linearizable_path().await?;
+        metrics::counter!("switchyard_linearizable_reads_total", "path" => path.as_str())
+            .increment(1);
+        Ok(path)
+    }
+
+    async fn linearizable_path(&self) -> Result<ReadPath, NodeError> {
+        if let Some(term) = self.sole_voter_term() {
+            if self.sole_voter_read_term.load(Ordering::Acquire) == term {
+                return Ok(ReadPath::SoleVoter);
+            }
             match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.sole_voter_read_term.store(term, Ordering::Release);
+                    return Ok(ReadPath::SoleVoter);
+                }
+                Err(e) if e.forward_to_leader().is_none() => return Err(raft_error(&e)),
+                Err(_) => {}
+            }
+        } else if matches!(self.route(), Route::Local) {
+            match self.leader_read_index().await {
+                Ok((_, path)) => {
+                    // The read index is applied when `ensure_linearizable` returns.
+                    return Ok(path);
+                }
                 Err(e) if e.forward_to_leader().is_none() => return Err(raft_error(&e)),
                 Err(_) => {}
             }
         } else if self.config.bug(Bug::FollowerReadWithoutIndex) {
             // The bug: a follower trusts its own state.
-            return Ok(());
+            return Ok(ReadPath::Leader);
         }
         match self.via_leader(LeaderRequest::ReadIndex).await? {
-            LeaderReply::ReadIndex { index } if self.wait_applied(index).await => Ok(()),
+            LeaderReply::ReadIndex { index } if self.wait_applied(index).await => {
+                Ok(ReadPath::Leader)
+            }
             LeaderReply::ReadIndex { index } => Err(NodeError::unavailable(format!(
                 "this node did not catch up to the leader's read index {index} within {:?}; \
                  retry, read from another node, or pass ?consistency=stale",
@@ -474,6 +532,36 @@ impl Node {
                 "the leader answered a read index request with {other:?}"
             ))),
         }
+    }
+
+    /// The current term when this node leads and is the only voter of its membership.
+    fn sole_voter_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let mut voters = m.membership_config.voter_ids();
+        let sole = m.state == ServerState::Leader
+            && m.current_leader == Some(self.id)
+            && voters.next() == Some(self.id)
+            && voters.next().is_none();
+        sole.then_some(m.current_term)
+    }
+
+    /// On the leader: a read index that a linearizable read may use, from the lease when
+    /// `lease_reads` is on and the lease holds, else from a heartbeat round; applied on return.
+    async fn leader_read_index(
+        &self,
+    ) -> Result<(u64, ReadPath), RaftError<TypeConfig, LinearizableReadError<TypeConfig>>> {
+        if self.config.lease_reads {
+            match self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+                Ok(read) => return Ok((read.index(), ReadPath::Lease)),
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(|read| (read.index(), ReadPath::ReadIndex))
     }
 
     /// This node's view of itself and the cluster.

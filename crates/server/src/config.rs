@@ -75,6 +75,8 @@ pub struct Config {
     /// A follower hands writes (and membership changes) to the leader and answers with the
     /// leader's result; when off, it answers 503 naming the leader instead.
     pub forward_writes: bool,
+    /// The leader answers a linearizable read from its lease, without a heartbeat round.
+    pub lease_reads: bool,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval: Duration,
     /// A follower that hears from no leader for a random time between this and 1.5 times this
@@ -134,6 +136,7 @@ impl Config {
             ca_cert: None,
             browser: Default::default(),
             forward_writes: node.forward_writes,
+            lease_reads: node.lease_reads,
             heartbeat_interval: node.heartbeat_interval,
             election_timeout: node.election_timeout,
             job_log_max_bytes: switchyard_core::jobs::DEFAULT_LOG_CAP_BYTES,

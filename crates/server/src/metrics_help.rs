@@ -33,6 +33,12 @@ pub(crate) fn describe() {
         "switchyard_timers_fired_total",
         "Timers fired by ticks this node proposed as leader"
     );
+    describe_counter!(
+        "switchyard_linearizable_reads_total",
+        "Linearizable reads on this node, by how they were made current: sole_voter (no round), \
+         lease (the leader's lease, no round), read_index (a heartbeat round), leader (a \
+         follower with the leader's read index)"
+    );
     describe_gauge!(
         "switchyard_watch_sessions",
         "Watch sessions (WebSocket and SSE) open on this node"

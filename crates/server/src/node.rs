@@ -99,6 +99,7 @@ fn node_config(config: &Config) -> NodeConfig {
         snapshot_keep_logs: config.snapshot_keep_logs,
         write_timeout: config.write_timeout,
         forward_writes: config.forward_writes,
+        lease_reads: config.lease_reads,
         idempotency_window: config.idempotency_window,
         agent_check_interval: config.agent_check_interval,
         agent_check_failures: config.agent_check_failures,

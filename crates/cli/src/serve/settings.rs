@@ -186,6 +186,11 @@ pub struct ServeArgs {
     /// [default: true]
     #[arg(long, env = "SWITCHYARD_FORWARD_WRITES")]
     pub forward_writes: Option<bool>,
+    /// The leader answers a linearizable read from its lease while a quorum acknowledged it
+    /// recently (true), or confirms it with a heartbeat round for every read (false)
+    /// [default: true]
+    #[arg(long, env = "SWITCHYARD_LEASE_READS")]
+    pub lease_reads: Option<bool>,
     /// Milliseconds between leader heartbeats [default: 150]
     #[arg(long, env = "SWITCHYARD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -471,6 +476,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.forward_writes {
             c.forward_writes = v;
+        }
+        if let Some(v) = self.lease_reads {
+            c.lease_reads = v;
         }
         if let Some(v) = self.heartbeat_ms {
             c.heartbeat_interval = Duration::from_millis(v);

@@ -291,7 +291,7 @@ impl Consistency {
     /// Wait until a read at this consistency may look at local state.
     pub async fn ready(self, node: &Node) -> Result<(), ApiError> {
         match self {
-            Self::Linearizable => Ok(node.linearizable().await?),
+            Self::Linearizable => node.linearizable().await.map(drop).map_err(Into::into),
             Self::Stale => Ok(()),
         }
     }

@@ -495,7 +495,7 @@ impl SimCluster {
     ) -> Option<R> {
         let node = self.node(id)?;
         match tokio::time::timeout(self.opts.write_timeout, node.linearizable()).await {
-            Ok(Ok(())) => Some(node.view.read(f)),
+            Ok(Ok(_)) => Some(node.view.read(f)),
             _ => None,
         }
     }

@@ -165,7 +165,11 @@ fn json_answer(v: &Value, pretty: &Pretty) -> Response {
 }
 
 async fn linearizable(s: &Shared) -> Result<(), Refusal> {
-    s.node.linearizable().await.map_err(|e| refused(e.into()))
+    s.node
+        .linearizable()
+        .await
+        .map(drop)
+        .map_err(|e| refused(e.into()))
 }
 
 fn lookup(s: &Shared, name: &str) -> Result<Deployment, Refusal> {
