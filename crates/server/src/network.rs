@@ -1,4 +1,5 @@
-//! Peer RPC: openraft's messages as JSON over HTTP on the peer listener.
+//! Peer RPC: openraft's messages over HTTP on the peer listener, in postcard (the log's own
+//! binary encoding; [`Wire`]).
 //!
 //! [`PeerNetwork`] is the client side (one reqwest client shared by every link);
 //! [`peer_router`] serves the other side by handing each message to the local Raft node.
@@ -45,6 +46,60 @@ pub struct PeerNetwork {
 /// The header every peer request carries: the data format of the node sending it. Log
 /// entries and snapshots cross it, so two nodes of different formats must not talk.
 pub const FORMAT_HEADER: &str = "x-switchyard-format";
+
+/// The encoding of a Raft message's body, named by its `Content-Type`. Nodes send postcard
+/// (the encoding of the log itself: compact, and no float or text conversions of log entries);
+/// a receiver also takes JSON, which switchyard before postcard sent, so a cluster can be
+/// upgraded one node at a time (followers first: an older node cannot read postcard). The
+/// answer is in the request's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Postcard,
+    Json,
+}
+
+impl Wire {
+    pub const POSTCARD_TYPE: &'static str = "application/x-switchyard-postcard";
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Wire::Postcard => Self::POSTCARD_TYPE,
+            Wire::Json => "application/json",
+        }
+    }
+
+    /// The encoding a request's `Content-Type` names (parameters ignored); `None`: neither.
+    fn of(headers: &axum::http::HeaderMap) -> Option<Wire> {
+        let ct = headers
+            .get(axum::http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?
+            .split(';')
+            .next()?
+            .trim();
+        if ct.eq_ignore_ascii_case(Self::POSTCARD_TYPE) {
+            Some(Wire::Postcard)
+        } else if ct.eq_ignore_ascii_case("application/json") {
+            Some(Wire::Json)
+        } else {
+            None
+        }
+    }
+
+    fn encode<T: Serialize>(self, v: &T) -> Result<Vec<u8>, String> {
+        match self {
+            Wire::Postcard => postcard::to_allocvec(v).map_err(|e| e.to_string()),
+            Wire::Json => serde_json::to_vec(v).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, String> {
+        match self {
+            Wire::Postcard => postcard::from_bytes(body).map_err(|e| e.to_string()),
+            Wire::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
+        }
+    }
+}
 
 /// Largest snapshot piece in one peer request, by default.
 pub const SNAPSHOT_CHUNK: usize = 4 << 20;
@@ -103,20 +158,17 @@ impl PeerClient {
         self
     }
 
-    /// A signed POST of `body` to `path` on the peer listener at `peer` (host:port).
+    /// A signed POST of `body` (in `wire`'s encoding) to `path` on the peer listener at
+    /// `peer` (host:port).
     pub fn post(
         &self,
         peer: &str,
         path: &str,
         body: Vec<u8>,
-        json: bool,
+        wire: Wire,
     ) -> reqwest::RequestBuilder {
         let sig = self.secret.sign("POST", path, &body);
-        let ct = if json {
-            "application/json"
-        } else {
-            "application/octet-stream"
-        };
+        let ct = wire.content_type();
         self.http
             .post(format!("{}://{peer}{path}", self.scheme))
             .header(peer_auth::HEADER, sig)
@@ -174,7 +226,6 @@ impl PeerLink {
         &self,
         path: &str,
         body: Vec<u8>,
-        json: bool,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<C>>
     where
@@ -182,7 +233,7 @@ impl PeerLink {
     {
         let resp = self
             .client
-            .post(&self.peer, path, body, json)
+            .post(&self.peer, path, body, Wire::Postcard)
             .timeout(option.soft_ttl())
             .send()
             .await
@@ -201,14 +252,16 @@ impl PeerLink {
                 self.peer
             ))));
         }
-        let res: Result<Resp, RaftError<C>> =
-            resp.json().await.map_err(|e| NetworkError::new(&e))?;
+        let body = resp.bytes().await.map_err(|e| NetworkError::new(&e))?;
+        let res: Result<Resp, RaftError<C>> = Wire::Postcard.decode(&body).map_err(|e| {
+            NetworkError::from_string(format!("a bad answer from {}{path}: {e}", self.peer))
+        })?;
         res.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }
 
-/// The body of one snapshot piece: a big-endian `u32` length, that many bytes of JSON
-/// [`ChunkHead`], then the piece's bytes.
+/// The body of one snapshot piece: a big-endian `u32` length, that many bytes of
+/// [`ChunkHead`] in the request's [`Wire`] encoding, then the piece's bytes.
 #[derive(Serialize, serde::Deserialize)]
 struct ChunkHead {
     vote: VoteOf<C>,
@@ -217,8 +270,8 @@ struct ChunkHead {
     total: u64,
 }
 
-fn encode_chunk(head: &ChunkHead, data: &[u8]) -> Vec<u8> {
-    let h = serde_json::to_vec(head).expect("a snapshot head serialises");
+fn encode_chunk(wire: Wire, head: &ChunkHead, data: &[u8]) -> Vec<u8> {
+    let h = wire.encode(head).expect("a snapshot head serialises");
     let mut out = Vec::with_capacity(4 + h.len() + data.len());
     out.extend_from_slice(&(h.len() as u32).to_be_bytes());
     out.extend_from_slice(&h);
@@ -226,13 +279,13 @@ fn encode_chunk(head: &ChunkHead, data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_chunk(body: &[u8]) -> Result<(ChunkHead, &[u8]), String> {
+fn decode_chunk(wire: Wire, body: &[u8]) -> Result<(ChunkHead, &[u8]), String> {
     let len = body
         .get(..4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or("shorter than its 4-byte head length")?;
     let head = body.get(4..4 + len).ok_or("shorter than its head")?;
-    let head: ChunkHead = serde_json::from_slice(head).map_err(|e| format!("head: {e}"))?;
+    let head: ChunkHead = wire.decode(head).map_err(|e| format!("head: {e}"))?;
     Ok((head, &body[4 + len..]))
 }
 
@@ -247,14 +300,14 @@ impl RaftNetworkV2<C> for PeerLink {
         // Send as many entries as fit in the receiver's body limit; the rest go next time
         // (openraft takes a partial success and continues from it).
         let all = req.entries.len();
-        let mut body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+        let mut body = encode(&req)?;
         while body.len() > self.client.limit && req.entries.len() > 1 {
             req.entries.truncate(req.entries.len() / 2);
             let last = req.entries.last().map(|e| e.log_id());
             req.leader_commit = req.leader_commit.min(last);
-            body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
+            body = encode(&req)?;
         }
-        let resp: AppendEntriesResponse<C> = self.call("/raft/append", body, true, &option).await?;
+        let resp: AppendEntriesResponse<C> = self.call("/raft/append", body, &option).await?;
         match resp {
             AppendEntriesResponse::Success if req.entries.len() < all => Ok(
                 AppendEntriesResponse::PartialSuccess(req.entries.last().map(|e| e.log_id())),
@@ -268,8 +321,7 @@ impl RaftNetworkV2<C> for PeerLink {
         req: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
-        self.call("/raft/vote", body, true, &option).await
+        self.call("/raft/vote", encode(&req)?, &option).await
     }
 
     async fn full_snapshot(
@@ -291,10 +343,10 @@ impl RaftNetworkV2<C> for PeerLink {
                 offset: offset as u64,
                 total,
             };
-            let body = encode_chunk(&head, &data[offset..end]);
+            let body = encode_chunk(Wire::Postcard, &head, &data[offset..end]);
             let sent = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-                res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, false, &option) => res?,
+                res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, &option) => res?,
             };
             match sent {
                 Some(resp) => return Ok(resp),
@@ -313,10 +365,16 @@ impl RaftNetworkV2<C> for PeerLink {
         req: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        let body = serde_json::to_vec(&req).map_err(|e| NetworkError::new(&e))?;
-        self.call("/raft/transfer-leader", body, true, &option)
+        self.call("/raft/transfer-leader", encode(&req)?, &option)
             .await
     }
+}
+
+/// A Raft message in the encoding nodes send.
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RPCError<C>> {
+    Wire::Postcard
+        .encode(v)
+        .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
 }
 
 /// The peer listener's routes.
@@ -457,24 +515,88 @@ fn reply<T: Serialize>(v: &T) -> Response {
     axum::Json(v).into_response()
 }
 
-async fn append(State(p): State<Peer>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(req) => reply(&p.node.raft.append_entries(req).await),
+/// A Raft message's encoding, from its `Content-Type` (415 naming the two allowed).
+fn wire_of(headers: &axum::http::HeaderMap) -> Result<Wire, ApiError> {
+    Wire::of(headers).ok_or_else(unsupported_wire)
+}
+
+fn unsupported_wire() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid",
+        format!(
+            "Content-Type must be {} or application/json",
+            Wire::POSTCARD_TYPE
+        ),
+    )
+    .with_details(serde_json::json!({"field": "Content-Type"}))
+}
+
+/// Decode a Raft message in `wire`'s encoding; a bad one is answered 400 with the reason.
+fn parse_raft<T: DeserializeOwned>(wire: Wire, body: &Bytes) -> Result<T, ApiError> {
+    wire.decode(body)
+        .map_err(|e| ApiError::invalid("body", format!("not a Raft message in {wire:?}: {e}")))
+}
+
+/// An answer to a Raft message, in the request's encoding.
+fn reply_raft<T: Serialize>(wire: Wire, v: &T) -> Response {
+    match wire.encode(v) {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, wire.content_type())],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("encoding an answer: {e}")).into_response(),
+    }
+}
+
+/// Carry out one Raft message: decode it as its `Content-Type` says, answer the same way.
+async fn raft_message<T, R, F>(
+    headers: &axum::http::HeaderMap,
+    body: &Bytes,
+    f: impl FnOnce(T) -> F,
+) -> Response
+where
+    T: DeserializeOwned,
+    R: Serialize,
+    F: Future<Output = R>,
+{
+    let wire = match wire_of(headers) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    match parse_raft(wire, body) {
+        Ok(req) => reply_raft(wire, &f(req).await),
         Err(r) => r.into_response(),
     }
 }
 
-async fn vote(State(p): State<Peer>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(req) => reply(&p.node.raft.vote(req).await),
-        Err(r) => r.into_response(),
-    }
+async fn append(State(p): State<Peer>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    raft_message(&headers, &body, |req| p.node.raft.append_entries(req)).await
+}
+
+async fn vote(State(p): State<Peer>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    raft_message(&headers, &body, |req| p.node.raft.vote(req)).await
 }
 
 /// One piece of a snapshot. Pieces come in order; the last one installs the whole snapshot
 /// and answers its response, the others answer `null`. A first piece (offset 0) starts over.
-async fn snapshot(State(p): State<Peer>, body: Bytes) -> Response {
-    let (head, piece) = match decode_chunk(&body) {
+async fn snapshot(State(p): State<Peer>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    // Before postcard, a piece was application/octet-stream with a JSON head.
+    let wire = match Wire::of(&headers) {
+        Some(w) => w,
+        None if headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .eq_ignore_ascii_case(b"application/octet-stream")
+            }) =>
+        {
+            Wire::Json
+        }
+        None => return unsupported_wire().into_response(),
+    };
+    let (head, piece) = match decode_chunk(wire, &body) {
         Ok(v) => v,
         Err(e) => {
             return ApiError::invalid("body", format!("bad snapshot piece: {e}")).into_response();
@@ -507,7 +629,7 @@ async fn snapshot(State(p): State<Peer>, body: Bytes) -> Response {
     inc.data.extend_from_slice(piece);
     if (inc.data.len() as u64) < inc.total {
         let none: Result<Option<SnapshotResponse<C>>, RaftError<C>> = Ok(None);
-        return reply(&none);
+        return reply_raft(wire, &none);
     }
     let data = incoming.take().expect("checked").data;
     drop(incoming);
@@ -522,22 +644,24 @@ async fn snapshot(State(p): State<Peer>, body: Bytes) -> Response {
         .await
         .map(Some)
         .map_err(RaftError::Fatal);
-    reply(&res)
+    reply_raft(wire, &res)
 }
 
-async fn transfer_leader(State(p): State<Peer>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(req) => {
-            let res: Result<TransferLeaderResponse<C>, RaftError<C>> = p
-                .node
-                .raft
-                .handle_transfer_leader(req)
-                .await
-                .map_err(RaftError::Fatal);
-            reply(&res)
-        }
-        Err(r) => r.into_response(),
-    }
+async fn transfer_leader(
+    State(p): State<Peer>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    raft_message(&headers, &body, |req| async move {
+        let res: Result<TransferLeaderResponse<C>, RaftError<C>> = p
+            .node
+            .raft
+            .handle_transfer_leader(req)
+            .await
+            .map_err(RaftError::Fatal);
+        res
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -552,10 +676,12 @@ mod tests {
             offset: 7,
             total: 10,
         };
-        let body = encode_chunk(&head, b"abc");
-        let (h, piece) = decode_chunk(&body).unwrap();
-        assert_eq!((h.offset, h.total, piece), (7, 10, &b"abc"[..]));
-        assert!(decode_chunk(&body[..3]).is_err());
-        assert!(decode_chunk(&body[..6]).is_err());
+        for wire in [Wire::Postcard, Wire::Json] {
+            let body = encode_chunk(wire, &head, b"abc");
+            let (h, piece) = decode_chunk(wire, &body).unwrap();
+            assert_eq!((h.offset, h.total, piece), (7, 10, &b"abc"[..]));
+            assert!(decode_chunk(wire, &body[..3]).is_err());
+            assert!(decode_chunk(wire, &body[..6]).is_err());
+        }
     }
 }

@@ -39,7 +39,7 @@ impl Transport for HttpTransport {
             let body = serde_json::to_vec(req).expect("a leader request serialises");
             let sent = self
                 .peers
-                .post(&addr.peer, LEADER_PATH, body, true)
+                .post(&addr.peer, LEADER_PATH, body, crate::network::Wire::Json)
                 .timeout(timeout)
                 .send()
                 .await;

@@ -676,18 +676,36 @@ async fn an_outsider_on_the_peer_port_cannot_write_append_vote_or_install_a_snap
     .unwrap();
     let url = format!("http://{}/raft/vote", node.peer_addr);
     let sig = ours.sign("POST", "/raft/vote", &stale);
-    let send = |sig: String| {
+    let send = |sig: String, content_type: &'static str| {
         http.post(&url)
             .header("x-switchyard-format", &format)
+            .header("content-type", content_type)
             .header(peer_auth::HEADER, sig)
             .body(stale.clone())
             .send()
     };
     // The first one is served (a stale vote: the node answers with its own, changing nothing).
-    let first = send(sig.clone()).await.unwrap();
+    // JSON is what nodes sent before postcard: still taken, and answered in JSON.
+    let first = send(sig.clone(), "application/json").await.unwrap();
     assert_eq!(first.status(), 200, "{:?}", first.text().await);
-    let replay = send(sig).await.unwrap();
+    let answer: serde_json::Value = first.json().await.unwrap();
+    assert!(answer["Ok"]["vote"].is_object(), "{answer}");
+    let replay = send(sig, "application/json").await.unwrap();
     assert_eq!(replay.status(), 401);
+    // A signed message in an encoding no node speaks, or not a message at all: 4xx JSON
+    // naming what is wrong, and nothing changes.
+    let sig = ours.sign("POST", "/raft/vote", &stale);
+    let resp = send(sig, "text/plain").await.unwrap();
+    assert_eq!(resp.status(), 415);
+    let e: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["details"]["field"], "Content-Type", "{e}");
+    let sig = ours.sign("POST", "/raft/vote", &stale);
+    let resp = send(sig, switchyard_server::network::Wire::POSTCARD_TYPE)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let e: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["details"]["field"], "body", "{e}");
     // A body over the limit is refused before it is read: the answer comes with no byte of
     // the body sent.
     let limit = switchyard_server::network::peer_body_limit(node.node.config.max_body_bytes);
