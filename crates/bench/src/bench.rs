@@ -45,6 +45,12 @@ pub enum BenchCmd {
     /// Watch fan-out: many subscribers, a fixed write rate, forced reconnects; publish-to-
     /// receive latency, gaps and duplicates vs etcd watch and NATS KV watch (B2).
     Watch(crate::bench_watch::WatchArgs),
+    /// Log fan-out: followers of one job's log at a fixed line rate; append-to-receive
+    /// latency, lost and repeated lines vs a bare broadcast server (B6).
+    Logs(crate::bench_logs::LogsArgs),
+    /// The broadcast server B6 uses as its ceiling (started by `logs`).
+    #[command(hide = true)]
+    LogCeiling { port: u16 },
     /// The bare axum handler B4 uses as its ceiling (started by `devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
@@ -88,6 +94,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Failover(f) => crate::bench_failover::run(f).await,
         BenchCmd::Jobs(j) => crate::bench_jobs::run(j).await,
         BenchCmd::Watch(w) => crate::bench_watch::run(w).await,
+        BenchCmd::Logs(l) => crate::bench_logs::run(l).await,
+        BenchCmd::LogCeiling { port } => crate::bench_logs::ceiling(port).await,
         BenchCmd::JobsWorker(w) => crate::bench_jobs::worker(w).await,
         BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
     }
