@@ -42,6 +42,15 @@ pub enum BenchCmd {
     /// One worker process of `jobs`.
     #[command(hide = true)]
     JobsWorker(crate::bench_jobs::WorkerArgs),
+    /// Watch fan-out: many subscribers, a fixed write rate, forced reconnects; publish-to-
+    /// receive latency, gaps and duplicates vs etcd watch and NATS KV watch (B2).
+    Watch(crate::bench_watch::WatchArgs),
+    /// Log fan-out: followers of one job's log at a fixed line rate; append-to-receive
+    /// latency, lost and repeated lines vs a bare broadcast server (B6).
+    Logs(crate::bench_logs::LogsArgs),
+    /// The broadcast server B6 uses as its ceiling (started by `logs`).
+    #[command(hide = true)]
+    LogCeiling { port: u16 },
     /// The bare axum handler B4 uses as its ceiling (started by `devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
@@ -84,13 +93,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Devices(d) => crate::bench_devices::run(d).await,
         BenchCmd::Failover(f) => crate::bench_failover::run(f).await,
         BenchCmd::Jobs(j) => crate::bench_jobs::run(j).await,
+        BenchCmd::Watch(w) => crate::bench_watch::run(w).await,
+        BenchCmd::Logs(l) => crate::bench_logs::run(l).await,
+        BenchCmd::LogCeiling { port } => crate::bench_logs::ceiling(port).await,
         BenchCmd::JobsWorker(w) => crate::bench_jobs::worker(w).await,
         BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum System {
+pub(crate) enum System {
     Switchyard,
     /// switchyard with the API on HTTPS (a certificate of a CA made for the run).
     SwitchyardTls,
@@ -99,7 +111,7 @@ enum System {
 }
 
 impl System {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             System::Switchyard => "switchyard",
             System::SwitchyardTls => "switchyard-tls",
@@ -112,7 +124,7 @@ impl System {
         matches!(self, System::Switchyard | System::SwitchyardTls)
     }
 
-    fn binary(self) -> Option<PathBuf> {
+    pub(crate) fn binary(self) -> Option<PathBuf> {
         match self {
             System::Switchyard | System::SwitchyardTls => switchyard_binary().ok(),
             System::Etcd => which("etcd"),
@@ -151,11 +163,11 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A peer process, killed on drop.
-struct Running {
-    system: System,
+pub(crate) struct Running {
+    pub(crate) system: System,
     child: Child,
     /// host:port of its client endpoint.
-    addr: String,
+    pub(crate) addr: String,
     /// What a client trusts to reach it over TLS (switchyard-tls).
     tls: Option<rustls::ClientConfig>,
 }
@@ -182,6 +194,17 @@ impl Drop for Running {
 }
 
 async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result<Running> {
+    start_with(system, dir, max_clients, &[]).await
+}
+
+/// Start `system` as [`start`] does, with `extra` arguments added to its command line (for
+/// switchyard: settings of `serve`).
+pub(crate) async fn start_with(
+    system: System,
+    dir: &Path,
+    max_clients: usize,
+    extra: &[String],
+) -> anyhow::Result<Running> {
     let bin = system
         .binary()
         .with_context(|| format!("{} is not installed", system.name()))?;
@@ -259,6 +282,7 @@ async fn start(system: System, dir: &Path, max_clients: usize) -> anyhow::Result
         }
     }
     let child = cmd
+        .args(extra)
         .spawn()
         .with_context(|| format!("starting {}", system.name()))?;
     let running = Running {
@@ -444,7 +468,7 @@ async fn run_cell(r: &Running, clients: usize, seconds: f64) -> anyhow::Result<C
 }
 
 /// p50 and p99 of 4 KiB append + fdatasync on the bench directory's filesystem, in ms.
-fn fsync_probe(dir: &Path) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn fsync_probe(dir: &Path) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path)?;
     let block = vec![7u8; 4096];
@@ -462,7 +486,7 @@ fn fsync_probe(dir: &Path) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Percentile of sorted µs samples, in ms.
-fn pct(sorted: &[u32], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

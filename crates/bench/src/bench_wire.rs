@@ -1,6 +1,8 @@
 //! Minimal clients for the benchmark peers, so every peer is driven by the same Rust driver
-//! without extra dependencies: RESP (Redis) and the PostgreSQL simple-query protocol (trust
-//! authentication only, as the benchmark's throwaway local server uses).
+//! without extra dependencies: RESP (Redis), the PostgreSQL simple-query protocol (trust
+//! authentication only, as the benchmark's throwaway local server uses), and the NATS core
+//! protocol (no TLS, no authentication) with the few JetStream requests the watch benchmark
+//! makes.
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -217,3 +219,198 @@ fn error_text(payload: &[u8]) -> String {
         .next()
         .unwrap_or_else(|| "unknown error".into())
 }
+
+/// One message delivered by NATS (`MSG` or `HMSG`).
+#[derive(Debug)]
+pub struct NatsMsg {
+    pub subject: String,
+    pub reply: Option<String>,
+    /// The header block (`NATS/1.0 ...` and its lines), for `HMSG`.
+    pub headers: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+impl NatsMsg {
+    /// A JetStream status message (flow control request or idle heartbeat), not data.
+    pub fn is_status(&self) -> bool {
+        self.headers
+            .as_ref()
+            .is_some_and(|h| h.starts_with(b"NATS/1.0 100"))
+    }
+}
+
+/// One NATS connection. [`Nats::next_msg`] is cancel-safe: bytes read stay in the buffer.
+pub struct Nats {
+    io: TcpStream,
+    buf: Vec<u8>,
+    /// This connection's reply subjects are `{inbox}.N` (subscribed as sid 0).
+    pub inbox: String,
+    requests: u64,
+    /// Messages that arrived while [`Nats::request`] waited for its answer.
+    pending: std::collections::VecDeque<NatsMsg>,
+}
+
+impl Nats {
+    pub async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let io = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("nats at {addr}"))?;
+        io.set_nodelay(true)?;
+        let inbox = format!(
+            "_INBOX.{}.{}",
+            std::process::id(),
+            INBOXES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut n = Self {
+            io,
+            buf: Vec::with_capacity(64 * 1024),
+            inbox,
+            requests: 0,
+            pending: Default::default(),
+        };
+        let info = n.line().await?;
+        if !info.starts_with("INFO ") {
+            bail!("nats: expected INFO, got {info:?}");
+        }
+        let connect = r#"{"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1,"name":"switchyard-bench"}"#;
+        let hello = format!("CONNECT {connect}\r\nSUB {}.* 0\r\nPING\r\n", n.inbox);
+        n.io.write_all(hello.as_bytes()).await?;
+        loop {
+            match n.line().await?.as_str() {
+                "PONG" => return Ok(n),
+                l if l.starts_with("-ERR") => bail!("nats: {l}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Subscribe `sid` to `subject`.
+    pub async fn sub(&mut self, subject: &str, sid: u64) -> anyhow::Result<()> {
+        self.io
+            .write_all(format!("SUB {subject} {sid}\r\n").as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn publish(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let mut out = match reply {
+            Some(r) => format!("PUB {subject} {r} {}\r\n", payload.len()),
+            None => format!("PUB {subject} {}\r\n", payload.len()),
+        }
+        .into_bytes();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        self.io.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Publish with a reply subject of this connection and wait for the answer (messages of
+    /// other subscriptions arriving meanwhile are kept for [`Nats::next_msg`]).
+    pub async fn request(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.requests += 1;
+        let reply = format!("{}.{}", self.inbox, self.requests);
+        self.publish(subject, Some(&reply), payload).await?;
+        loop {
+            let m = self.read_msg().await?;
+            if m.subject == reply {
+                if m.headers
+                    .as_ref()
+                    .is_some_and(|h| h.starts_with(b"NATS/1.0 503"))
+                {
+                    bail!("nats: no responders on {subject} (is JetStream on?)");
+                }
+                return Ok(m.payload);
+            }
+            self.pending.push_back(m);
+        }
+    }
+
+    /// Move the buffer's first line out, if it holds a whole one.
+    fn take_line(&mut self) -> Option<String> {
+        let end = self.buf.windows(2).position(|w| w == b"\r\n")?;
+        let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 2);
+        Some(line)
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.io.read_buf(&mut self.buf).await? == 0 {
+            bail!("nats closed the connection");
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some(l) = self.take_line() {
+                return Ok(l);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next message; answers the server's pings on the way.
+    pub async fn next_msg(&mut self) -> anyhow::Result<NatsMsg> {
+        match self.pending.pop_front() {
+            Some(m) => Ok(m),
+            None => self.read_msg().await,
+        }
+    }
+
+    async fn read_msg(&mut self) -> anyhow::Result<NatsMsg> {
+        loop {
+            // Parse only once the whole message is buffered, so a cancelled call loses nothing.
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let parts: Vec<&str> = head.split_ascii_whitespace().collect();
+                match parts.first().copied() {
+                    Some("MSG") | Some("HMSG") => {
+                        let hmsg = parts[0] == "HMSG";
+                        // MSG subject sid [reply] bytes; HMSG subject sid [reply] hdr total
+                        let fixed = if hmsg { 5 } else { 4 };
+                        let reply = (parts.len() == fixed + 1).then(|| parts[3].to_string());
+                        let total: usize = parts[parts.len() - 1].parse()?;
+                        let hdr: usize = if hmsg {
+                            parts[parts.len() - 2].parse()?
+                        } else {
+                            0
+                        };
+                        let start = end + 2;
+                        if self.buf.len() < start + total + 2 {
+                            self.fill().await?;
+                            continue;
+                        }
+                        let body = &self.buf[start..start + total];
+                        let msg = NatsMsg {
+                            subject: parts[1].to_string(),
+                            reply,
+                            headers: hmsg.then(|| body[..hdr].to_vec()),
+                            payload: body[hdr..].to_vec(),
+                        };
+                        self.buf.drain(..start + total + 2);
+                        return Ok(msg);
+                    }
+                    Some("PING") => {
+                        self.buf.drain(..end + 2);
+                        self.io.write_all(b"PONG\r\n").await?;
+                    }
+                    Some("-ERR") => bail!("nats: {head}"),
+                    // PONG, +OK, INFO
+                    _ => {
+                        self.buf.drain(..end + 2);
+                    }
+                }
+                continue;
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// Makes every connection's inbox unique within the process.
+static INBOXES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
