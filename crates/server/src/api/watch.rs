@@ -150,7 +150,27 @@ async fn send<Si>(sink: &mut Si, msg: Message, timeout: Duration, cursor: u64) -
 where
     Si: Sink<Message> + Unpin,
 {
-    match tokio::time::timeout(timeout, sink.send(msg)).await {
+    send_batch(sink, std::iter::once(msg), timeout, cursor).await
+}
+
+/// Send a batch of messages with one flush (one write to the socket, not one per event), in
+/// `timeout` for the whole batch.
+async fn send_batch<Si>(
+    sink: &mut Si,
+    msgs: impl Iterator<Item = Message>,
+    timeout: Duration,
+    cursor: u64,
+) -> Result<(), End>
+where
+    Si: Sink<Message> + Unpin,
+{
+    let all = async {
+        for m in msgs {
+            sink.feed(m).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(timeout, all).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::Error(lagging(
@@ -267,10 +287,9 @@ where
                     });
                 }
                 ReadAfter::Events { events, scanned_to } => {
-                    for e in &events {
-                        if let Err(end) =
-                            send(sink, text(&*e.message), cfg.send_timeout, cursor).await
-                        {
+                    if !events.is_empty() {
+                        let msgs = events.iter().map(|e| text(&*e.message));
+                        if let Err(end) = send_batch(sink, msgs, cfg.send_timeout, cursor).await {
                             return end;
                         }
                         sent_since_tick = true;
