@@ -355,6 +355,39 @@ async fn a_log_follower_gets_every_line_in_order_from_its_offset_then_the_end() 
     assert_eq!(status.as_deref(), Some("succeeded"));
     let page = client.logs(job.id, 95).await.unwrap();
     assert_eq!((page.lines.len(), page.next, page.complete), (5, 100, true));
+    // On the wire: one `line` event per line with its offset as the id, resumed after
+    // `Last-Event-ID`, then `end`.
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/jobs/{}/logs?follow=true",
+            server.url(),
+            job.id
+        ))
+        .header("last-event-id", "97")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = within(30, "the event stream to end", resp.text())
+        .await
+        .unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    for (e, offset) in events.iter().zip([98u64, 99]) {
+        let fields: Vec<&str> = e.lines().collect();
+        assert_eq!(
+            fields[..2],
+            ["event: line", &format!("id: {offset}")],
+            "{text}"
+        );
+        let data: serde_json::Value =
+            serde_json::from_str(fields[2].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(
+            (data["offset"].as_u64(), data["text"].as_str()),
+            (Some(offset), Some(format!("line {offset}").as_str()))
+        );
+    }
+    assert!(events[2].starts_with("event: end\ndata: "), "{text}");
     server.stop().await;
 }
 

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchyard_core::jobs::{self, JobCommand, JobReply, Status};
@@ -511,43 +510,59 @@ async fn logs(
     if !follow {
         return Ok(Json(page).into_response());
     }
-    let mut followed = follow_log(s.node.view.clone(), id, from, s.shutdown.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
-        while let Some(f) = followed.recv().await {
-            let e = match f {
-                Followed::Line(line) => Event::default()
-                    .event("line")
-                    .id(line.offset.to_string())
-                    .data(serde_json::to_string(&line).expect("a log line serialises")),
-                Followed::End {
-                    next,
-                    status,
-                    dropped,
-                } => {
-                    let end = json!({"next": next, "status": status, "dropped": dropped});
-                    Event::default().event("end").data(end.to_string())
-                }
-            };
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-    });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let followed = follow_log(s.node.view.clone(), id, from, s.shutdown.clone());
+    Ok(sse_of(followed))
 }
 
-/// What a log follower receives: each line, then `End` once the job is over and every line
-/// was sent.
+/// How long a followed log may stay silent before a comment keeps the connection alive.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A followed log as Server-Sent Events: every page of lines becomes one body chunk of
+/// `line` events (each written once, rather than through a channel and a builder per line:
+/// a hundred followers of a busy log spend their time there otherwise); an idle stream gets
+/// a comment every [`SSE_KEEP_ALIVE`].
+fn sse_of(followed: tokio::sync::mpsc::Receiver<Followed>) -> Response {
+    let chunks = futures::stream::unfold(followed, |mut rx| async move {
+        let chunk = match tokio::time::timeout(SSE_KEEP_ALIVE, rx.recv()).await {
+            Err(_) => String::from(":\n\n"),
+            Ok(None) => return None,
+            Ok(Some(Followed::Lines(lines))) => {
+                let mut out = String::with_capacity(lines.len() * 160);
+                for line in &lines {
+                    out.push_str("event: line\nid: ");
+                    out.push_str(&line.offset.to_string());
+                    out.push_str("\ndata: ");
+                    out.push_str(&serde_json::to_string(line).expect("a log line serialises"));
+                    out.push_str("\n\n");
+                }
+                out
+            }
+            Ok(Some(Followed::End {
+                next,
+                status,
+                dropped,
+            })) => {
+                let end = json!({"next": next, "status": status, "dropped": dropped});
+                format!("event: end\ndata: {end}\n\n")
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+/// What a log follower receives: the lines in pages as they are stored, then `End` once the
+/// job is over and every line was sent.
 pub enum Followed {
-    Line(switchyard_types::LogLine),
+    /// The next lines, in order (never empty).
+    Lines(Vec<switchyard_types::LogLine>),
     End {
         next: u64,
         status: Option<&'static str>,
@@ -555,8 +570,8 @@ pub enum Followed {
     },
 }
 
-/// Follow job `id`'s log from offset `from`: the lines stored, then each new one as it is
-/// applied, then `End`. The channel closes early if the job is forgotten, on shutdown, or when
+/// Follow job `id`'s log from offset `from`: the lines stored, then the new ones as they are
+/// applied (a page at a time), then `End`. The channel closes early if the job is forgotten, on shutdown, or when
 /// the receiver is dropped.
 pub fn follow_log(
     view: switchyard_store::StateView,
@@ -573,10 +588,9 @@ pub fn follow_log(
             let Some(page) = view.read(|st| st.jobs.log(id, next, MAX_LOG_PAGE)) else {
                 return;
             };
-            for line in page.lines.iter().cloned() {
-                if tx.send(Followed::Line(line)).await.is_err() {
-                    return;
-                }
+            let got = !page.lines.is_empty();
+            if got && tx.send(Followed::Lines(page.lines)).await.is_err() {
+                return;
             }
             next = page.next;
             if page.complete {
@@ -590,7 +604,7 @@ pub fn follow_log(
                     .await;
                 return;
             }
-            if !page.lines.is_empty() {
+            if got {
                 continue;
             }
             tokio::select! {

@@ -66,8 +66,13 @@ async fn stream_log(socket: WebSocket, s: Shared, job: u64) {
     loop {
         tokio::select! {
             f = lines.recv() => match f {
-                Some(Followed::Line(line)) => {
-                    if sink.send(Message::Text(line.text.into())).await.is_err() {
+                Some(Followed::Lines(page)) => {
+                    for line in page {
+                        if sink.feed(Message::Text(line.text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
                         return;
                     }
                 }
@@ -262,12 +267,14 @@ async fn run_to_end(
     loop {
         tokio::select! {
             f = lines.recv() => match f {
-                Some(Followed::Line(line)) => {
-                    if messages.len() == MAX_ANSWER_LINES {
-                        messages.pop_front();
-                        dropped += 1;
+                Some(Followed::Lines(page)) => {
+                    for line in page {
+                        if messages.len() == MAX_ANSWER_LINES {
+                            messages.pop_front();
+                            dropped += 1;
+                        }
+                        messages.push_back(ResultMessage { is_success: true, message: line.text });
                     }
-                    messages.push_back(ResultMessage { is_success: true, message: line.text });
                 }
                 Some(Followed::End { .. }) | None => break,
             },
