@@ -326,12 +326,7 @@ async fn device_types_show_the_toml_formats_spelling_not_the_internal_one() {
         serde_json::json!(["null"])
     );
     // The document says so.
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = common::get_json(format!("{}/openapi.json", server.url())).await;
     let answer = &doc["paths"]["/v1/device-types"]["get"]["responses"]["200"];
     assert_eq!(
         answer["content"]["application/json"]["schema"]["$ref"],

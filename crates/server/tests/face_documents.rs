@@ -32,17 +32,7 @@ async fn start(dir: &std::path::Path) -> (switchyard_server::Server, String, Str
         .await
         .unwrap();
     // The face's device is created once the node leads.
-    common::within(10, "the mv device", async {
-        while reqwest::get(format!("{}/state", urls.0))
-            .await
-            .unwrap()
-            .status()
-            != 200
-        {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    common::await_mv_device(&urls.0).await;
     (server, urls.0, urls.1, urls.2)
 }
 

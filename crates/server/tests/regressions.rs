@@ -102,17 +102,7 @@ async fn the_mv_face_refuses_a_delay_that_is_an_object_or_negative_even_for_a_no
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
-    common::within(10, "the mv device", async {
-        while reqwest::get(format!("http://{addr}/state"))
-            .await
-            .unwrap()
-            .status()
-            != 200
-        {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    common::await_mv_device(&format!("http://{addr}")).await;
     // On, so that another switch_on is a no-op.
     assert_eq!(
         post("/switch_on", serde_json::json!({"delay": 0})).await.0,
@@ -489,12 +479,7 @@ async fn the_altair_face_takes_a_tap_id_written_3_0_as_tap_3() {
 async fn the_api_document_states_the_filters_and_bodies_the_server_checks() {
     let dir = TempDir::new().unwrap();
     let server = common::start(dir.path(), |_| {}).await;
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", server.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = common::get_json(format!("{}/openapi.json", server.url())).await;
     let param = |path: &str, method: &str, name: &str| {
         doc["paths"][path][method]["parameters"]
             .as_array()

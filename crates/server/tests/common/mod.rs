@@ -107,3 +107,24 @@ pub async fn raw_answer(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, St
         None => (text, String::new()),
     }
 }
+
+/// `GET url` answered with JSON.
+pub async fn get_json(url: String) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Wait until the mv face at `base` (`http://host:port`) serves its device: the face
+/// creates it once the node leads.
+pub async fn await_mv_device(base: &str) {
+    within(10, "the mv device", async {
+        while reqwest::get(format!("{base}/state"))
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
