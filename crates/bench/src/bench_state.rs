@@ -441,11 +441,16 @@ fn report(a: &StateArgs, rows: &[Row], before: (f64, f64), after: (f64, f64)) ->
         1 => "every job".to_string(),
         k => format!("one job in {k}"),
     };
+    let others = if a.logged_every > 1 {
+        ", the others cancelled while queued"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
         "State size: a fresh single node per size, loaded with finished jobs through the API \
          by {} concurrent clients ({which} leased, given {} log line(s) of {LINE_BYTES} bytes and \
-         finished, the others cancelled while queued); then {WRITERS} closed-loop writers for \
+         finished{others}); then {WRITERS} closed-loop writers for \
          {} s (B1), the snapshots built meanwhile, SIGKILL and restart, a joining follower. \
          Ratios are to the first row. fsync probe (4 KiB append + fdatasync) p50/p99 before \
          {:.3}/{:.3} ms, after {:.3}/{:.3} ms.\n",
