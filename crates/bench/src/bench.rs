@@ -51,6 +51,9 @@ pub enum BenchCmd {
     /// The broadcast server B6 uses as its ceiling (started by `logs`).
     #[command(hide = true)]
     LogCeiling { port: u16 },
+    /// What a write, a snapshot, a restart and a follower's catch-up cost as the state grows
+    /// (0, 100k, 1M finished jobs with their logs).
+    State(crate::bench_state::StateArgs),
     /// The bare axum handler B4 uses as its ceiling (started by `devices`).
     #[command(hide = true)]
     Ceiling { port: u16 },
@@ -95,6 +98,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Jobs(j) => crate::bench_jobs::run(j).await,
         BenchCmd::Watch(w) => crate::bench_watch::run(w).await,
         BenchCmd::Logs(l) => crate::bench_logs::run(l).await,
+        BenchCmd::State(s) => crate::bench_state::run(s).await,
         BenchCmd::LogCeiling { port } => crate::bench_logs::ceiling(port).await,
         BenchCmd::JobsWorker(w) => crate::bench_jobs::worker(w).await,
         BenchCmd::Ceiling { port } => crate::bench_devices::ceiling(port).await,
@@ -166,6 +170,8 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 pub(crate) struct Running {
     pub(crate) system: System,
     child: Child,
+    /// Its command line, to start it again on the same data dir and ports.
+    command: Command,
     /// host:port of its client endpoint.
     pub(crate) addr: String,
     /// What a client trusts to reach it over TLS (switchyard-tls).
@@ -173,6 +179,23 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// The process id, to read its memory from `/proc`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill the process with SIGKILL and start it again with the same command line (same data
+    /// dir and ports). Returns once it is spawned, not once it serves.
+    pub(crate) fn kill_and_respawn(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = self
+            .command
+            .spawn()
+            .with_context(|| format!("starting {} again", self.system.name()))?;
+        Ok(())
+    }
+
     fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
@@ -288,6 +311,7 @@ pub(crate) async fn start_with(
     let running = Running {
         system,
         child,
+        command: cmd,
         addr,
         tls,
     };
@@ -437,12 +461,14 @@ async fn client_loop(
     Ok(lat)
 }
 
-struct Cell {
-    ops_per_sec: f64,
-    latencies: Vec<u32>,
+pub(crate) struct Cell {
+    pub(crate) ops_per_sec: f64,
+    /// Each acknowledged write's latency, in µs.
+    pub(crate) latencies: Vec<u32>,
 }
 
-async fn run_cell(r: &Running, clients: usize, seconds: f64) -> anyhow::Result<Cell> {
+/// `clients` closed-loop writers against `r` for `seconds` (B1's cell).
+pub(crate) async fn run_cell(r: &Running, clients: usize, seconds: f64) -> anyhow::Result<Cell> {
     let http = r
         .http()
         .pool_max_idle_per_host(clients.max(1))

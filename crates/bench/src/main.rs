@@ -2,14 +2,15 @@
 //! kept out of the product's binary. `bench` holds the command line, B1 (`writes`) and the
 //! helpers the others share; `bench_devices` B4, `bench_failover` B5, `bench_jobs` B3 with
 //! its worker processes; `bench_watch` B2 (watch fan-out); `bench_logs` B6 (log fan-out)
-//! with its broadcast ceiling; `bench_wire` the peers' wire clients (Redis RESP, PostgreSQL,
-//! NATS).
+//! with its broadcast ceiling; `bench_state` the costs that grow with the state;
+//! `bench_wire` the peers' wire clients (Redis RESP, PostgreSQL, NATS).
 
 mod bench;
 mod bench_devices;
 mod bench_failover;
 mod bench_jobs;
 mod bench_logs;
+mod bench_state;
 mod bench_watch;
 mod bench_wire;
 

@@ -29,6 +29,11 @@ pub(crate) fn describe() {
         Unit::Count,
         "Log operations committed together in one fsynced transaction"
     );
+    describe_histogram!(
+        "switchyard_snapshot_build_seconds",
+        Unit::Seconds,
+        "Time to build one snapshot: serialise the state and history and save them (fsynced)"
+    );
     describe_counter!(
         "switchyard_timers_fired_total",
         "Timers fired by ticks this node proposed as leader"

@@ -279,6 +279,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(
         &mut self,
     ) -> Result<SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error> {
+        let started = std::time::Instant::now();
         let (meta, data) = {
             let inner = self.shared.inner.read().unwrap();
             let meta = Meta {
@@ -297,6 +298,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             data: data.clone(),
         })
         .await?;
+        // Serialising the whole state and saving it durably: the cost that grows with it.
+        metrics::histogram!("switchyard_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(SnapshotOf::<TypeConfig, _> {
             meta,
