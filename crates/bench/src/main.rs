@@ -1,18 +1,26 @@
 //! `switchyard-bench`: switchyard's benchmarks, each side by side with its peers in one run,
-//! kept out of the product's binary. `bench` holds the command line, B1 (`writes`) and the
-//! helpers the others share; `bench_devices` B4, `bench_failover` B5, `bench_jobs` B3 with
-//! its worker processes; `bench_watch` B2 (watch fan-out); `bench_logs` B6 (log fan-out)
-//! with its broadcast ceiling; `bench_state` the costs that grow with the state;
-//! `bench_wire` the peers' wire clients (Redis RESP, PostgreSQL, NATS).
+//! kept out of the product's binary.
+//!
+//! - [`cli`]: the command line, one subcommand per benchmark.
+//! - The benchmarks: [`writes`] B1 (durable writes), [`watch`] B2 (watch fan-out), [`jobs`] B3
+//!   (a work queue drained by worker processes), [`devices`] B4 (device GET and command POST
+//!   under wrk), [`failover`] B5 (leader failover, cluster throughput), [`logs`] B6 (log
+//!   fan-out, with its broadcast ceiling), [`state`] (what grows with the state).
+//! - What they share: [`process`] (the systems as processes: the switchyard binary, ports,
+//!   readiness), [`stats`] (the fsync probe, percentiles, medians), [`wire`] (the peers' wire
+//!   clients: Redis RESP, PostgreSQL, NATS; base64 for etcd's gateway).
 
-mod bench;
-mod bench_devices;
-mod bench_failover;
-mod bench_jobs;
-mod bench_logs;
-mod bench_state;
-mod bench_watch;
-mod bench_wire;
+mod cli;
+mod devices;
+mod failover;
+mod jobs;
+mod logs;
+mod process;
+mod state;
+mod stats;
+mod watch;
+mod wire;
+mod writes;
 
 use clap::Parser;
 
@@ -22,10 +30,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     switchyard_tls::install_provider();
-    let args = bench::BenchArgs::parse();
+    let args = cli::BenchArgs::parse();
     // A worker process does one thing at a time: a single-threaded runtime spares it the
     // cross-thread wake-ups (the same for every system it drives).
-    let single = matches!(args.what, bench::BenchCmd::JobsWorker(_));
+    let single = matches!(args.what, cli::BenchCmd::JobsWorker(_));
     let mut builder = if single {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -38,7 +46,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench::run(args)) {
+    match runtime.block_on(cli::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use std::fmt::Write as _;
 
-use crate::bench::{free_port, median, tempdir_here, which};
+use crate::process::{free_port, tempdir_here, which};
+use crate::stats::median;
 
 #[derive(Debug, Args)]
 pub struct DevicesArgs {
@@ -100,7 +101,7 @@ async fn start(sys: Sys, dir: &Path) -> anyhow::Result<Proc> {
     let port = free_port()?;
     let mut cmd = match sys {
         Sys::Switchyard => {
-            let mut c = Command::new(crate::bench::switchyard_binary()?);
+            let mut c = Command::new(crate::process::switchyard_binary()?);
             c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--peer-listen", &format!("127.0.0.1:{}", free_port()?)])
                 .arg("--data-dir")

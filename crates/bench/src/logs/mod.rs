@@ -7,10 +7,11 @@
 //!
 //! Every line carries its number and the time its batch was sent, so each follower checks that
 //! lines arrive in order with none lost or repeated, and takes append-to-receive latency.
+//!
+//! Files: `follow` (a follower over SSE or WebSocket, and what it checks), `ceiling` (the bare
+//! broadcast server); this file the rounds, the feeder and the report.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,9 +19,18 @@ use clap::Args;
 use futures::StreamExt;
 use std::fmt::Write as _;
 use switchyard_client::Client;
-use switchyard_types::{JobEnding, JobSpec, LeaseRequest, LogStream, NewLogLine};
+use switchyard_types::{JobSpec, LeaseRequest, LogStream, NewLogLine};
 
-use crate::bench::{System, free_port, median, pct, start_with, tempdir_here};
+use crate::process::{System, start_with, tempdir_here};
+use crate::stats::{median, pct};
+
+mod ceiling;
+mod follow;
+
+use ceiling::*;
+use follow::*;
+
+pub(crate) use ceiling::ceiling;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -79,268 +89,9 @@ impl Sys {
 
 /// Bytes of each line's text.
 const LINE_BYTES: usize = 100;
+
 /// Most lines switchyard takes in one `POST /v1/jobs/{id}/logs`.
 const MAX_LOG_BATCH: usize = 10_000;
-
-/// The ceiling process, killed on drop.
-struct CeilingProc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for CeilingProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_ceiling() -> anyhow::Result<CeilingProc> {
-    let port = free_port()?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["log-ceiling", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the log ceiling")?;
-    let p = CeilingProc {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("http://{}/followers", p.addr))
-        .send()
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("the log ceiling did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(p)
-}
-
-/// Where the lines of one round go.
-enum Sink {
-    Switchyard {
-        client: Client,
-        id: u64,
-        token: u64,
-        seq: u64,
-    },
-    Ceiling {
-        http: reqwest::Client,
-        base: String,
-    },
-}
-
-impl Sink {
-    async fn append(&mut self, lines: &[NewLogLine]) -> anyhow::Result<()> {
-        match self {
-            Sink::Switchyard {
-                client,
-                id,
-                token,
-                seq,
-            } => {
-                client.append_logs(*id, *token, *seq, lines).await?;
-                *seq += lines.len() as u64;
-            }
-            Sink::Ceiling { http, base } => {
-                let resp = http
-                    .post(format!("{base}/logs"))
-                    .json(&serde_json::json!({"token": 0, "seq": 0, "lines": lines}))
-                    .send()
-                    .await?;
-                if !resp.status().is_success() {
-                    bail!("the ceiling answered {}", resp.status());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn end(&self) -> anyhow::Result<()> {
-        match self {
-            Sink::Switchyard {
-                client, id, token, ..
-            } => {
-                client
-                    .finish_job(*id, *token, JobEnding::Exited, Some(0), None)
-                    .await?;
-            }
-            Sink::Ceiling { http, base } => {
-                http.post(format!("{base}/end")).send().await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What one follower saw.
-#[derive(Default)]
-struct Seen {
-    latencies: Vec<u32>,
-    received: u64,
-    lost: u64,
-    duplicated: u64,
-    /// Offset of the next line expected.
-    next: u64,
-    ended: bool,
-    failed: Option<String>,
-}
-
-impl Seen {
-    /// One line: its offset and its text (`NNNNNNNNNN TTTTTTTTTTTTTTTT ...`: number and
-    /// send time in µs since `epoch`).
-    fn line(&mut self, offset: u64, text: &str, epoch: Instant) {
-        self.received += 1;
-        let number: Option<u64> = text.get(..10).and_then(|s| s.parse().ok());
-        if number != Some(offset) {
-            self.failed
-                .get_or_insert_with(|| format!("line {offset} holds {text:?}"));
-        }
-        if offset < self.next {
-            self.duplicated += 1;
-            return;
-        }
-        self.lost += offset - self.next;
-        self.next = offset + 1;
-        if let Some(sent) = text.get(11..27).and_then(|s| s.parse::<u64>().ok()) {
-            let now = epoch.elapsed().as_micros() as u64;
-            self.latencies
-                .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
-        }
-    }
-}
-
-/// The number after `"offset":` and the string after `"text":"` in a log line's JSON (the
-/// text is digits, spaces and letters: nothing escaped).
-fn parse_line(json: &str) -> Option<(u64, &str)> {
-    let at = json.find("\"offset\":")? + 9;
-    let digits = json[at..].trim_start();
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    let offset = digits[..end].parse().ok()?;
-    let t = json.find("\"text\":\"")? + 8;
-    let text = &json[t..];
-    Some((offset, &text[..text.find('"')?]))
-}
-
-/// Follow over SSE (`event: line` with a log line's JSON as data, then `event: end`).
-async fn follow_sse(
-    resp: reqwest::Response,
-    epoch: Instant,
-    seen: &mut Seen,
-) -> anyhow::Result<()> {
-    let mut stream = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut event = String::new();
-    let mut data = String::new();
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-        let mut used = 0;
-        while let Some(nl) = buf[used..].iter().position(|b| *b == b'\n') {
-            let line = std::str::from_utf8(&buf[used..used + nl])?.trim_end_matches('\r');
-            used += nl + 1;
-            if line.is_empty() {
-                match event.as_str() {
-                    "line" => {
-                        let (offset, text) =
-                            parse_line(&data).with_context(|| format!("a line event {data:?}"))?;
-                        seen.line(offset, text, epoch);
-                    }
-                    "end" => {
-                        seen.ended = true;
-                        return Ok(());
-                    }
-                    _ => {}
-                }
-                event.clear();
-                data.clear();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                event = v.trim_start().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-            }
-        }
-        buf.drain(..used);
-    }
-    Ok(())
-}
-
-/// Follow over WebSocket (a log line's JSON per text message, then the text `end`).
-async fn follow_ws(
-    mut ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    epoch: Instant,
-    seen: &mut Seen,
-) -> anyhow::Result<()> {
-    use tokio_tungstenite::tungstenite::Message;
-    while let Some(m) = ws.next().await {
-        match m? {
-            Message::Text(t) if t.as_str() == "end" => {
-                seen.ended = true;
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-            Message::Text(t) => {
-                let (offset, text) =
-                    parse_line(t.as_str()).with_context(|| format!("a line message {t:?}"))?;
-                seen.line(offset, text, epoch);
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// A connected follower, before it reads.
-enum Follower {
-    Sse(reqwest::Response),
-    Ws(
-        Box<
-            tokio_tungstenite::WebSocketStream<
-                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-            >,
-        >,
-    ),
-}
-
-async fn connect(
-    sys: Sys,
-    addr: &str,
-    job: u64,
-    http: &reqwest::Client,
-) -> anyhow::Result<Follower> {
-    match sys {
-        Sys::Switchyard | Sys::CeilingSse => {
-            let url = if sys == Sys::Switchyard {
-                format!("http://{addr}/v1/jobs/{job}/logs?follow=true&from=0")
-            } else {
-                format!("http://{addr}/sse")
-            };
-            let resp = http
-                .get(url)
-                .header("accept", "text/event-stream")
-                .send()
-                .await?;
-            if !resp.status().is_success() {
-                bail!("following answered {}", resp.status());
-            }
-            Ok(Follower::Sse(resp))
-        }
-        Sys::CeilingWs => {
-            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
-            Ok(Follower::Ws(Box::new(ws)))
-        }
-    }
-}
 
 struct Cell {
     appended_per_s: f64,
@@ -638,109 +389,4 @@ fn report(a: &LogsArgs, cells: &mut std::collections::BTreeMap<Sys, Vec<Cell>>) 
         );
     }
     s
-}
-
-/// The ceiling: takes `POST /logs` batches (the body of switchyard's route), numbers the lines,
-/// serialises each once and broadcasts it to every follower of `GET /ws` (a text message per
-/// line) and `GET /sse` (an SSE `line` event per line); `POST /end` ends every follower's
-/// stream and starts numbering again. It keeps nothing: a follower that falls behind by more
-/// than the channel holds loses lines (and says so).
-pub async fn ceiling(port: u16) -> anyhow::Result<()> {
-    use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
-    use axum::extract::{Json, State};
-    use axum::response::sse::{Event, Sse};
-    use axum::routing::{get, post};
-    use tokio::sync::broadcast;
-
-    #[derive(Clone)]
-    struct Hub {
-        tx: broadcast::Sender<Option<(u64, Utf8Bytes)>>,
-        next: Arc<std::sync::atomic::AtomicU64>,
-    }
-    let hub = Hub {
-        tx: broadcast::channel(1 << 20).0,
-        next: Arc::new(0.into()),
-    };
-    async fn logs(
-        State(h): State<Hub>,
-        Json(b): Json<switchyard_types::LogBatch>,
-    ) -> Json<serde_json::Value> {
-        use std::sync::atomic::Ordering;
-        let mut next = 0;
-        for l in b.lines {
-            let offset = h.next.fetch_add(1, Ordering::Relaxed);
-            let line = switchyard_types::LogLine {
-                offset,
-                stream: l.stream,
-                time: l.time_ms.to_string(),
-                text: l.text,
-            };
-            let json = serde_json::to_string(&line).expect("a log line serialises");
-            let _ = h.tx.send(Some((offset, json.into())));
-            next = offset + 1;
-        }
-        Json(serde_json::json!({ "next": next }))
-    }
-    async fn end(State(h): State<Hub>) {
-        h.next.store(0, std::sync::atomic::Ordering::Relaxed);
-        let _ = h.tx.send(None);
-    }
-    async fn followers(State(h): State<Hub>) -> String {
-        h.tx.receiver_count().to_string()
-    }
-    async fn ws(State(h): State<Hub>, up: WebSocketUpgrade) -> axum::response::Response {
-        // Subscribed before the answer, so no line sent after it is missed.
-        let mut rx = h.tx.subscribe();
-        up.on_upgrade(move |mut socket| async move {
-            loop {
-                let msg = match rx.recv().await {
-                    Ok(Some((_, json))) => Message::Text(json),
-                    Ok(None) => Message::Text("end".into()),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        Message::Text(format!("lagged {n}").into())
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                let last = matches!(&msg, Message::Text(t) if t.as_str() == "end");
-                if socket.send(msg).await.is_err() || last {
-                    return;
-                }
-            }
-        })
-    }
-    async fn sse(State(h): State<Hub>) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        let rx = h.tx.subscribe();
-        let events = futures::stream::unfold((rx, false), |(mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            let (event, done) = match rx.recv().await {
-                Ok(Some((offset, json))) => (
-                    Event::default()
-                        .event("line")
-                        .id(offset.to_string())
-                        .data(json.as_str()),
-                    false,
-                ),
-                Ok(None) => (Event::default().event("end").data("{}"), true),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    (Event::default().event("lagged").data(n.to_string()), false)
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            Some((Ok::<_, std::convert::Infallible>(event), (rx, done)))
-        });
-        Sse::new(events).into_response()
-    }
-    let app = axum::Router::new()
-        .route("/logs", post(logs))
-        .route("/end", post(end))
-        .route("/followers", get(followers))
-        .route("/ws", get(ws))
-        .route("/sse", get(sse))
-        .with_state(hub);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
 }

@@ -21,10 +21,9 @@ use clap::Args;
 use switchyard_client::Client;
 use switchyard_types::{JobEnding, JobSpec, LeaseRequest, LogStream, NewLogLine};
 
-use crate::bench::{
-    Running, System, free_port, fsync_probe, pct, run_cell, start_with, switchyard_binary,
-    tempdir_here,
-};
+use crate::process::{Running, System, free_port, start_with, switchyard_binary, tempdir_here};
+use crate::stats::{fsync_probe, pct};
+use crate::writes::run_cell;
 
 #[derive(Debug, Args)]
 pub struct StateArgs {
