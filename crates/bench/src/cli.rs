@@ -57,3 +57,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCmd::Ceiling { port } => crate::devices::ceiling(port).await,
     }
 }
+
+/// Print a benchmark's markdown report, and also write it to `out` when given.
+pub(crate) fn emit(report: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, report)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+    }
+    Ok(())
+}

@@ -344,10 +344,7 @@ pub async fn run(mut a: DevicesArgs) -> anyhow::Result<()> {
             runs.non_2xx
         );
     }
-    print!("{s}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &s).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&s, a.out.as_deref())?;
     Ok(())
 }
 

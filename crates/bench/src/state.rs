@@ -102,10 +102,7 @@ pub async fn run(mut a: StateArgs) -> anyhow::Result<()> {
     let result = measure(&a, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
-    print!("{report}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     Ok(())
 }
 

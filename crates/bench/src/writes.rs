@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -225,10 +225,7 @@ pub async fn run(mut a: WritesArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let report = report(&a, &mut results, probe_before, probe_after);
-    print!("{report}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     Ok(())
 }
 

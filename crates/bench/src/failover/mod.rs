@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use crate::process::{tempdir_here, which};
@@ -180,10 +180,7 @@ pub async fn run(mut a: FailoverArgs) -> anyhow::Result<()> {
     let result = measure(&a, &systems, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
-    print!("{report}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     Ok(())
 }
 

@@ -332,10 +332,7 @@ pub async fn run(mut a: JobsArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     let report = report(&a, &results);
-    println!("{report}");
-    if let Some(p) = &a.out {
-        std::fs::write(p, &report)?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     let lost_sy: usize = results
         .iter()
         .filter(|((_, s), _)| *s == Sys::Switchyard)

@@ -331,10 +331,7 @@ pub async fn run(mut a: LogsArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let report = report(&a, &mut cells);
-    print!("{report}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     if let Some(ours) = cells.get(&Sys::Switchyard) {
         let lost: u64 = ours.iter().map(|c| c.lost).sum();
         let dup: u64 = ours.iter().map(|c| c.duplicated).sum();

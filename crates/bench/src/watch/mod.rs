@@ -543,10 +543,7 @@ pub async fn run(mut a: WatchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let report = report(&a, &mut cells, probe_before, probe_after);
-    print!("{report}");
-    if let Some(out) = &a.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
-    }
+    crate::cli::emit(&report, a.out.as_deref())?;
     if let Some(ours) = cells.get(&Sys::Switchyard) {
         let gaps: u64 = ours.iter().map(|c| c.gaps).sum();
         let dups: u64 = ours.iter().map(|c| c.duplicates).sum();
