@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::{SinkExt, StreamExt};
-use switchyard_types::{WatchEvent, WatchMessage};
+use switchyard_types::{WatchErrorCode, WatchEvent, WatchMessage};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -281,15 +281,19 @@ impl Watch {
                 }
                 WatchMessage::Error { error } => {
                     self.socket = None;
-                    match error.code.as_str() {
-                        "lagging" => continue,
-                        "compacted" => {
+                    match error.code {
+                        WatchErrorCode::Lagging => continue,
+                        WatchErrorCode::Compacted => {
                             return Err(Error::Compacted {
                                 compact_revision: error.compact_revision.unwrap_or(0),
                             });
                         }
-                        _ => {
-                            return Err(Error::Watch(format!("{}: {}", error.code, error.message)));
+                        WatchErrorCode::Invalid | WatchErrorCode::Other => {
+                            return Err(Error::Watch(format!(
+                                "{}: {}",
+                                error.code.as_str(),
+                                error.message
+                            )));
                         }
                     }
                 }

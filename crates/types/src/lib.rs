@@ -180,13 +180,39 @@ pub enum WatchMessage {
     Error { error: WatchError },
 }
 
+/// Why a watch ended: the code of a [`WatchError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchErrorCode {
+    /// The resume point is older than retained history: re-read state, then watch from its
+    /// revision.
+    Compacted,
+    /// The subscriber fell too far behind, or took no message for too long: resume from
+    /// `resume_from`.
+    Lagging,
+    /// The client sent a message the server does not take.
+    Invalid,
+    /// A code this version does not know (a newer server's).
+    #[serde(other)]
+    Other,
+}
+
+impl WatchErrorCode {
+    /// The code as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compacted => "compacted",
+            Self::Lagging => "lagging",
+            Self::Invalid => "invalid",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Why a watch ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WatchError {
-    /// `compacted`: resume point is older than retained history (re-read state, then watch
-    /// from its revision). `lagging`: the subscriber fell too far behind (resume from
-    /// `resume_from`).
-    pub code: String,
+    pub code: WatchErrorCode,
     pub message: String,
     /// With `compacted`: the oldest revision that can be resumed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

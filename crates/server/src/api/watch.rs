@@ -19,7 +19,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use switchyard_store::{ReadAfter, StateView};
-use switchyard_types::{ErrorBody, WatchError, WatchMessage, WatchRequest};
+use switchyard_types::{ErrorBody, WatchError, WatchErrorCode, WatchMessage, WatchRequest};
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -182,7 +182,7 @@ where
 
 fn lagging(cursor: u64, why: String) -> WatchError {
     WatchError {
-        code: "lagging".into(),
+        code: WatchErrorCode::Lagging,
         message: format!("{why}; resume with from_revision={cursor}"),
         compact_revision: None,
         resume_from: Some(cursor),
@@ -223,7 +223,7 @@ pub async fn run_session<Si, St, E>(
     .await;
     drop(counted);
     if let End::Error(error) = end {
-        metrics::counter!("switchyard_watch_closed_total", "code" => error.code.clone())
+        metrics::counter!("switchyard_watch_closed_total", "code" => error.code.as_str())
             .increment(1);
         let msg = serde_json::to_string(&WatchMessage::Error { error }).expect("serialisable");
         let _ = tokio::time::timeout(cfg.send_timeout, sink.send(text(msg))).await;
@@ -277,7 +277,7 @@ where
             match view.read_events(cursor, prefix, BATCH) {
                 ReadAfter::Compacted { compact_revision } => {
                     return End::Error(WatchError {
-                        code: "compacted".into(),
+                        code: WatchErrorCode::Compacted,
                         message: format!(
                             "revision {cursor} is older than retained history (oldest resumable: \
                              {compact_revision}); re-read state, then watch from its revision"
@@ -319,7 +319,7 @@ where
                     Ok(WatchRequest::Progress) => want_bookmark = true,
                     Err(e) => {
                         return End::Error(WatchError {
-                            code: "invalid".into(),
+                            code: WatchErrorCode::Invalid,
                             message: format!("unknown client message ({e}); allowed: {{\"type\": \"progress\"}}"),
                             compact_revision: None,
                             resume_from: Some(cursor),
@@ -460,7 +460,7 @@ mod tests {
         let m: WatchMessage = serde_json::from_str(first.to_text().unwrap()).unwrap();
         match m {
             WatchMessage::Error { error } => {
-                assert_eq!(error.code, "lagging");
+                assert_eq!(error.code, WatchErrorCode::Lagging);
                 assert_eq!(error.resume_from, Some(3));
             }
             other => panic!("expected lagging, got {other:?}"),
