@@ -1,2 +1,0 @@
-"""A Tango device server for switchyard devices: ``device.App`` is the device class,
-``server.main`` the ``switchyard-tango`` program."""
