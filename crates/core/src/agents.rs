@@ -6,6 +6,7 @@
 //! as if expired, so its jobs run elsewhere. The server's active check can mark it lost sooner.
 //! A lost agent that heartbeats again is alive again; the leases it lost stay lost.
 
+use imbl::OrdMap;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,7 @@ pub enum AgentReply {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Agents {
-    agents: BTreeMap<String, Agent>,
+    agents: OrdMap<String, Agent>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> CommandError {

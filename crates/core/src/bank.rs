@@ -2,7 +2,7 @@
 //! transfer. It is the correctness workload of the replicated core: total money always equals
 //! credits minus debits, and no balance is ever negative.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -55,7 +55,7 @@ struct Stored {
 /// The bank's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bank {
-    accounts: BTreeMap<String, Stored>,
+    accounts: OrdMap<String, Stored>,
     /// Sum of every accepted credit, for the conservation check.
     pub total_credited: u128,
     /// Sum of every accepted debit.

@@ -6,6 +6,7 @@
 //! original server wrote them (Python's `str` of a rounded float, `json.dumps` spacing, taps
 //! in order of their first beer), so every node and every replay produces the same bytes.
 
+use imbl::OrdMap;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ pub struct Beer {
 /// The beers' state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Beers {
-    by_id: BTreeMap<u64, Beer>,
+    by_id: OrdMap<u64, Beer>,
     next_id: u64,
 }
 

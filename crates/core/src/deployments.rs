@@ -15,6 +15,7 @@
 //! A deployment also keeps its orchestrator's state document (seed 003's `{name}-state.json`),
 //! an opaque JSON text of at most [`MAX_DOCUMENT`] bytes, replicated like everything else.
 
+use imbl::OrdMap;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -152,7 +153,7 @@ pub enum DeploymentReply {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deployments {
-    deployments: BTreeMap<String, Deployment>,
+    deployments: OrdMap<String, Deployment>,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> CommandError {

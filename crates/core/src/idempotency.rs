@@ -3,7 +3,7 @@
 //! survive restarts and leader changes) for the window the proposal carries (by default
 //! [`DEFAULT_WINDOW_MS`]), then a timer removes them.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ struct Record {
 /// Remembered requests by key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Records {
-    by_key: BTreeMap<String, Record>,
+    by_key: OrdMap<String, Record>,
 }
 
 /// What a key lookup found.

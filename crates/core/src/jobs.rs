@@ -8,7 +8,8 @@
 //! Anything sent with a token that is no longer the job's current one is refused and changes
 //! nothing.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use imbl::{OrdMap, OrdSet};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 pub use switchyard_types::JobEnding as Ending;
@@ -294,14 +295,14 @@ impl JobLog {
 /// Every job, and the ready index the lease command scans.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Jobs {
-    jobs: BTreeMap<u64, Job>,
+    jobs: OrdMap<u64, Job>,
     /// Queued jobs: (queue, -priority, id).
-    ready: BTreeSet<(String, i64, u64)>,
+    ready: OrdSet<(String, i64, u64)>,
     /// Jobs queued or running, per queue.
-    open: BTreeMap<String, u64>,
+    open: OrdMap<String, u64>,
     /// Leased jobs, per worker.
-    held: BTreeMap<String, BTreeSet<u64>>,
-    logs: BTreeMap<u64, JobLog>,
+    held: OrdMap<String, OrdSet<u64>>,
+    logs: OrdMap<u64, JobLog>,
     next_id: u64,
 }
 

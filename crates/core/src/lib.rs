@@ -12,6 +12,10 @@
 //! fires every due timer as part of an ordinary, replicated command.
 //!
 //! Apps live one per module ([`bank`]); this file dispatches with a plain `match`.
+//!
+//! The [`State`]'s collections that grow with use are `imbl` ordered maps and sets: they
+//! behave and encode like `BTreeMap`/`BTreeSet`, and share their structure, so cloning a
+//! state (what a snapshot does before encoding it off the lock) takes constant time.
 
 pub mod agents;
 pub mod bank;

@@ -10,6 +10,7 @@
 //! hand). A finished run, its jobs and their logs are kept for the run's retention and while it
 //! is among the newest `keep` finished runs, then removed through the log.
 
+use imbl::OrdMap;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -499,7 +500,7 @@ pub enum RunReply {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Runs {
-    runs: BTreeMap<u64, Run>,
+    runs: OrdMap<u64, Run>,
 }
 
 pub fn validate(cmd: &RunCommand) -> Result<(), CommandError> {

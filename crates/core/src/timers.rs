@@ -5,7 +5,7 @@
 //! a timer fires exactly once whichever leader proposes the tick, and survives restarts and
 //! leader changes with the rest of the state.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ pub struct TimerKey((i64, u64));
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timers {
     /// (due time in ms, sequence number) -> timer; the sequence keeps equal due times apart.
-    pending: BTreeMap<(i64, u64), Timer>,
+    pending: OrdMap<(i64, u64), Timer>,
     /// Next sequence number.
     next_seq: u64,
 }
@@ -45,9 +45,14 @@ impl Timers {
 
     /// Remove and return every timer due at or before `now_ms`, in due order.
     pub fn take_due(&mut self, now_ms: i64) -> Vec<Timer> {
-        let later = self.pending.split_off(&(now_ms.saturating_add(1), 0));
-        let due = std::mem::replace(&mut self.pending, later);
-        due.into_values().collect()
+        let mut due = Vec::new();
+        while let Some(key) = self.pending.get_min().map(|(k, _)| *k) {
+            if key.0 > now_ms {
+                break;
+            }
+            due.extend(self.pending.remove(&key));
+        }
+        due
     }
 
     /// Every timer due at or before `now_ms`, in due order (left pending).
@@ -60,7 +65,15 @@ impl Timers {
 
     /// Drop every pending timer equal to `timer`.
     pub fn remove(&mut self, timer: &Timer) {
-        self.pending.retain(|_, t| t != timer);
+        let keys: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| *t == timer)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.pending.remove(&k);
+        }
     }
 
     /// Every pending timer with its due time (ms), in due order.

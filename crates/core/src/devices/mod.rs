@@ -14,6 +14,7 @@
 
 pub mod types;
 
+use imbl::OrdMap;
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,7 @@ struct Stored {
 /// Every device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Devices {
-    by_name: BTreeMap<String, Stored>,
+    by_name: OrdMap<String, Stored>,
 }
 
 /// Check a device name: 1 to 128 characters from `A-Z a-z 0-9 . _ -`.
