@@ -28,7 +28,9 @@ pub use format::FORMAT;
 pub use history::{History, ReadAfter, StoredEvent};
 pub use log_store::LogStore;
 pub use runtime::Runtime;
-pub use state_machine::{ApplyGate, SnapshotStore, StateMachine, StateView};
+pub use state_machine::{
+    ApplyGate, SNAPSHOT_BYTES_PER_ENTRY, SnapshotStore, StateMachine, StateView,
+};
 
 /// Addresses of a cluster member, stored in the membership config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
