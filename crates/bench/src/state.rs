@@ -4,6 +4,7 @@
 //! For each state size N (finished jobs with their logs), on a fresh single node: load the N
 //! jobs through the public API (queued in batches, then leased, given their log lines and
 //! finished, or cancelled while queued), then measure B1's 16-client durable write throughput,
+//! and again from its start until a snapshot was built (with the slowest write of that span),
 //! the time of the snapshots built meanwhile (the `switchyard_snapshot_build_seconds` metric)
 //! and the snapshot's size on disk, the server's memory, the time from SIGKILL to the first
 //! answered linearizable read after a restart on the same data dir, and the time a second node
@@ -76,6 +77,11 @@ struct Row {
     load_per_sec: f64,
     writes_per_sec: f64,
     writes_p99_ms: f64,
+    /// Writes/s from the start of the cell until a snapshot was built: what a write costs
+    /// with the snapshots' share included.
+    sustained_per_sec: f64,
+    /// The slowest write over that span (a snapshot that stops the writes shows here).
+    writes_max_ms: f64,
     /// Mean time of the snapshots built during the write cell (and after it, until one was).
     snapshot_ms: f64,
     snapshots: u64,
@@ -148,18 +154,23 @@ async fn one_size(a: &StateArgs, n: u64, dir: &Path) -> anyhow::Result<Row> {
     // The write cell; snapshots fall due every `snapshot_logs` entries, so those built meanwhile
     // are of this state. Until one is, keep writing.
     let (sum0, count0) = snapshot_metric(&http, &base).await?;
+    let span = Instant::now();
     let cell = run_cell(&server, WRITERS, a.seconds).await?;
     let mut lat = cell.latencies;
     lat.sort_unstable();
-    let extra_writes = Instant::now();
+    let mut writes = lat.len() as u64;
+    let mut slowest = lat.last().copied().unwrap_or(0);
     let (mut sum, mut count) = snapshot_metric(&http, &base).await?;
     while count == count0 {
-        if extra_writes.elapsed() > PATIENCE {
+        if span.elapsed() > PATIENCE {
             bail!("N={n}: no snapshot was built within {PATIENCE:?} of writes");
         }
-        run_cell(&server, WRITERS, 1.0).await?;
+        let more = run_cell(&server, WRITERS, 1.0).await?;
+        writes += more.latencies.len() as u64;
+        slowest = slowest.max(more.latencies.iter().copied().max().unwrap_or(0));
         (sum, count) = snapshot_metric(&http, &base).await?;
     }
+    let sustained_per_sec = writes as f64 / span.elapsed().as_secs_f64();
     let snapshots = count - count0;
     let snapshot_ms = (sum - sum0) / snapshots as f64 * 1000.0;
     let data = dir.join(System::Switchyard.name());
@@ -186,6 +197,8 @@ async fn one_size(a: &StateArgs, n: u64, dir: &Path) -> anyhow::Result<Row> {
         load_per_sec: if n == 0 { 0.0 } else { n as f64 / load_secs },
         writes_per_sec: cell.ops_per_sec,
         writes_p99_ms: pct(&lat, 99.0),
+        sustained_per_sec,
+        writes_max_ms: slowest as f64 / 1000.0,
         snapshot_ms,
         snapshots,
         snapshot_bytes,
@@ -447,17 +460,22 @@ fn report(a: &StateArgs, rows: &[Row], before: (f64, f64), after: (f64, f64)) ->
         "State size: a fresh single node per size, loaded with finished jobs through the API \
          by {} concurrent clients ({which} leased, given {} log line(s) of {LINE_BYTES} bytes and \
          finished{others}); then {WRITERS} closed-loop writers for \
-         {} s (B1), the snapshots built meanwhile, SIGKILL and restart, a joining follower. \
+         {} s (B1), then more until a snapshot is built (writes/s and the slowest write over that \
+         whole span), SIGKILL and restart, a joining follower. \
          Ratios are to the first row. fsync probe (4 KiB append + fdatasync) p50/p99 before \
          {:.3}/{:.3} ms, after {:.3}/{:.3} ms.\n",
         a.loaders, a.log_lines, a.seconds, before.0, before.1, after.0, after.1
     );
     let _ = writeln!(
         s,
-        "| jobs | state | load jobs/s | writes/s ({WRITERS} clients) | p99 ms | snapshot ms | \
+        "| jobs | state | load jobs/s | writes/s ({WRITERS} clients) | p99 ms | \
+         writes/s through a snapshot | max ms | snapshot ms | \
          state.redb MiB | restart ms | catch-up ms | RSS MiB |"
     );
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let Some(first) = rows.first() else {
         return s;
     };
@@ -487,10 +505,12 @@ fn report(a: &StateArgs, rows: &[Row], before: (f64, f64), after: (f64, f64)) ->
         };
         let _ = writeln!(
             s,
-            "| {} | {state} | {load} | {} | {} | {} ({} built) | {} | {} | {} | {} |",
+            "| {} | {state} | {load} | {} | {} | {} | {} | {} ({} built) | {} | {} | {} | {} |",
             r.jobs,
             cell(r.writes_per_sec, first.writes_per_sec, 0),
             cell(r.writes_p99_ms, first.writes_p99_ms, 2),
+            cell(r.sustained_per_sec, first.sustained_per_sec, 0),
+            cell(r.writes_max_ms, first.writes_max_ms, 1),
             cell(r.snapshot_ms, first.snapshot_ms, 0),
             r.snapshots,
             cell(mib(r.snapshot_bytes), mib(first.snapshot_bytes), 1),
