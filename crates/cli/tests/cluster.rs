@@ -201,6 +201,29 @@ async fn over_mutual_tls_kill_9_the_leader_and_refuse_strangers() {
 /// Three real processes (over mutual TLS with `certs`): SIGKILL the leader under write load;
 /// writes resume, every acknowledged write is on the survivors and on the restarted node.
 /// Returns the running nodes.
+/// The `switchyard_peer_stream_appends_total` a node at `url` reports on `/metrics`.
+async fn stream_appends(url: &str, certs: Option<&Certs>) -> u64 {
+    let http = match certs {
+        Some(c) => reqwest::Client::builder()
+            .no_proxy()
+            .tls_backend_preconfigured(switchyard_tls::client_config(&[&c.ca()], None).unwrap())
+            .build()
+            .unwrap(),
+        None => reqwest::Client::new(),
+    };
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchyard_peer_stream_appends_total "))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
 async fn kill_the_leader_under_load(certs: Option<&Certs>) -> Vec<Proc> {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
     let any = "127.0.0.1:0";
@@ -275,6 +298,14 @@ async fn kill_the_leader_under_load(certs: Option<&Certs>) -> Vec<Proc> {
 
     // SIGKILL the leader.
     let leader = all.cluster().await.unwrap().leader.unwrap();
+    // Until now the leader replicated over pipelined peer streams: each follower counted the
+    // appends it received on them.
+    for (i, p) in procs.iter().enumerate() {
+        if i as u64 + 1 != leader {
+            let n = stream_appends(&p.url(), certs).await;
+            assert!(n > 0, "node {} received no append on a peer stream", i + 1);
+        }
+    }
     let victim = leader as usize - 1;
     procs[victim].child.kill().unwrap();
     procs[victim].child.wait().unwrap();

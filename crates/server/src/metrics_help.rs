@@ -49,6 +49,10 @@ pub(crate) fn describe() {
         "Watch sessions (WebSocket and SSE) open on this node"
     );
     describe_counter!(
+        "switchyard_peer_stream_appends_total",
+        "Appends this node received from a leader on a peer stream (pipelined replication)"
+    );
+    describe_counter!(
         "switchyard_watch_closed_total",
         "Watch sessions the server ended with an error, by error code"
     );

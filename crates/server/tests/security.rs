@@ -13,10 +13,12 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use switchyard_client::Client;
 use switchyard_server::auth::Auth;
-use switchyard_server::peer_auth::{self, ClusterSecret};
+use switchyard_server::network::stream;
+use switchyard_server::peer_auth::{self, ClusterSecret, Direction};
 use switchyard_server::routes::{Route, RouteMethod};
 use switchyard_server::{Config, Listeners, Server};
 use tempfile::TempDir;
+use tokio_tungstenite::tungstenite::Message;
 
 const WRITE: &str = "write-token-0123456789";
 const READ: &str = "read-token-0123456789";
@@ -127,7 +129,13 @@ impl Probe {
         extra: &[(&str, &str)],
     ) -> Option<StatusCode> {
         let (http, secret) = (&self.http, &self.secret);
-        let body = b"{}".to_vec();
+        let with_body = *method != Method::GET && *method != Method::DELETE;
+        // What is sent is what is signed: no body on a GET or DELETE.
+        let body = if with_body {
+            b"{}".to_vec()
+        } else {
+            Vec::new()
+        };
         let mut r = http
             .request(method.clone(), format!("http://{addr}{path}"))
             .timeout(Duration::from_secs(3));
@@ -158,7 +166,7 @@ impl Probe {
             typed |= k.eq_ignore_ascii_case("content-type");
             r = r.header(*k, *v);
         }
-        if *method != Method::GET && *method != Method::DELETE {
+        if with_body {
             if !typed {
                 r = r.header("content-type", "application/json");
             }
@@ -359,6 +367,119 @@ async fn until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// Opens a peer stream to `peer`, signed with `secret`; answers the socket and the nonce.
+async fn open_stream(
+    peer: SocketAddr,
+    secret: &ClusterSecret,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let path = stream::PATH;
+    let mut req = format!("ws://{peer}{path}").into_client_request().unwrap();
+    let (sig, nonce) = secret.sign_with_nonce("GET", path, b"");
+    req.headers_mut()
+        .insert(peer_auth::HEADER, sig.parse().unwrap());
+    req.headers_mut().insert(
+        "x-switchyard-format",
+        switchyard_store::FORMAT.to_string().parse().unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    (ws, nonce)
+}
+
+/// The next message on a socket, waiting at most 10 s.
+async fn next_message(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<Message> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer or the end of the stream within 10 s")
+        .and_then(Result::ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stream_takes_only_frames_sealed_for_it() {
+    use futures::SinkExt;
+    let dir = TempDir::new().unwrap();
+    let (server, addrs) = node(&dir, |_| {}).await;
+    let peer = addrs["peer"];
+    let secret = ClusterSecret::parse(server.node.join_token()).unwrap();
+    let before = server.node.view.revision();
+    // An append from a leader of term 0: the node, leader of a later term, refuses it.
+    let vote = openraft::alias::VoteOf::<switchyard_store::TypeConfig>::new(0, 0);
+    let append = openraft::raft::AppendEntriesRequest::<switchyard_store::TypeConfig> {
+        vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let payload = postcard::to_allocvec(&append).unwrap();
+
+    // Sealed for this stream and direction: carried to Raft, answered in a sealed frame.
+    let (mut ws, nonce) = open_stream(peer, &secret).await;
+    let mut seal = secret.frame_sealer(&nonce, Direction::ToFollower);
+    ws.send(Message::Binary(seal.seal(&payload).into()))
+        .await
+        .unwrap();
+    let Some(Message::Binary(frame)) = next_message(&mut ws).await else {
+        panic!("no answer to a sealed append");
+    };
+    let mut open = secret.frame_opener(&nonce, Direction::ToLeader);
+    let reply: stream::Reply = postcard::from_bytes(open.open(&frame).unwrap()).unwrap();
+    assert!(
+        matches!(
+            reply,
+            stream::Reply::Append(Err(openraft::raft::StreamAppendError::HigherVote(_)))
+        ),
+        "{reply:?}"
+    );
+
+    // Sealed for another stream, replayed, or altered: the stream ends with no answer.
+    let ends = |got: Option<Message>, what: &str| {
+        assert!(
+            matches!(got, None | Some(Message::Close(_))),
+            "{what} frame got {got:?}"
+        )
+    };
+    let (mut ws, _) = open_stream(peer, &secret).await;
+    let (_, other_nonce) = secret.sign_with_nonce("GET", stream::PATH, b"");
+    let other = secret
+        .frame_sealer(&other_nonce, Direction::ToFollower)
+        .seal(&payload);
+    ws.send(Message::Binary(other.into())).await.unwrap();
+    ends(next_message(&mut ws).await, "another stream's");
+
+    let (mut ws, nonce) = open_stream(peer, &secret).await;
+    let first = secret
+        .frame_sealer(&nonce, Direction::ToFollower)
+        .seal(&payload);
+    ws.send(Message::Binary(first.clone().into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_message(&mut ws).await,
+        Some(Message::Binary(_))
+    ));
+    ws.send(Message::Binary(first.into())).await.unwrap();
+    ends(next_message(&mut ws).await, "a replayed");
+
+    let (mut ws, nonce) = open_stream(peer, &secret).await;
+    let mut altered = secret
+        .frame_sealer(&nonce, Direction::ToFollower)
+        .seal(&payload);
+    *altered.last_mut().unwrap() ^= 1;
+    ws.send(Message::Binary(altered.into())).await.unwrap();
+    ends(next_message(&mut ws).await, "an altered");
+
+    assert_eq!(server.node.view.revision(), before, "nothing was applied");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,11 @@
 //!
 //! [`PeerNetwork`] is the client side (one reqwest client shared by every link);
 //! [`peer_router`] serves the other side by handing each message to the local Raft node.
+//! The leader's appends to each follower go over one pipelined WebSocket per replication
+//! session ([`stream`]); votes, snapshots, leadership transfers and forwarded requests are one
+//! request each.
+
+pub mod stream;
 
 use std::future::Future;
 use std::io::Cursor;
@@ -15,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use openraft::OptionalSend;
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::entry::RaftEntry;
 use openraft::errors::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -22,8 +28,8 @@ use openraft::errors::{
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -122,6 +128,8 @@ pub struct PeerClient {
     chunk: usize,
     /// `https` when peers talk mutual TLS.
     scheme: &'static str,
+    /// The TLS configuration of streams (HTTP/1.1 only), when peers talk TLS.
+    stream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PeerClient {
@@ -137,6 +145,11 @@ impl PeerClient {
             FORMAT_HEADER,
             reqwest::header::HeaderValue::from(switchyard_store::FORMAT),
         );
+        let stream_tls = peer_tls.then(|| {
+            let mut t = tls.clone();
+            t.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(t)
+        });
         let http = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
@@ -149,6 +162,7 @@ impl PeerClient {
             limit,
             chunk: SNAPSHOT_CHUNK.min(limit / 2),
             scheme: if peer_tls { "https" } else { "http" },
+            stream_tls,
         }
     }
 
@@ -211,6 +225,8 @@ impl RaftNetworkFactory<C> for PeerNetwork {
         PeerLink {
             peer: node.peer.clone(),
             client: self.client.clone(),
+            streams: true,
+            slot: Default::default(),
         }
     }
 }
@@ -219,6 +235,10 @@ impl RaftNetworkFactory<C> for PeerNetwork {
 pub struct PeerLink {
     peer: String,
     client: PeerClient,
+    /// False once the peer answered that it serves no streams (an older switchyard).
+    streams: bool,
+    /// The append stream kept between sessions.
+    slot: stream::Slot,
 }
 
 impl PeerLink {
@@ -316,6 +336,36 @@ impl RaftNetworkV2<C> for PeerLink {
         }
     }
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            if self.streams {
+                match self.client.stream(&self.peer, &self.slot).await {
+                    Ok(session) => {
+                        let (limit, slot) = (self.client.limit, self.slot.clone());
+                        return Ok(stream::pipeline(session, limit, slot, input, option));
+                    }
+                    Err(stream::OpenError::NotServed) => {
+                        tracing::info!(
+                            peer = self.peer,
+                            "the peer serves no append stream (an older switchyard): one \
+                             request per append"
+                        );
+                        self.streams = false;
+                    }
+                    Err(stream::OpenError::Rpc(e)) => return Err(e),
+                }
+            }
+            openraft::network::stream_append_sequential(self, input, option).await
+        })
+    }
+
     async fn vote(
         &mut self,
         req: VoteRequest<C>,
@@ -381,6 +431,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RPCError<C>> {
 pub(crate) fn routes() -> crate::routes::Routes<Peer> {
     crate::routes::Routes::new()
         .post("/raft/append", append)
+        .get(stream::PATH, stream::serve)
         .post("/raft/vote", vote)
         .post("/raft/snapshot", snapshot)
         .post("/raft/transfer-leader", transfer_leader)
@@ -420,7 +471,7 @@ pub fn peer_router(node: Arc<Node>) -> Router {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "peer routes take POST",
+                "peer routes take POST (GET for /raft/stream)",
             )
         })
         .layer(axum::middleware::from_fn(same_format))
