@@ -162,7 +162,11 @@ fn hint(code: ErrorCode, details: Option<&serde_json::Value>) -> Option<String> 
         ErrorCode::Timeout => "the outcome is unknown: retry with the same --idempotency-key to \
                                get the first answer"
             .into(),
-        ErrorCode::Invalid | ErrorCode::Internal | ErrorCode::Other => return None,
+        ErrorCode::TooLarge => "send less at a time (the server's --max-body-bytes)".into(),
+        ErrorCode::Invalid
+        | ErrorCode::Internal
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::Other => return None,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use switchyard_types::Transition;
+use switchyard_types::{ErrorCode, Transition};
 
 /// Why apply refused a command. The server maps each variant to a status code and an error code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -49,14 +49,14 @@ pub enum CommandError {
 
 impl CommandError {
     /// The API error code of this refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CommandError::Invalid { .. } => "invalid",
-            CommandError::NotFound { .. } => "not_found",
-            CommandError::Conflict { .. } => "conflict",
-            CommandError::Busy { .. } | CommandError::ActionRunning { .. } => "busy",
-            CommandError::NotAllowed { .. } => "not_allowed",
-            CommandError::InsufficientFunds { .. } => "insufficient_funds",
+            CommandError::Invalid { .. } => ErrorCode::Invalid,
+            CommandError::NotFound { .. } => ErrorCode::NotFound,
+            CommandError::Conflict { .. } => ErrorCode::Conflict,
+            CommandError::Busy { .. } | CommandError::ActionRunning { .. } => ErrorCode::Busy,
+            CommandError::NotAllowed { .. } => ErrorCode::NotAllowed,
+            CommandError::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
         }
     }
 }

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use crate::bank::{BankCommand, BankReply};
 use crate::{Command, CommandError, Ctx, Outcome, Proposal, Reply, State, apply, idempotency};
+use switchyard_types::ErrorCode;
 
 fn bank(cmd: BankCommand) -> Command {
     Command::Bank(cmd)
@@ -35,16 +36,16 @@ fn bank_commands_answer_as_documented() {
     let mut s = State::default();
     assert!(run(&mut s, 1, 0, open("alice")).is_ok());
     assert!(run(&mut s, 2, 0, open("bob")).is_ok());
-    let cases: Vec<(Command, Result<u64, &str>)> = vec![
-        (open("alice"), Err("conflict")),
-        (open(""), Err("invalid")),
-        (open("a/b"), Err("invalid")),
+    let cases: Vec<(Command, Result<u64, ErrorCode>)> = vec![
+        (open("alice"), Err(ErrorCode::Conflict)),
+        (open(""), Err(ErrorCode::Invalid)),
+        (open("a/b"), Err(ErrorCode::Invalid)),
         (credit("alice", 100), Ok(100)),
-        (credit("alice", 0), Err("invalid")),
-        (credit("carol", 5), Err("not_found")),
-        (debit("alice", 101), Err("insufficient_funds")),
+        (credit("alice", 0), Err(ErrorCode::Invalid)),
+        (credit("carol", 5), Err(ErrorCode::NotFound)),
+        (debit("alice", 101), Err(ErrorCode::InsufficientFunds)),
         (debit("alice", 40), Ok(60)),
-        (credit("alice", u64::MAX), Err("invalid")),
+        (credit("alice", u64::MAX), Err(ErrorCode::Invalid)),
     ];
     for (i, (cmd, want)) in cases.into_iter().enumerate() {
         let before = s.clone();

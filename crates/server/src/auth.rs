@@ -19,6 +19,7 @@
 //! ```
 
 use std::path::Path;
+use switchyard_types::ErrorCode;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -121,7 +122,7 @@ pub(crate) fn refuse(
     style: Style,
     path: &str,
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: &str,
 ) -> Response {
     let mut resp = crate::error_shape::response(style, path, status, code, message);
@@ -226,7 +227,7 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
             g.style,
             &path,
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             &format!("{what}: {how}"),
         );
     };
@@ -235,7 +236,13 @@ pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response
             "token {:?} is read-only; this needs a token with write access",
             entry.name
         );
-        return refuse(g.style, &path, StatusCode::FORBIDDEN, "forbidden", &msg);
+        return refuse(
+            g.style,
+            &path,
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            &msg,
+        );
     }
     next.run(req).await
 }

@@ -6,19 +6,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchyard_core::CommandError;
 use switchyard_node::NodeError;
-use switchyard_types::{ErrorBody, ErrorInfo};
+use switchyard_types::{ErrorBody, ErrorCode, ErrorInfo};
 
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Option<Value>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -36,19 +36,23 @@ impl ApiError {
     pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
             format!("{field}: {message}"),
         )
         .with_details(json!({"field": field}))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     /// 503 `unavailable`: no leader, no quorum, or shutting down.
     pub fn unavailable(message: impl Into<String>, leader: Option<Value>) -> Self {
-        let e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        let e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        );
         match leader {
             Some(l) => e.with_details(json!({"leader": l})),
             None => e,
@@ -60,7 +64,7 @@ impl ApiError {
         tracing::error!(error = %what, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; the server log has the details",
         )
     }
@@ -71,13 +75,15 @@ impl From<CommandError> for ApiError {
         let message = e.to_string();
         match e {
             CommandError::Invalid { field, .. } => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+                Self::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
                     .with_details(json!({"field": field}))
             }
             CommandError::NotFound { .. } => Self::not_found(message),
-            CommandError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
+            }
             CommandError::Busy { transition, .. } => {
-                Self::new(StatusCode::CONFLICT, "busy", message)
+                Self::new(StatusCode::CONFLICT, ErrorCode::Busy, message)
                     .with_details(json!({"transition": transition}))
             }
             CommandError::ActionRunning {
@@ -85,18 +91,18 @@ impl From<CommandError> for ApiError {
                 action,
                 job_id,
                 ..
-            } => Self::new(StatusCode::CONFLICT, "busy", message).with_details(
+            } => Self::new(StatusCode::CONFLICT, ErrorCode::Busy, message).with_details(
                 json!({"action": {"action_id": action_id, "action": action, "job_id": job_id}}),
             ),
             CommandError::NotAllowed { allowed_from, .. } => {
-                Self::new(StatusCode::CONFLICT, "not_allowed", message)
+                Self::new(StatusCode::CONFLICT, ErrorCode::NotAllowed, message)
                     .with_details(json!({"allowed_from": allowed_from}))
             }
             CommandError::InsufficientFunds {
                 account,
                 balance,
                 amount,
-            } => Self::new(StatusCode::CONFLICT, "insufficient_funds", message)
+            } => Self::new(StatusCode::CONFLICT, ErrorCode::InsufficientFunds, message)
                 .with_details(json!({"account": account, "balance": balance, "amount": amount})),
         }
     }
@@ -112,14 +118,14 @@ impl From<NodeError> for ApiError {
                 leader.map(|l| json!({"node_id": l.node_id, "api": l.api})),
             ),
             NodeError::OutcomeUnknown { .. } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+                Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout, message)
             }
             NodeError::Unavailable { .. } => Self::unavailable(message, None),
             NodeError::Refused(e) => e.into(),
             // Logged where it arose.
             NodeError::Internal { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error; the server log has the details",
             ),
         }
@@ -130,7 +136,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorInfo {
-                code: self.code.to_string(),
+                code: self.code.as_str().to_string(),
                 message: self.message,
                 details: self.details,
             },

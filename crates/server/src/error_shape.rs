@@ -18,6 +18,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use switchyard_types::ErrorCode;
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -30,18 +31,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::auth::Style;
 
 /// The error code of a status the framework answers with.
-pub(crate) fn code_of(status: StatusCode) -> &'static str {
+pub(crate) fn code_of(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::CONFLICT => "conflict",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        StatusCode::GATEWAY_TIMEOUT => "timeout",
-        s if s.is_server_error() => "internal",
-        _ => "invalid",
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::CONFLICT => ErrorCode::Conflict,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Invalid,
     }
 }
 
@@ -58,14 +59,14 @@ pub(crate) fn style_for(style: Style, path: &str) -> Style {
 pub(crate) fn body(
     style: Style,
     status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     message: &str,
 ) -> (&'static str, String) {
     let value = match style {
         Style::V1 => {
             let b = ErrorBody {
                 error: ErrorInfo {
-                    code: code.to_string(),
+                    code: code.as_str().to_string(),
                     message: message.to_string(),
                     details: None,
                 },
@@ -85,7 +86,7 @@ pub(crate) fn response(
     style: Style,
     path: &str,
     status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     message: &str,
 ) -> Response {
     let (content_type, text) = body(style_for(style, path), status, code, message);

@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use switchyard_types::ErrorCode;
 
 use axum::Router;
 use axum::extract::Request;
@@ -219,7 +220,7 @@ async fn check(
                 g.style,
                 req.uri().path(),
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 &why,
             )
         }

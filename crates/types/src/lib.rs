@@ -1024,6 +1024,10 @@ pub enum ErrorCode {
     Unavailable,
     Timeout,
     Internal,
+    /// The route does not take this method (405).
+    MethodNotAllowed,
+    /// The body is over the server's limit (413).
+    TooLarge,
     /// A code this version does not know.
     Other,
 }
@@ -1033,11 +1037,68 @@ impl ErrorCode {
     pub fn parse(code: &str) -> Self {
         serde_json::from_value(serde_json::Value::String(code.to_string())).unwrap_or(Self::Other)
     }
+
+    /// The wire spelling (what `serde` writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::Busy => "busy",
+            Self::NotAllowed => "not_allowed",
+            Self::Conflict => "conflict",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Internal => "internal",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::TooLarge => "too_large",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ErrorInfo {
     /// This error's code, typed.
     pub fn kind(&self) -> ErrorCode {
         ErrorCode::parse(&self.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_error_code_is_spelled_as_serde_writes_it() {
+        use ErrorCode::*;
+        for code in [
+            Invalid,
+            NotFound,
+            Busy,
+            NotAllowed,
+            Conflict,
+            InsufficientFunds,
+            Unauthorized,
+            Forbidden,
+            Unavailable,
+            Timeout,
+            Internal,
+            MethodNotAllowed,
+            TooLarge,
+            Other,
+        ] {
+            let written = serde_json::to_value(code).unwrap();
+            assert_eq!(written, code.as_str(), "{code:?}");
+            assert_eq!(ErrorCode::parse(code.as_str()), code);
+        }
+        assert_eq!(ErrorCode::parse("something_new"), Other);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use switchyard_types::ErrorCode;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -264,7 +265,7 @@ pub async fn wait_done(
             let d = lookup(s, name)?;
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
+                ErrorCode::Timeout,
                 format!("transition {id} on {name:?} still running after {limit:?}; it goes on"),
             )
             .with_details(json!({"transition": d.transition})))

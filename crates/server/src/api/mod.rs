@@ -13,6 +13,7 @@ pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
+use switchyard_types::ErrorCode;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -96,7 +97,7 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -171,7 +172,7 @@ pub fn json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid",
+            ErrorCode::Invalid,
             "Content-Type must be application/json",
         )
         .with_details(serde_json::json!({"field": "Content-Type"})))

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use switchyard_types::ErrorCode;
 use switchyard_types::{Cluster, ErrorBody, Health, JoinRequest, Status, TransferLeaderRequest};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -67,7 +68,7 @@ async fn add_member(
                    token on a member with `switchyard cluster join-token`)";
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("{e}; {how}"),
         ));
     }

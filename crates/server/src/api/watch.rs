@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use switchyard_types::ErrorCode;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade, close_code};
@@ -88,7 +89,7 @@ async fn watch(
         Err(e) => {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "invalid",
+                ErrorCode::Invalid,
                 format!("/v1/watch needs a WebSocket upgrade or Accept: text/event-stream ({e})"),
             ));
         }

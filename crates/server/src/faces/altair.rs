@@ -150,12 +150,17 @@ fn bad(message: impl Into<String>) -> Response {
     status(StatusCode::BAD_REQUEST, message)
 }
 
+/// The glass of a poured volume, by the core's rule; `None`: no glass (or not a finite number).
+fn glass_of(volume: &serde_json::Number) -> Option<&'static str> {
+    volume
+        .as_f64()
+        .filter(|v| v.is_finite())
+        .and_then(switchyard_core::beers::glass)
+}
+
 /// Errors from the core and the node in the original's shape.
 fn refused(e: ApiError) -> Response {
-    match e.code {
-        "invalid" if e.message.contains(NO_GLASS) => status(StatusCode::FORBIDDEN, NO_GLASS),
-        _ => status(e.status, e.message),
-    }
+    status(e.status, e.message)
 }
 
 /// Pour a beer: every tap connected to `/sockets/beers` hears of it.
@@ -186,9 +191,14 @@ async fn pour(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> R
     };
     let volume = match obj.get("volume") {
         None => return bad("volume: missing; must be a number of ml"),
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Number(n)) => n,
         Some(other) => return bad(format!("volume: must be a number of ml; got {other}")),
     };
+    // The original's 403, decided by the core's own glass rule before anything is proposed.
+    if glass_of(volume).is_none() {
+        return status(StatusCode::FORBIDDEN, NO_GLASS);
+    }
+    let volume = volume.to_string();
     let cmd = Command::Beers(BeerCommand::Pour { tap_id, volume });
     match s.node.write(cmd, None).await {
         Ok((Reply::Beers(BeerReply::Poured(b)), _)) => {

@@ -20,6 +20,7 @@
 //! (the original answered 500); `POST /abort` exists (405 when nothing is in flight).
 
 use std::convert::Infallible;
+use switchyard_types::ErrorCode;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -109,9 +110,11 @@ fn detail(status: StatusCode, detail: Value) -> Response {
 /// Map an API error to the original's shapes: refusals are 405 with `detail: [message]`.
 fn refused(e: ApiError) -> Response {
     match e.code {
-        "busy" | "not_allowed" => detail(StatusCode::METHOD_NOT_ALLOWED, json!([e.message])),
-        "not_found" => detail(StatusCode::NOT_FOUND, json!(e.message)),
-        "invalid" => detail(StatusCode::UNPROCESSABLE_ENTITY, json!([e.message])),
+        ErrorCode::Busy | ErrorCode::NotAllowed => {
+            detail(StatusCode::METHOD_NOT_ALLOWED, json!([e.message]))
+        }
+        ErrorCode::NotFound => detail(StatusCode::NOT_FOUND, json!(e.message)),
+        ErrorCode::Invalid => detail(StatusCode::UNPROCESSABLE_ENTITY, json!([e.message])),
         _ => e.into_response(),
     }
 }
@@ -206,7 +209,7 @@ async fn command(
     };
     match run_command(&f.s, &f.device, name, req, None).await {
         Ok(_) => axum::Json(Value::Null).into_response(),
-        Err(e) if e.code == "busy" || e.code == "not_allowed" => {
+        Err(e) if matches!(e.code, ErrorCode::Busy | ErrorCode::NotAllowed) => {
             let text = original_refusal(&f, name, e.code);
             detail(StatusCode::METHOD_NOT_ALLOWED, json!([text]))
         }
@@ -216,8 +219,8 @@ async fn command(
 
 /// The original's refusal texts: its `must_be_on` check (every command but switching), then
 /// its busy check, then the allowed commands by `obs_state`; Python prints no value as `None`.
-fn original_refusal(f: &Face, command: &str, code: &str) -> String {
-    if code == "busy" {
+fn original_refusal(f: &Face, command: &str, code: ErrorCode) -> String {
+    if code == ErrorCode::Busy {
         return format!("{command} not allowed when state machine is busy");
     }
     let attrs =

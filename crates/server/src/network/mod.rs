@@ -12,6 +12,7 @@ pub mod stream;
 use std::future::Future;
 use std::io::Cursor;
 use std::sync::Arc;
+use switchyard_types::ErrorCode;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -470,7 +471,7 @@ pub fn peer_router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "peer routes take POST (GET for /raft/stream)",
             )
         })
@@ -498,7 +499,7 @@ async fn authenticate(
     let too_big = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid",
+            ErrorCode::Invalid,
             format!("body: a peer request is at most {limit} bytes"),
         )
         .into_response()
@@ -522,8 +523,12 @@ async fn authenticate(
         .verify(parts.method.as_str(), path, header, &bytes)
     {
         tracing::warn!(path, error = %e, "refused a peer request");
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-            .into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            e.to_string(),
+        )
+        .into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, bytes.into()))
         .await
@@ -547,7 +552,7 @@ async fn same_format(req: axum::extract::Request, next: axum::middleware::Next) 
          the same format",
         switchyard_store::FORMAT
     );
-    ApiError::new(StatusCode::CONFLICT, "conflict", msg).into_response()
+    ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, msg).into_response()
 }
 
 async fn leader_request(State(p): State<Peer>, body: Bytes) -> Response {
@@ -574,7 +579,7 @@ fn wire_of(headers: &axum::http::HeaderMap) -> Result<Wire, ApiError> {
 fn unsupported_wire() -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "invalid",
+        ErrorCode::Invalid,
         format!(
             "Content-Type must be {} or application/json",
             Wire::POSTCARD_TYPE
