@@ -209,17 +209,12 @@ async fn one_size(a: &StateArgs, n: u64, dir: &Path) -> anyhow::Result<Row> {
 }
 
 fn spec(i: u64, queue: &str) -> JobSpec {
+    let command = vec!["true".into(), "state-bench".into(), i.to_string()];
     JobSpec {
-        command: vec!["true".into(), "state-bench".into(), i.to_string()],
-        queue: queue.into(),
-        timeout: None,
         max_attempts: 1,
         // The loader finishes its leased jobs well within this.
         lease_ttl: 3600,
-        env: Default::default(),
-        labels: Default::default(),
-        priority: 0,
-        cwd: None,
+        ..JobSpec::new(command, queue)
     }
 }
 

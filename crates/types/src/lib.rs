@@ -467,6 +467,24 @@ pub struct JobSpec {
     pub cwd: Option<String>,
 }
 
+impl JobSpec {
+    /// `command` on `queue`, every other field at the API's default (what a body that gives
+    /// only these two gets).
+    pub fn new(command: Vec<String>, queue: impl Into<String>) -> Self {
+        Self {
+            command,
+            queue: queue.into(),
+            timeout: None,
+            max_attempts: default_max_attempts(),
+            lease_ttl: default_lease_ttl(),
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            priority: 0,
+            cwd: None,
+        }
+    }
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Job {

@@ -13,16 +13,11 @@ use crate::wire::{Postgres, Redis};
 use super::*;
 
 pub(super) fn sy_spec(id: usize, ttl: u64) -> JobSpec {
+    let command = vec!["noop".into(), id.to_string(), now_us().to_string()];
     JobSpec {
-        command: vec!["noop".into(), id.to_string(), now_us().to_string()],
-        queue: "bench".into(),
-        timeout: None,
         max_attempts: 100,
         lease_ttl: ttl,
-        env: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        priority: 0,
-        cwd: None,
+        ..JobSpec::new(command, "bench")
     }
 }
 

@@ -112,15 +112,9 @@ async fn run_round(a: &LogsArgs, sys: Sys, addr: &str) -> anyhow::Result<Cell> {
         Sys::Switchyard => {
             let client = Client::new(format!("http://{addr}"));
             let spec = JobSpec {
-                command: vec!["bench-log-feed".into()],
-                queue: "bench-logs".into(),
-                timeout: None,
                 max_attempts: 1,
                 lease_ttl: 3600,
-                env: Default::default(),
-                labels: Default::default(),
-                priority: 0,
-                cwd: None,
+                ..JobSpec::new(vec!["bench-log-feed".into()], "bench-logs")
             };
             let job = client.enqueue(&spec, None).await?;
             let leased = client
