@@ -18,8 +18,13 @@ pub(crate) fn fsync_probe(dir: &Path) -> anyhow::Result<(f64, f64)> {
     }
     drop(f);
     std::fs::remove_file(&path)?;
-    lat.sort_unstable();
-    Ok((pct(&lat, 50.0), pct(&lat, 99.0)))
+    Ok(p50_p99(&mut lat))
+}
+
+/// Sort µs samples and give their p50 and p99, in ms.
+pub(crate) fn p50_p99(samples: &mut [u32]) -> (f64, f64) {
+    samples.sort_unstable();
+    (pct(samples, 50.0), pct(samples, 99.0))
 }
 
 /// Percentile of sorted µs samples, in ms.

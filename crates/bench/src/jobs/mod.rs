@@ -90,26 +90,19 @@ struct Outcome {
     kills: usize,
 }
 
-fn pct(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 fn summarise(n: usize, elapsed: Duration, execs: &[(u64, i64)], kills: usize) -> Outcome {
     let mut seen = std::collections::HashSet::new();
-    let mut lats: Vec<i64> = Vec::with_capacity(execs.len());
+    let mut lats: Vec<u32> = Vec::with_capacity(execs.len());
     for (id, lat) in execs {
         seen.insert(*id);
-        lats.push(*lat);
+        // µs from queueing to running; a clock step back counts as 0.
+        lats.push((*lat).clamp(0, i64::from(u32::MAX)) as u32);
     }
-    lats.sort_unstable();
+    let (p50_ms, p99_ms) = crate::stats::p50_p99(&mut lats);
     Outcome {
         jobs_per_s: n as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(&lats, 0.5),
-        p99_ms: pct(&lats, 0.99),
+        p50_ms,
+        p99_ms,
         lost: (0..n as u64).filter(|i| !seen.contains(i)).count(),
         duplicates: execs.len() - seen.len(),
         kills,

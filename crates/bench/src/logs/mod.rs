@@ -22,7 +22,7 @@ use switchyard_client::Client;
 use switchyard_types::{JobSpec, LeaseRequest, LogStream, NewLogLine};
 
 use crate::process::{System, start_with, tempdir_here};
-use crate::stats::{median, pct};
+use crate::stats::{median, p50_p99};
 
 mod ceiling;
 mod follow;
@@ -249,9 +249,7 @@ async fn run_round(a: &LogsArgs, sys: Sys, addr: &str) -> anyhow::Result<Cell> {
     }
     // Until the last follower has the last line: what the followers could take.
     cell.delivered_per_s = received as f64 / start.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    cell.p50_ms = pct(&lat, 50.0);
-    cell.p99_ms = pct(&lat, 99.0);
+    (cell.p50_ms, cell.p99_ms) = p50_p99(&mut lat);
     Ok(cell)
 }
 

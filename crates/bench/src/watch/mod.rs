@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use switchyard_client::Client;
 
 use crate::process::{System, free_port, start_with, tempdir_here, which};
-use crate::stats::{fsync_probe, median, pct};
+use crate::stats::{fsync_probe, median, p50_p99};
 use crate::wire::Nats;
 use crate::wire::base64;
 
@@ -473,9 +473,7 @@ async fn run_round(a: &WatchArgs, sys: Sys, index: usize, server: &Server) -> an
         lat.extend(s.latencies);
     }
     cell.delivered_per_s = received as f64 / publish_secs;
-    lat.sort_unstable();
-    cell.p50_ms = pct(&lat, 50.0);
-    cell.p99_ms = pct(&lat, 99.0);
+    (cell.p50_ms, cell.p99_ms) = p50_p99(&mut lat);
     Ok(cell)
 }
 
