@@ -198,9 +198,11 @@ enum Step {
 type Item = Result<StreamAppendResult<C>, RPCError<C>>;
 
 impl Receiving {
-    /// The next answer, in order; `None` once the input ended and every frame was answered
-    /// (the stream is then parked for the link's next session).
-    async fn next(mut self) -> Option<(Item, Self)> {
+    /// The next answer, in order, and the state to go on from (`None`: the session ends after
+    /// this answer, and dropping the state stops the sender and closes the socket). `None`
+    /// once the input ended and every frame was answered; the socket is then parked for the
+    /// link's next session.
+    async fn next(mut self) -> Option<(Item, Option<Self>)> {
         loop {
             if self.sender.is_none() && self.outstanding.load(Ordering::SeqCst) == 0 {
                 self.park();
@@ -244,24 +246,13 @@ impl Receiving {
                 .and_then(|p| postcard::from_bytes::<Reply>(p).map_err(|e| e.to_string()));
             self.outstanding.fetch_sub(1, Ordering::SeqCst);
             return match reply {
-                Ok(Reply::Append(Ok(matching))) => Some((Ok(Ok(matching)), self)),
+                Ok(Reply::Append(Ok(matching))) => Some((Ok(Ok(matching)), Some(self))),
                 // The follower ends its side after a refusal: so does this session.
-                Ok(Reply::Append(Err(refused))) => Some((Ok(Err(refused)), self.ended())),
+                Ok(Reply::Append(Err(refused))) => Some((Ok(Err(refused)), None)),
                 Ok(Reply::Fatal(e)) => fail(format!("the peer's Raft stopped: {e}")),
                 Err(e) => fail(format!("a bad answer frame: {e}")),
             };
         }
-    }
-
-    /// A state whose next poll ends the stream without parking the socket.
-    fn ended(mut self) -> Self {
-        self.returned = None;
-        if let Some(h) = self.sender.take() {
-            h.abort();
-        }
-        self.outstanding.store(0, Ordering::SeqCst);
-        self.source = None;
-        self
     }
 
     /// Keep the socket for the link's next session, if it is whole.
@@ -280,24 +271,9 @@ impl Receiving {
     }
 }
 
-fn fail(msg: String) -> Option<(Item, Receiving)> {
-    // The state is dropped: the sender stops and the socket closes.
-    Some((Err(network(msg)), Receiving::done()))
-}
-
-impl Receiving {
-    /// A state that ends the stream at its next poll.
-    fn done() -> Self {
-        Self {
-            source: None,
-            opener: None,
-            outstanding: Arc::new(AtomicU64::new(0)),
-            sender: None,
-            returned: None,
-            slot: Arc::new(Mutex::new(None)),
-            ttl: Duration::ZERO,
-        }
-    }
+/// An error answer that ends the session.
+fn fail(msg: String) -> Option<(Item, Option<Receiving>)> {
+    Some((Err(network(msg)), None))
 }
 
 /// Send `input` on `session` and answer each frame's reply, in order; the session's socket is
@@ -362,7 +338,9 @@ where
         slot,
         ttl: option.soft_ttl(),
     };
-    Box::pin(futures::stream::unfold(state, Receiving::next))
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        state?.next().await
+    }))
 }
 
 fn network(msg: String) -> RPCError<C> {
