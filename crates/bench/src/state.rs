@@ -85,7 +85,7 @@ struct Row {
     /// Mean time of the snapshots built during the write cell (and after it, until one was).
     snapshot_ms: f64,
     snapshots: u64,
-    /// Size of `state.redb` (where the snapshot is kept) after them.
+    /// Size of the `snapshot` file after them.
     snapshot_bytes: u64,
     rss_bytes: u64,
     restart_ms: f64,
@@ -174,13 +174,13 @@ async fn one_size(a: &StateArgs, n: u64, dir: &Path) -> anyhow::Result<Row> {
     let snapshots = count - count0;
     let snapshot_ms = (sum - sum0) / snapshots as f64 * 1000.0;
     let data = dir.join(System::Switchyard.name());
-    let snapshot_bytes = std::fs::metadata(data.join("state.redb"))
-        .context("state.redb")?
+    let snapshot_bytes = std::fs::metadata(data.join("snapshot"))
+        .context("the snapshot file")?
         .len();
     let rss_bytes = rss(server.pid())?;
     eprintln!(
         "N={n}: {:.0} writes/s at {WRITERS} clients, {snapshots} snapshot(s) of {snapshot_ms:.0} ms, \
-         state.redb {snapshot_bytes} bytes, RSS {rss_bytes} bytes",
+         snapshot {snapshot_bytes} bytes, RSS {rss_bytes} bytes",
         cell.ops_per_sec
     );
 
@@ -465,7 +465,7 @@ fn report(a: &StateArgs, rows: &[Row], before: (f64, f64), after: (f64, f64)) ->
         s,
         "| jobs | state | load jobs/s | writes/s ({WRITERS} clients) | p99 ms | \
          writes/s through a snapshot | max ms | snapshot ms | \
-         state.redb MiB | restart ms | catch-up ms | RSS MiB |"
+         snapshot MiB | restart ms | catch-up ms | RSS MiB |"
     );
     let _ = writeln!(
         s,

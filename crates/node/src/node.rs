@@ -137,7 +137,7 @@ impl Node {
     ) -> Result<Node, StartError>
     where
         N: RaftNetworkFactory<TypeConfig>,
-        N::Network: NetSnapshot<TypeConfig, SnapshotData = std::io::Cursor<Vec<u8>>>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = switchyard_store::SnapshotData>,
         L: RaftLogStorage<TypeConfig>,
     {
         let raft_config = config.raft_config().map_err(StartError::Raft)?;

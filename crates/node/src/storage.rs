@@ -1,5 +1,5 @@
 //! The stores of a data directory: its format checked first, then the Raft log
-//! (`raft-log.redb`) and the state machine's snapshots (`state.redb`).
+//! (`raft-log.redb`) and the state machine's snapshot (`snapshot`).
 
 use std::path::Path;
 
@@ -27,11 +27,9 @@ pub fn open(
             cause,
         }
     })?;
-    let sm = StateMachine::open(&dir.join("state.redb"), history).map_err(|cause| {
-        StartError::Store {
-            what: "state.redb",
-            cause,
-        }
+    let sm = StateMachine::open(dir, history).map_err(|cause| StartError::Store {
+        what: "snapshot",
+        cause,
     })?;
     Ok((log, sm))
 }

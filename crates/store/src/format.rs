@@ -7,27 +7,35 @@
 //! `crates/store/tests/codec.rs` keeps encoded samples of the current format and fails when
 //! the encoding changes without [`FORMAT`] changing.
 //!
-//! Upgrades: a directory of the previous format is migrated when it opens. From 2 to 3 the
-//! migration rewrites only `FORMAT`: format 3 added a command variant at the end, so every
-//! byte of format 2 reads the same (the codec test decodes the committed format-2 samples
-//! with this binary's types). Older formats are refused.
+//! Upgrades: a directory of the previous formats is migrated when it opens. Format 3 added a
+//! command variant at the end, so every byte of format 2 reads the same (the codec test decodes
+//! the committed format-2 samples with this binary's types). Format 4 keeps the snapshot in the
+//! file `snapshot` instead of a record of `state.redb` (same bytes of state): the migration from
+//! 2 or 3 writes the record as that file and removes `state.redb`
+//! ([`crate::snapshot::migrate_from_redb`]; `crates/store/tests/migrate.rs` runs it on a
+//! committed format-3 directory). Then `FORMAT` is rewritten. Older formats are refused.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 /// The format this binary reads and writes. 2: each job records its retention. 3: a
-/// deployment action may name the state its success leaves (`ActLeaving`).
-pub const FORMAT: u32 = 3;
+/// deployment action may name the state its success leaves (`ActLeaving`). 4: the snapshot is
+/// the file `snapshot`, no longer a record of `state.redb`.
+pub const FORMAT: u32 = 4;
 
-/// The formats this binary migrates from when a data directory opens (each reads as
-/// [`FORMAT`] unchanged; only the `FORMAT` file is rewritten).
-pub const MIGRATES_FROM: [u32; 1] = [2];
+/// The formats this binary migrates from when a data directory opens (their log entries and
+/// state read as [`FORMAT`]'s; the snapshot moves to its file, see the module's text).
+pub const MIGRATES_FROM: [u32; 2] = [2, 3];
 
 /// The file in the data directory that names its format.
 pub const FORMAT_FILE: &str = "FORMAT";
 
 /// Files whose presence means the directory already holds data.
-const STORES: [&str; 2] = ["raft-log.redb", "state.redb"];
+const STORES: [&str; 3] = [
+    "raft-log.redb",
+    crate::snapshot::SNAPSHOT_FILE,
+    "state.redb",
+];
 
 /// Check that `dir` holds data of [`FORMAT`] (migrating the previous format), or no data yet,
 /// recording the format then. Stores without a `FORMAT` file are refused as they are: they
@@ -52,6 +60,8 @@ pub fn check(dir: &Path) -> io::Result<()> {
         Some(f) if f == FORMAT => Ok(()),
         Some(f) if MIGRATES_FROM.contains(&f) => {
             tracing::info!(dir = %dir.display(), from = f, to = FORMAT, "migrating the data format");
+            // Interrupted anywhere, the migration runs again from the start on the next open.
+            crate::snapshot::migrate_from_redb(dir)?;
             write(dir, FORMAT)
         }
         Some(f) => Err(io::Error::new(

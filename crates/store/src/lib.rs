@@ -6,8 +6,11 @@
 //!   acknowledged to a client before that fsync.
 //! - [`StateMachine`]: the [`switchyard_core::State`] in memory, applied through
 //!   [`switchyard_core::apply`], plus the [`History`] of recent events for watchers. Snapshots
-//!   (state + history) are written to `state.redb` with fsync; on restart openraft installs the
-//!   last snapshot and re-applies the durable log after it.
+//!   (state + history) are kept by a [`SnapshotStore`]; on restart openraft installs the last
+//!   snapshot and re-applies the durable log after it.
+//! - [`snapshot`]: [`SnapshotData`] (a file, or bytes in memory: read in pieces to be sent),
+//!   [`SnapshotWriter`] (a snapshot received piece by piece), the data directory's `snapshot`
+//!   file (written to a temporary file, fsynced, renamed), the migration from `state.redb`.
 //!
 //! - [`format`]: the data directory's format version (`FORMAT`), checked before either store
 //!   is opened.
@@ -20,6 +23,7 @@ pub mod format;
 pub mod history;
 pub mod log_store;
 pub mod runtime;
+pub mod snapshot;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};
@@ -28,9 +32,8 @@ pub use format::FORMAT;
 pub use history::{History, ReadAfter, StoredEvent};
 pub use log_store::LogStore;
 pub use runtime::Runtime;
-pub use state_machine::{
-    ApplyGate, SNAPSHOT_BYTES_PER_ENTRY, SnapshotStore, StateMachine, StateView,
-};
+pub use snapshot::{SnapshotData, SnapshotStore, SnapshotWriter};
+pub use state_machine::{ApplyGate, SNAPSHOT_BYTES_PER_ENTRY, StateMachine, StateView};
 
 /// Addresses of a cluster member, stored in the membership config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for B
     ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("temp dir");
         let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
-        let sm = StateMachine::open(&dir.path().join("state.redb"), 1000).expect("open sm");
+        let sm = StateMachine::open(dir.path(), 1000).expect("open sm");
         Ok((dir, log, sm))
     }
 }

@@ -5,7 +5,7 @@
 //! reports them flushed; reads are served from memory at once. The durable part ([`Disk`])
 //! survives a crash of its node; the queue and the memory do not. With the
 //! [`Bug::AckBeforeFsync`](crate::Bug) switch, appends are reported flushed before they are
-//! written. [`SimSnapshots`] keeps the state machine's snapshot record on the same disk.
+//! written. [`SimSnapshots`] keeps the state machine's snapshot (meta and data) on the same disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -21,7 +21,7 @@ use openraft::{LogState, RaftLogReader};
 use tokio::sync::mpsc;
 
 use switchyard_store::TypeConfig;
-use switchyard_store::state_machine::{BoxFuture, SnapshotStore};
+use switchyard_store::snapshot::{BoxFuture, Meta, SnapshotData, SnapshotStore};
 
 type C = TypeConfig;
 
@@ -32,8 +32,8 @@ pub struct Disk {
     pub vote: Option<VoteOf<C>>,
     pub committed: Option<LogIdOf<C>>,
     pub last_purged: Option<LogIdOf<C>>,
-    /// The state machine's last snapshot record.
-    pub snapshot: Option<Vec<u8>>,
+    /// The state machine's last snapshot: its meta and data.
+    pub snapshot: Option<(Meta, SnapshotData)>,
 }
 
 pub type SharedDisk = Arc<Mutex<Disk>>;
@@ -241,12 +241,12 @@ impl RaftLogStorage<C> for SimLog {
 pub struct SimSnapshots(pub SharedDisk);
 
 impl SnapshotStore for SimSnapshots {
-    fn save(&self, record: Vec<u8>) -> BoxFuture<'_, io::Result<()>> {
-        self.0.lock().unwrap().snapshot = Some(record);
+    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<()>> {
+        self.0.lock().unwrap().snapshot = Some((meta.clone(), data.clone()));
         Box::pin(async { Ok(()) })
     }
 
-    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+    fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>> {
         Ok(self.0.lock().unwrap().snapshot.clone())
     }
 }

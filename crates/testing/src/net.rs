@@ -31,7 +31,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +47,7 @@ use openraft::raft::{
 };
 use switchyard_node::{LeaderAnswer, LeaderRequest, Node, SendError, Transport};
 use switchyard_store::state_machine::BoxFuture;
-use switchyard_store::{NodeAddr, TypeConfig};
+use switchyard_store::{NodeAddr, SnapshotData, TypeConfig};
 use switchyard_types::Status;
 use tokio::sync::watch;
 
@@ -691,7 +690,7 @@ pub struct Link {
 }
 
 impl RaftNetworkV2<C> for Link {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -771,11 +770,11 @@ impl RaftNetworkV2<C> for Link {
         m.term = Some(vote.leader_id().term);
         m.last = snapshot.meta.last_log_id.as_ref().map(LogPos::of);
         let meta = snapshot.meta.clone();
-        let data = snapshot.snapshot.into_inner();
+        let data = snapshot.snapshot;
         let send = self.router.deliver(m, move |t| {
-            let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> {
+            let snapshot = SnapshotOf::<C, SnapshotData> {
                 meta: meta.clone(),
-                snapshot: Cursor::new(data.clone()),
+                snapshot: data.clone(),
             };
             async move {
                 t.raft

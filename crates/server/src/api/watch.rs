@@ -359,7 +359,7 @@ mod tests {
     use super::*;
 
     async fn machine_with_events(dir: &std::path::Path, n: u64) -> StateMachine {
-        let mut sm = StateMachine::open(&dir.join("state.redb"), 10_000).unwrap();
+        let mut sm = StateMachine::open(dir, 10_000).unwrap();
         let mut entries = vec![Command::Bank(BankCommand::Open { id: "a".into() })];
         entries.extend((1..n).map(|_| {
             Command::Bank(BankCommand::Credit {

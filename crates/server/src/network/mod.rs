@@ -10,7 +10,6 @@
 pub mod stream;
 
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::Arc;
 use switchyard_types::ErrorCode;
 
@@ -34,7 +33,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchyard_store::{NodeAddr, TypeConfig};
+use switchyard_store::{NodeAddr, SnapshotData, SnapshotWriter, TypeConfig};
 
 use crate::error::ApiError;
 use crate::peer_auth::{self, ClusterSecret};
@@ -311,7 +310,7 @@ fn decode_chunk(wire: Wire, body: &[u8]) -> Result<(ChunkHead, &[u8]), String> {
 }
 
 impl RaftNetworkV2<C> for PeerLink {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -382,26 +381,34 @@ impl RaftNetworkV2<C> for PeerLink {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let data = snapshot.snapshot.into_inner();
-        let total = data.len() as u64;
+        // Each piece is read from the snapshot (a file) as it is sent: the snapshot is never
+        // whole in memory here.
+        let data = snapshot.snapshot;
+        let total = data.len();
         tokio::pin!(cancel);
-        let mut offset = 0usize;
+        let mut offset = 0u64;
         loop {
-            let end = (offset + self.client.chunk).min(data.len());
+            let end = (offset + self.client.chunk as u64).min(total);
             let head = ChunkHead {
                 vote,
                 meta: snapshot.meta.clone(),
-                offset: offset as u64,
+                offset,
                 total,
             };
-            let body = encode_chunk(Wire::Postcard, &head, &data[offset..end]);
+            let piece = read_piece(&data, offset, end).await.map_err(|e| {
+                StreamingError::Network(NetworkError::from_string(format!(
+                    "reading the snapshot to send: {e}"
+                )))
+            })?;
+            let body = encode_chunk(Wire::Postcard, &head, &piece);
+            drop(piece);
             let sent = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, &option) => res?,
             };
             match sent {
                 Some(resp) => return Ok(resp),
-                None if end < data.len() => offset = end,
+                None if end < total => offset = end,
                 None => {
                     return Err(StreamingError::Network(NetworkError::from_string(
                         "the peer did not install the whole snapshot",
@@ -419,6 +426,17 @@ impl RaftNetworkV2<C> for PeerLink {
         self.call("/raft/transfer-leader", encode(&req)?, &option)
             .await
     }
+}
+
+/// The bytes `offset..end` of a snapshot, read off the async runtime (from a file, on a server).
+async fn read_piece(data: &SnapshotData, offset: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let data = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut piece = vec![0u8; (end - offset) as usize];
+        data.read_at(offset, &mut piece).map(|()| piece)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// A Raft message in the encoding nodes send.
@@ -447,11 +465,12 @@ pub(crate) struct Peer {
     incoming: Arc<tokio::sync::Mutex<Option<Incoming>>>,
 }
 
-/// A snapshot whose pieces are arriving: the head of its first piece, and the bytes so far.
+/// A snapshot whose pieces are arriving: the head of its first piece, and where the bytes so
+/// far went (a temporary file beside the stored snapshot).
 struct Incoming {
     head: String,
     total: u64,
-    data: Vec<u8>,
+    data: SnapshotWriter,
 }
 
 /// Routes of the peer listener: openraft's messages, and `/raft/leader`, where other nodes
@@ -661,16 +680,23 @@ async fn snapshot(State(p): State<Peer>, headers: axum::http::HeaderMap, body: B
     let key = serde_json::to_string(&(&head.vote, &head.meta)).unwrap_or_default();
     let mut incoming = p.incoming.lock().await;
     if head.offset == 0 {
+        let data = match p.node.view.snapshot_writer() {
+            Ok(w) => w,
+            Err(e) => {
+                return ApiError::internal(format!("cannot receive a snapshot: {e}"))
+                    .into_response();
+            }
+        };
         *incoming = Some(Incoming {
             head: key.clone(),
             total: head.total,
-            data: Vec::new(),
+            data,
         });
     }
     let fits = incoming.as_ref().is_some_and(|i| {
         i.head == key
             && i.total == head.total
-            && i.data.len() as u64 == head.offset
+            && i.data.len() == head.offset
             && head.offset + piece.len() as u64 <= head.total
     });
     if !fits {
@@ -681,17 +707,26 @@ async fn snapshot(State(p): State<Peer>, headers: axum::http::HeaderMap, body: B
         )
         .into_response();
     }
-    let inc = incoming.as_mut().expect("checked");
-    inc.data.extend_from_slice(piece);
-    if (inc.data.len() as u64) < inc.total {
+    // Written off the async runtime; the lock keeps the pieces in order meanwhile.
+    let mut inc = incoming.take().expect("checked");
+    let piece = body.slice_ref(piece);
+    let written = tokio::task::spawn_blocking(move || inc.data.write(&piece).map(|()| inc)).await;
+    let inc = match written.map_err(std::io::Error::other).and_then(|r| r) {
+        Ok(inc) => inc,
+        Err(e) => {
+            return ApiError::internal(format!("cannot write the snapshot piece: {e}"))
+                .into_response();
+        }
+    };
+    if inc.data.len() < inc.total {
+        *incoming = Some(inc);
         let none: Result<Option<SnapshotResponse<C>>, RaftError<C>> = Ok(None);
         return reply_raft(wire, &none);
     }
-    let data = incoming.take().expect("checked").data;
     drop(incoming);
-    let snapshot = SnapshotOf::<C, Cursor<Vec<u8>>> {
+    let snapshot = SnapshotOf::<C, SnapshotData> {
         meta: head.meta,
-        snapshot: Cursor::new(data),
+        snapshot: inc.data.finish(),
     };
     let res: Result<Option<SnapshotResponse<C>>, RaftError<C>> = p
         .node
