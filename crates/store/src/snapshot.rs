@@ -15,7 +15,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -59,6 +59,8 @@ enum Source {
 struct StoredFile {
     file: File,
     len: u64,
+    /// Held by a whole read, which moves the handle's cursor (pieces are read by position).
+    reading: Mutex<()>,
     /// While the file is a temporary one (received, not yet saved): its path, removed when the
     /// data is dropped unsaved.
     temp: Mutex<Option<PathBuf>>,
@@ -127,10 +129,22 @@ impl SnapshotData {
         match &self.0 {
             Source::Memory(v) => Ok(f(v)),
             Source::File(s) => {
-                // Positional reads: a shared handle has no cursor to race on. A zeroed
-                // allocation this large is fresh memory from the OS, not written twice.
-                let mut bytes = vec![0u8; s.len as usize];
-                s.file.read_exact_at(&mut bytes, 0)?;
+                // The handle's cursor is shared by its clones: one whole read at a time. Read
+                // into uninitialised capacity (`read_to_end`), not a zeroed buffer: the
+                // allocation is as large as the snapshot.
+                let mut bytes = Vec::with_capacity(s.len as usize);
+                {
+                    let _whole = s.reading.lock().unwrap();
+                    let mut file = &s.file;
+                    file.seek(io::SeekFrom::Start(0))?;
+                    file.take(s.len).read_to_end(&mut bytes)?;
+                }
+                if bytes.len() as u64 != s.len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the snapshot file holds {} of {} bytes", bytes.len(), s.len),
+                    ));
+                }
                 Ok(f(&bytes))
             }
         }
@@ -184,6 +198,7 @@ impl TempFile {
         SnapshotData(Source::File(Arc::new(StoredFile {
             file,
             len: self.len,
+            reading: Mutex::new(()),
             temp: Mutex::new(Some(path)),
         })))
     }
@@ -421,6 +436,7 @@ fn read_file(path: &Path) -> io::Result<Option<(Meta, SnapshotData)>> {
         SnapshotData(Source::File(Arc::new(StoredFile {
             file,
             len,
+            reading: Mutex::new(()),
             temp: Mutex::new(None),
         }))),
     )))

@@ -302,6 +302,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(io_err)?;
         let data = SnapshotData::from_vec(data);
         self.save(&meta, &data).await?;
+        // Hand openraft the stored copy (a file on a server), so that the encoded bytes are
+        // freed now rather than when openraft lets go of the snapshot.
+        let data = match self.shared.snapshots.load()? {
+            Some((stored, file)) if stored == meta => file,
+            _ => data,
+        };
         // Serialising the whole state and saving it durably: the cost that grows with it.
         metrics::histogram!("switchyard_snapshot_build_seconds")
             .record(started.elapsed().as_secs_f64());
