@@ -182,8 +182,23 @@ impl Node {
                     .raft
                     .change_membership(openraft::ChangeMembers::RemoveNodes(gone), false)
                     .await;
-                if let Err(e) = removed {
-                    tracing::warn!(node_id = id, error = %e, "could not take an unreachable learner out");
+                match removed {
+                    // Committed and applied; wait (briefly) until the metrics, where the
+                    // cluster's members are read, show it, so that a read after this answer
+                    // does not list the learner.
+                    Ok(_) => {
+                        let _ = self
+                            .raft
+                            .wait(Some(std::time::Duration::from_secs(1)))
+                            .metrics(
+                                |m| m.membership_config.membership().get_node(&id).is_none(),
+                                "the learner is out of the membership",
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node_id = id, error = %e, "could not take an unreachable learner out");
+                    }
                 }
                 return Err(NodeError::unavailable(format!(
                     "node {id} at {} did not answer within {wait:?}; it was not added (is it \

@@ -812,9 +812,8 @@ async fn adding_an_unreachable_member_answers_503_and_leaves_no_learner_behind()
     })
     .await;
     // A port with nothing behind it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
+    let (_held, addr) = common::refused_port();
+    let addr = addr.to_string();
     let client = Client::new(node.url());
     let err = client
         .add_member(2, &addr, &addr, &signer(&node))

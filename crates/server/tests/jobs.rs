@@ -474,9 +474,8 @@ async fn a_silent_agent_is_lost_once_and_its_leases_are_released() {
 
     // The server's active check: an agent whose health URL does not answer is lost after
     // three failed probes, long before its (one-hour) heartbeat deadline.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_held, addr) = common::refused_port();
+    let url = format!("http://{addr}");
     client
         .join_agent(&join("c1", 3600, Some(url)))
         .await

@@ -39,6 +39,16 @@ pub async fn start_with(
 }
 
 /// Await `fut` for at most `secs` seconds, failing the test with `what` otherwise.
+/// A loopback address where connections are refused for as long as the socket is held: bound
+/// but not listening, so no other test's listener can take the port meanwhile (a port freed by
+/// dropping a listener can be).
+pub fn refused_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
 pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), fut)
         .await
