@@ -11,6 +11,7 @@ pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_types::ErrorCode;
 
 use axum::Router;
@@ -242,11 +243,13 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
+    /// Post a Raft message and decode the answer, within `timeout` (the RPC's soft TTL, or a
+    /// snapshot piece's [`piece_timeout`]).
     async fn call<Resp>(
         &self,
         path: &str,
         body: Vec<u8>,
-        option: &RPCOption,
+        timeout: Duration,
     ) -> Result<Resp, RPCError<C>>
     where
         Result<Resp, RaftError<C>>: DeserializeOwned,
@@ -254,7 +257,7 @@ impl PeerLink {
         let resp = self
             .client
             .post(&self.peer, path, body, Wire::Postcard)
-            .timeout(option.soft_ttl())
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| {
@@ -327,7 +330,8 @@ impl RaftNetworkV2<C> for PeerLink {
             req.leader_commit = req.leader_commit.min(last);
             body = encode(&req)?;
         }
-        let resp: AppendEntriesResponse<C> = self.call("/raft/append", body, &option).await?;
+        let resp: AppendEntriesResponse<C> =
+            self.call("/raft/append", body, option.soft_ttl()).await?;
         match resp {
             AppendEntriesResponse::Success if req.entries.len() < all => Ok(
                 AppendEntriesResponse::PartialSuccess(req.entries.last().map(|e| e.log_id())),
@@ -371,7 +375,8 @@ impl RaftNetworkV2<C> for PeerLink {
         req: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.call("/raft/vote", encode(&req)?, &option).await
+        self.call("/raft/vote", encode(&req)?, option.soft_ttl())
+            .await
     }
 
     async fn full_snapshot(
@@ -401,10 +406,11 @@ impl RaftNetworkV2<C> for PeerLink {
                 )))
             })?;
             let body = encode_chunk(Wire::Postcard, &head, &piece);
+            let timeout = piece_timeout(option.soft_ttl(), piece.len() as u64, end == total, total);
             drop(piece);
             let sent = tokio::select! {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-                res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, &option) => res?,
+                res = self.call::<Option<SnapshotResponse<C>>>("/raft/snapshot", body, timeout) => res?,
             };
             match sent {
                 Some(resp) => return Ok(resp),
@@ -423,9 +429,33 @@ impl RaftNetworkV2<C> for PeerLink {
         req: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        self.call("/raft/transfer-leader", encode(&req)?, &option)
+        self.call("/raft/transfer-leader", encode(&req)?, option.soft_ttl())
             .await
     }
+}
+
+/// The slowest link a snapshot piece is given time to cross, beyond the RPC's time to live.
+const SNAPSHOT_LINK_BYTES_PER_SEC: u64 = 8 << 20;
+/// The slowest a follower is given to decode and save a whole snapshot (the last piece's
+/// answer waits for that), and the least time it is given.
+const SNAPSHOT_INSTALL_BYTES_PER_SEC: u64 = 16 << 20;
+const SNAPSHOT_INSTALL_AT_LEAST: Duration = Duration::from_secs(10);
+
+/// How long the answer to a snapshot piece of `bytes` may take: openraft's TTL (its
+/// `install_snapshot_timeout`, 200 ms, is meant for an RPC, not for moving megabytes), plus the
+/// piece's time on a slow link, plus, for the last piece, the install of the whole snapshot of
+/// `total` bytes. A timeout sends the snapshot again from its first piece, so a TTL shorter
+/// than an install would never let a large snapshot land.
+fn piece_timeout(ttl: Duration, bytes: u64, last: bool, total: u64) -> Duration {
+    let on_link = Duration::from_secs_f64(bytes as f64 / SNAPSHOT_LINK_BYTES_PER_SEC as f64);
+    let install = if last {
+        SNAPSHOT_INSTALL_AT_LEAST.max(Duration::from_secs_f64(
+            total as f64 / SNAPSHOT_INSTALL_BYTES_PER_SEC as f64,
+        ))
+    } else {
+        Duration::ZERO
+    };
+    ttl + on_link + install
 }
 
 /// The bytes `offset..end` of a snapshot, read off the async runtime (from a file, on a server).
@@ -758,6 +788,26 @@ async fn transfer_leader(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_piece_has_time_for_its_bytes_and_the_last_for_the_install() {
+        let ttl = Duration::from_millis(150);
+        let mib = 1u64 << 20;
+        assert_eq!(piece_timeout(ttl, 0, false, 0), ttl);
+        assert_eq!(
+            piece_timeout(ttl, 4 * mib, false, 400 * mib),
+            ttl + Duration::from_millis(500)
+        );
+        // A small snapshot's install still gets the floor; a large one time per byte.
+        assert_eq!(
+            piece_timeout(ttl, 0, true, mib),
+            ttl + SNAPSHOT_INSTALL_AT_LEAST
+        );
+        assert_eq!(
+            piece_timeout(ttl, 0, true, 16 * 60 * mib),
+            ttl + Duration::from_secs(60)
+        );
+    }
 
     #[test]
     fn a_snapshot_piece_round_trips() {
