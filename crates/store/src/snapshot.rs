@@ -190,14 +190,20 @@ impl TempFile {
         Ok(())
     }
 
+    /// The file and its path; it is no longer removed on drop.
+    fn into_parts(mut self) -> (File, PathBuf) {
+        let file = self.file.take().expect("open until kept");
+        (file, std::mem::take(&mut self.path))
+    }
+
     /// Keep the file as snapshot data: it is no longer removed on drop, but when the data is
     /// dropped without being saved.
-    fn keep(mut self) -> SnapshotData {
-        let file = self.file.take().expect("open until kept");
-        let path = std::mem::take(&mut self.path);
+    fn keep(self) -> SnapshotData {
+        let len = self.len;
+        let (file, path) = self.into_parts();
         SnapshotData(Source::File(Arc::new(StoredFile {
             file,
-            len: self.len,
+            len,
             reading: Mutex::new(()),
             temp: Mutex::new(Some(path)),
         })))
@@ -259,8 +265,9 @@ pub trait SnapshotStore: Send + Sync + 'static {
         work();
         Box::pin(async { Ok(()) })
     }
-    /// Make `data` with `meta` the current snapshot (durable when the future resolves).
-    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<()>>;
+    /// Make `data` with `meta` the current snapshot (durable when the future resolves), and
+    /// answer the stored data (on a server, the file, so that bytes in memory can be freed).
+    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<SnapshotData>>;
     /// The current snapshot, if any: its meta, and its data (read when asked).
     fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>>;
     /// Somewhere to receive a snapshot into. In memory by default.
@@ -313,7 +320,7 @@ impl SnapshotStore for FileSnapshots {
         Box::pin(async move { tokio::task::spawn_blocking(work).await.map_err(io_err) })
     }
 
-    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<()>> {
+    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<SnapshotData>> {
         let (meta, data) = (meta.clone(), data.clone());
         Box::pin(async move {
             self.check_open()?;
@@ -340,33 +347,12 @@ impl SnapshotStore for FileSnapshots {
     }
 }
 
-/// Make `data` with `meta` the snapshot file of `dir`, durably. Data received into a
-/// temporary file of `dir` becomes the file itself; other data is copied into a new one.
-fn write_file(dir: &Path, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
-    let adopted = match &data.0 {
-        Source::File(s) => {
-            let temp = s.temp.lock().unwrap().take();
-            match temp {
-                Some(path) if path.parent() == Some(dir) => Some((s.file.try_clone()?, path)),
-                Some(path) => {
-                    *s.temp.lock().unwrap() = Some(path);
-                    None
-                }
-                None => None,
-            }
-        }
-        Source::Memory(_) => None,
-    };
-    // A temporary file that is dropped without being renamed is removed.
-    let (file, temp) = match adopted {
-        Some((file, path)) => (
-            file,
-            TempFile {
-                file: None,
-                path,
-                len: data.len(),
-            },
-        ),
+/// Make `data` with `meta` the snapshot file of `dir`, durably, and answer the file's data.
+/// Data received into a temporary file of `dir` becomes the file itself; other data is copied
+/// into a new one.
+fn write_file(dir: &Path, meta: &Meta, data: &SnapshotData) -> io::Result<SnapshotData> {
+    let (file, path) = match adoptable(dir, data)? {
+        Some(received) => received,
         None => {
             let mut t = TempFile::create(dir)?;
             let mut offset = 0;
@@ -377,25 +363,44 @@ fn write_file(dir: &Path, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
                 t.write(&buf[..n])?;
                 offset += n as u64;
             }
-            let file = t.file.take().expect("open");
-            (file, t)
+            t.into_parts()
         }
     };
     let written = (|| -> io::Result<()> {
         file.set_len(data.len())?;
-        let meta_bytes = postcard::to_allocvec(meta).map_err(io_err)?;
-        let mut trailer = meta_bytes;
+        let mut trailer = postcard::to_allocvec(meta).map_err(io_err)?;
         trailer.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
         trailer.extend_from_slice(&MAGIC);
         file.write_all_at(&trailer, data.len())?;
         file.sync_all()?;
-        std::fs::rename(&temp.path, dir.join(SNAPSHOT_FILE))?;
+        std::fs::rename(&path, dir.join(SNAPSHOT_FILE))?;
         File::open(dir)?.sync_all()
     })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp.path);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
     }
-    written
+    Ok(SnapshotData(Source::File(Arc::new(StoredFile {
+        file,
+        len: data.len(),
+        reading: Mutex::new(()),
+        temp: Mutex::new(None),
+    }))))
+}
+
+/// The file of `data` and its path, when `data` was received into a temporary file of `dir`
+/// and not saved yet: that file becomes the snapshot (it is no longer removed when `data` is
+/// dropped).
+fn adoptable(dir: &Path, data: &SnapshotData) -> io::Result<Option<(File, PathBuf)>> {
+    let Source::File(s) = &data.0 else {
+        return Ok(None);
+    };
+    let mut temp = s.temp.lock().unwrap();
+    if temp.as_deref().and_then(Path::parent) != Some(dir) {
+        return Ok(None);
+    }
+    let file = s.file.try_clone()?;
+    Ok(temp.take().map(|path| (file, path)))
 }
 
 /// The snapshot in the file at `path`, if there is one.
@@ -590,8 +595,9 @@ mod tests {
         let data = w.finish();
         assert_eq!(bytes(&data), b"hello world");
         assert_eq!(temp_files(d.path()), 1);
-        store.save(&meta(3), &data).await.unwrap();
+        let stored = store.save(&meta(3), &data).await.unwrap();
         assert_eq!(temp_files(d.path()), 0, "renamed, not copied");
+        assert_eq!(bytes(&stored), b"hello world");
         drop(data);
         let (m, loaded) = store.load().unwrap().unwrap();
         assert_eq!((m, bytes(&loaded)), (meta(3), b"hello world".to_vec()));

@@ -62,7 +62,8 @@ pub struct StateMachine {
     shared: Arc<Shared>,
 }
 
-/// A read-only handle on the applied state, for the API layer and watchers.
+/// A handle for the API layer, watchers and the peer listener: reads the applied state, and
+/// gives somewhere to receive a snapshot into.
 #[derive(Clone)]
 pub struct StateView {
     shared: Arc<Shared>,
@@ -179,8 +180,8 @@ impl StateMachine {
     }
 
     /// Save `data` as the current snapshot and remember what it holds, unless the stored one
-    /// is newer.
-    async fn save(&self, meta: &Meta, data: &SnapshotData) -> io::Result<()> {
+    /// is newer; answer the stored data (or `data`, not saved).
+    async fn save(&self, meta: &Meta, data: &SnapshotData) -> io::Result<SnapshotData> {
         let _saving = self.shared.saving.lock().await;
         let newer_stored = self
             .shared
@@ -190,11 +191,11 @@ impl StateMachine {
             .as_ref()
             .is_some_and(|(m, _)| m.last_log_id > meta.last_log_id);
         if newer_stored {
-            return Ok(());
+            return Ok(data.clone());
         }
-        self.shared.snapshots.save(meta, data).await?;
+        let stored = self.shared.snapshots.save(meta, data).await?;
         *self.shared.stored.lock().unwrap() = Some((meta.clone(), data.len()));
-        Ok(())
+        Ok(stored)
     }
 
     /// Run CPU-bound work of a snapshot where the store runs it (see
@@ -300,14 +301,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             })
             .await?
             .map_err(io_err)?;
-        let data = SnapshotData::from_vec(data);
-        self.save(&meta, &data).await?;
-        // Hand openraft the stored copy (a file on a server), so that the encoded bytes are
-        // freed now rather than when openraft lets go of the snapshot.
-        let data = match self.shared.snapshots.load()? {
-            Some((stored, file)) if stored == meta => file,
-            _ => data,
-        };
+        // openraft gets the stored copy (a file on a server): the encoded bytes are freed now
+        // rather than when openraft lets go of the snapshot.
+        let data = self.save(&meta, &SnapshotData::from_vec(data)).await?;
         // Serialising the whole state and saving it durably: the cost that grows with it.
         metrics::histogram!("switchyard_snapshot_build_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -437,10 +433,15 @@ mod tests {
                 Ok(())
             })
         }
-        fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<()>> {
+        fn save(
+            &self,
+            meta: &Meta,
+            data: &SnapshotData,
+        ) -> BoxFuture<'_, io::Result<SnapshotData>> {
             *self.record.lock().unwrap() = Some((meta.clone(), data.clone()));
             *self.saves.lock().unwrap() += 1;
-            Box::pin(async { Ok(()) })
+            let data = data.clone();
+            Box::pin(async { Ok(data) })
         }
         fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>> {
             Ok(self.record.lock().unwrap().clone())

@@ -241,9 +241,10 @@ impl RaftLogStorage<C> for SimLog {
 pub struct SimSnapshots(pub SharedDisk);
 
 impl SnapshotStore for SimSnapshots {
-    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<()>> {
+    fn save(&self, meta: &Meta, data: &SnapshotData) -> BoxFuture<'_, io::Result<SnapshotData>> {
         self.0.lock().unwrap().snapshot = Some((meta.clone(), data.clone()));
-        Box::pin(async { Ok(()) })
+        let data = data.clone();
+        Box::pin(async { Ok(data) })
     }
 
     fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>> {
