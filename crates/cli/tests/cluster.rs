@@ -198,9 +198,6 @@ async fn over_mutual_tls_kill_9_the_leader_and_refuse_strangers() {
     assert!(text.contains("--join-token"), "{text}");
 }
 
-/// Three real processes (over mutual TLS with `certs`): SIGKILL the leader under write load;
-/// writes resume, every acknowledged write is on the survivors and on the restarted node.
-/// Returns the running nodes.
 /// The `switchyard_peer_stream_appends_total` a node at `url` reports on `/metrics`.
 async fn stream_appends(url: &str, certs: Option<&Certs>) -> u64 {
     let http = match certs {
@@ -224,6 +221,9 @@ async fn stream_appends(url: &str, certs: Option<&Certs>) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
 }
 
+/// Three real processes (over mutual TLS with `certs`): SIGKILL the leader under write load;
+/// writes resume, every acknowledged write is on the survivors and on the restarted node.
+/// Returns the running nodes.
 async fn kill_the_leader_under_load(certs: Option<&Certs>) -> Vec<Proc> {
     let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
     let any = "127.0.0.1:0";
