@@ -94,6 +94,9 @@ pub struct Server {
 /// How long shutdown waits for open connections before closing them.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How often the metrics' histograms are folded into their summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -102,6 +105,18 @@ fn prometheus() -> PrometheusHandle {
                 .install_recorder()
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
             metrics_help::describe();
+            // A histogram keeps every sample until upkeep folds it into its summary (a scrape
+            // does too): without this, a node nobody scrapes grows by each request's sample.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("a thread can be started at start-up");
             handle
         })
         .clone()
