@@ -21,9 +21,8 @@
 use std::path::Path;
 use switchyard_types::ErrorCode;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -178,73 +177,88 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The auth check, as axum middleware.
-pub async fn check(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    let Some(auth) = &g.auth else {
-        return next.run(req).await;
-    };
-    let path = req.uri().path().to_string();
-    // The health check, and the dashboard's static files (no data: the page asks for a token).
-    let dashboard = matches!(g.style, Style::V1) && (path == "/" || path.starts_with("/ui/"));
-    // A join request proves the cluster's join token instead (checked by its handler).
-    let join = path == crate::peer_auth::JOIN_PATH
-        && req.method() == Method::POST
-        && req.headers().contains_key(crate::peer_auth::HEADER);
-    let health = path == "/v1/health" || (matches!(g.style, Style::Text) && path == "/health");
-    if health || dashboard || join {
-        return next.run(req).await;
-    }
-    let socket = req.headers().contains_key(header::UPGRADE) || path == "/v1/watch";
-    let mutation = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    if !socket && !mutation && !auth.read_requires_token {
-        return next.run(req).await;
-    }
-    // A browser's EventSource cannot send headers, so a server-sent event stream (a log
-    // follow) may present its token in the query as a socket does; other reads may not (a
-    // token in a URL ends up in logs and histories).
-    let stream = req.method() == Method::GET
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"));
-    let token = presented(&req, socket || stream);
-    let Some(entry) = token.as_deref().and_then(|t| auth.find(t)) else {
-        let what = if token.is_some() {
-            "unknown token"
-        } else {
-            "no token"
+impl Guard {
+    /// The answer refusing `req`, if it is refused.
+    pub(crate) fn refusal(&self, req: &Request) -> Option<Response> {
+        let auth = self.auth.as_ref()?;
+        let path = req.uri().path();
+        // The health check, and the dashboard's static files (no data: the page asks for a token).
+        let dashboard =
+            matches!(self.style, Style::V1) && (path == "/" || path.starts_with("/ui/"));
+        // A join request proves the cluster's join token instead (checked by its handler).
+        let join = path == crate::peer_auth::JOIN_PATH
+            && req.method() == Method::POST
+            && req.headers().contains_key(crate::peer_auth::HEADER);
+        let health =
+            path == "/v1/health" || (matches!(self.style, Style::Text) && path == "/health");
+        if health || dashboard || join {
+            return None;
+        }
+        let socket = req.headers().contains_key(header::UPGRADE) || path == "/v1/watch";
+        let mutation = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        if !socket && !mutation && !auth.read_requires_token {
+            return None;
+        }
+        // A browser's EventSource cannot send headers, so a server-sent event stream (a log
+        // follow) may present its token in the query as a socket does; other reads may not (a
+        // token in a URL ends up in logs and histories).
+        let stream = req.method() == Method::GET
+            && req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+        let token = presented(req, socket || stream);
+        let Some(entry) = token.as_deref().and_then(|t| auth.find(t)) else {
+            let what = if token.is_some() {
+                "unknown token"
+            } else {
+                "no token"
+            };
+            let how = if socket || stream {
+                "send Authorization: Bearer TOKEN or ?token=TOKEN"
+            } else {
+                "send Authorization: Bearer TOKEN"
+            };
+            return Some(refuse(
+                self.style,
+                path,
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                &format!("{what}: {how}"),
+            ));
         };
-        let how = if socket || stream {
-            "send Authorization: Bearer TOKEN or ?token=TOKEN"
-        } else {
-            "send Authorization: Bearer TOKEN"
-        };
-        return refuse(
-            g.style,
-            &path,
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            &format!("{what}: {how}"),
-        );
-    };
-    if mutation && entry.access != Access::Write {
-        let msg = format!(
-            "token {:?} is read-only; this needs a token with write access",
-            entry.name
-        );
-        return refuse(
-            g.style,
-            &path,
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            &msg,
-        );
+        if mutation && entry.access != Access::Write {
+            let msg = format!(
+                "token {:?} is read-only; this needs a token with write access",
+                entry.name
+            );
+            return Some(refuse(
+                self.style,
+                path,
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                &msg,
+            ));
+        }
+        None
     }
-    next.run(req).await
+}
+
+/// The auth check in front of a router (a face's; the API's also records metrics).
+impl crate::gate::Gate for Guard {
+    type Memo = ();
+
+    fn admit(&self, req: &Request) -> ((), Option<Response>) {
+        ((), self.refusal(req))
+    }
+
+    fn answer((): (), resp: Response) -> crate::gate::Answer {
+        crate::gate::Answer::Now(resp)
+    }
 }
 
 #[cfg(test)]

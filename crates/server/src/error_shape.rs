@@ -5,7 +5,7 @@
 //!
 //! - **axum's rejections** (a path segment that is not UTF-8, a body over the limit, a
 //!   missing route or method where no fallback answers): plain text or an empty body.
-//!   [`framework`] is a layer on every listener (through `listen::guard`) that rewrites an
+//!   [`reshape`] is a gate on every listener (through `listen::guard`) that rewrites an
 //!   error answer with a `text/plain` body, or, on the /v1 and Altair listeners, an empty one,
 //!   into the listener's shape with the same status and message.
 //! - **hyper's automatic answers** to a request head it cannot parse (400 for a malformed
@@ -20,15 +20,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use switchyard_types::ErrorCode;
 
-use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchyard_types::{ErrorBody, ErrorInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::Style;
+use crate::gate::Answer;
 
 /// The error code of a status the framework answers with.
 pub(crate) fn code_of(status: StatusCode) -> ErrorCode {
@@ -105,33 +104,35 @@ fn default_message(status: StatusCode) -> String {
     }
 }
 
-/// The layer: a framework's error answer (plain text, or empty where the listener's errors
-/// are never empty) rewritten into the listener's shape.
-pub(crate) async fn framework(State(style): State<Style>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
+/// A framework's error answer (plain text, or empty where the listener's errors are never
+/// empty) rewritten into `shape` (the [`style_for`] the request's path on a listener of
+/// `style`); other answers as they are. The layer is `listen::guard`'s gate.
+pub(crate) fn reshape(style: Style, shape: Style, resp: Response) -> Answer {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
+        return Answer::Now(resp);
     }
     let content_type = resp.headers().get(header::CONTENT_TYPE);
     let text = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
     // The originals of the TestbedOS face and the funkytown reporter answered some errors
     // with an empty body (membership 404); /v1 and Altair never do.
-    let empty_is_framework = matches!(style_for(style, &path), Style::V1 | Style::Altair);
+    let empty_is_framework = matches!(shape, Style::V1 | Style::Altair);
     let empty =
         content_type.is_none() && http_body::Body::size_hint(resp.body()).exact() == Some(0);
     if !(text || (empty && empty_is_framework)) || matches!(style, Style::Text) {
-        return resp;
+        return Answer::Now(resp);
     }
-    let bytes = axum::body::to_bytes(resp.into_body(), MAX_MESSAGE)
-        .await
-        .unwrap_or_default();
-    let message = match String::from_utf8_lossy(&bytes).trim() {
-        "" => default_message(status),
-        m => m.to_string(),
-    };
-    response(style, &path, status, code_of(status), &message)
+    Answer::Later(Box::pin(async move {
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_MESSAGE)
+            .await
+            .unwrap_or_default();
+        let message = match String::from_utf8_lossy(&bytes).trim() {
+            "" => default_message(status),
+            m => m.to_string(),
+        };
+        let (content_type, text) = body(shape, status, code_of(status), &message);
+        (status, [(header::CONTENT_TYPE, content_type)], text).into_response()
+    }))
 }
 
 /// The statuses hyper answers by itself to a request head it cannot parse.
@@ -154,7 +155,7 @@ const AUTOMATIC: [(&[u8], StatusCode, &str); 3] = [
 ];
 
 /// Recognise hyper's automatic answer: one of [`AUTOMATIC`]'s status lines, `content-length:
-/// 0` and no content type (every answer of a handler or of [`framework`] has one).
+/// 0` and no content type (every answer of a handler or of [`reshape`] has one).
 fn automatic(head: &[u8]) -> Option<(StatusCode, &'static str)> {
     if !head.ends_with(b"\r\n\r\n") {
         return None;

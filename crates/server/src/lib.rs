@@ -20,6 +20,7 @@ mod docs_page;
 pub mod error;
 mod error_shape;
 pub mod faces;
+mod gate;
 pub mod listen;
 mod metrics_help;
 pub mod network;

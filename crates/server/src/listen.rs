@@ -28,7 +28,6 @@ use switchyard_types::ErrorCode;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -111,45 +110,44 @@ struct Guard {
     style: Style,
 }
 
-/// The host part of a `Host` value (`h`, `h:port`, `[v6]:port`), lowercase.
-fn host_part(authority: &str) -> String {
-    let a = authority.trim().to_ascii_lowercase();
+/// The host part of a `Host` value (`h`, `h:port`, `[v6]:port`), as written.
+fn host_part(authority: &str) -> &str {
+    let a = authority.trim();
     if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("").to_string();
+        return rest.split(']').next().unwrap_or("");
     }
     match a.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => a,
     }
 }
 
-fn request_host(req: &Request) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
+fn request_host(req: &Request) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
 }
 
 impl Guard {
     fn host_allowed(&self, host: &str) -> bool {
         let h = host_part(host);
+        let is = |name: &String| h.eq_ignore_ascii_case(name);
+        let sub = b".localhost";
         h.parse::<IpAddr>().is_ok()
-            || h == "localhost"
-            || h.ends_with(".localhost")
-            || self.own_hosts.contains(&h)
-            || self.rules.allowed_hosts.contains(&h)
+            || h.eq_ignore_ascii_case("localhost")
+            || (h.len() > sub.len()
+                && h.as_bytes()[h.len() - sub.len()..].eq_ignore_ascii_case(sub))
+            || self.own_hosts.iter().any(is)
+            || self.rules.allowed_hosts.iter().any(is)
     }
 
     /// Why a request is refused, if it is.
     fn refusal(&self, req: &Request) -> Option<String> {
         let host = request_host(req);
         if self.loopback
-            && let Some(h) = &host
+            && let Some(h) = host
             && !self.host_allowed(h)
         {
             return Some(format!(
@@ -199,7 +197,7 @@ impl Guard {
         let origin = origin?;
         let same = origin
             .split_once("://")
-            .is_some_and(|(_, h)| host.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(h)));
+            .is_some_and(|(_, h)| host.is_some_and(|r| r.eq_ignore_ascii_case(h)));
         if same || trusted {
             return None;
         }
@@ -207,23 +205,30 @@ impl Guard {
     }
 }
 
-async fn check(
-    axum::extract::State(g): axum::extract::State<Guard>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match g.refusal(&req) {
-        None => next.run(req).await,
-        Some(why) => {
-            tracing::warn!(path = req.uri().path(), reason = %why, "refused a browser request");
+/// The listener's gate: the browser guard's refusal, and every answer in the listener's
+/// error shape.
+impl crate::gate::Gate for Guard {
+    /// The listener's style, and the one of the request's path.
+    type Memo = (Style, Style);
+
+    fn admit(&self, req: &Request) -> ((Style, Style), Option<Response>) {
+        let path = req.uri().path();
+        let memo = (self.style, crate::error_shape::style_for(self.style, path));
+        let refused = self.refusal(req).map(|why| {
+            tracing::warn!(path, reason = %why, "refused a browser request");
             crate::auth::refuse(
-                g.style,
-                req.uri().path(),
+                self.style,
+                path,
                 StatusCode::FORBIDDEN,
                 ErrorCode::Forbidden,
                 &why,
             )
-        }
+        });
+        (memo, refused)
+    }
+
+    fn answer((style, shape): (Style, Style), resp: Response) -> crate::gate::Answer {
+        crate::error_shape::reshape(style, shape, resp)
     }
 }
 
@@ -237,15 +242,16 @@ pub fn guard(
 ) -> Router {
     let g = Guard {
         rules,
-        own_hosts: Arc::new(own_hosts.iter().map(|h| host_part(h)).collect()),
+        own_hosts: Arc::new(
+            own_hosts
+                .iter()
+                .map(|h| host_part(h).to_ascii_lowercase())
+                .collect(),
+        ),
         loopback: local.ip().is_loopback(),
         style,
     };
-    app.layer(axum::middleware::from_fn_with_state(
-        style,
-        crate::error_shape::framework,
-    ))
-    .layer(axum::middleware::from_fn_with_state(g, check))
+    app.layer(crate::gate::GateLayer(g))
 }
 
 /// Serve `app` on `listener` until `shutdown`, then let requests in flight finish.

@@ -58,10 +58,7 @@ pub fn router(s: Shared) -> Router {
         .into_router()
         .fallback(|| async { status(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            guard,
-            crate::auth::check,
-        ))
+        .layer(crate::gate::GateLayer(guard))
         .with_state(s)
 }
 

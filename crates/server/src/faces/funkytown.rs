@@ -41,10 +41,7 @@ pub fn router(s: Shared) -> Router {
     let guard = crate::api::guard(&s, crate::auth::Style::Text);
     own_routes()
         .into_router()
-        .layer(axum::middleware::from_fn_with_state(
-            guard,
-            crate::auth::check,
-        ))
+        .layer(crate::gate::GateLayer(guard))
         .with_state(s)
 }
 

@@ -96,10 +96,7 @@ pub fn router(s: Shared, device: String) -> Router {
         .method_not_allowed_fallback(|| async {
             detail(StatusCode::METHOD_NOT_ALLOWED, json!("Method Not Allowed"))
         })
-        .layer(axum::middleware::from_fn_with_state(
-            guard,
-            crate::auth::check,
-        ))
+        .layer(crate::gate::GateLayer(guard))
         .with_state(Face { s, device })
 }
 

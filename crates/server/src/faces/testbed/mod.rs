@@ -101,10 +101,7 @@ pub fn router(s: Shared) -> Router {
             },
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            guard,
-            crate::auth::check,
-        ))
+        .layer(crate::gate::GateLayer(guard))
         .with_state(s)
 }
 
