@@ -10,6 +10,7 @@
 
 use imbl::{OrdMap, OrdSet};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 pub use switchyard_types::JobEnding as Ending;
@@ -293,16 +294,21 @@ impl JobLog {
 }
 
 /// Every job, and the ready index the lease command scans.
+///
+/// Jobs and logs sit behind an `Arc` in their maps (encoded as themselves): a map's node holds
+/// 16 entries inline, so a job inline would cost a node slot of its full size whether the node
+/// is full or not, and a change to a node shared with a snapshot would clone its 16 jobs
+/// deeply; behind an `Arc` a slot is a pointer and only the changed job is cloned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Jobs {
-    jobs: OrdMap<u64, Job>,
+    jobs: OrdMap<u64, Arc<Job>>,
     /// Queued jobs: (queue, -priority, id).
     ready: OrdSet<(String, i64, u64)>,
     /// Jobs queued or running, per queue.
     open: OrdMap<String, u64>,
     /// Leased jobs, per worker.
     held: OrdMap<String, OrdSet<u64>>,
-    logs: OrdMap<u64, JobLog>,
+    logs: OrdMap<u64, Arc<JobLog>>,
     next_id: u64,
 }
 
@@ -515,7 +521,7 @@ fn event(job: &Job, kind: &str) -> Event {
 
 impl Jobs {
     pub fn get(&self, id: u64) -> Option<&Job> {
-        self.jobs.get(&id)
+        self.jobs.get(&id).map(|j| &**j)
     }
 
     /// Jobs oldest first from id `after` (exclusive), filtered by status and queue.
@@ -588,7 +594,7 @@ impl Jobs {
     pub fn log(&self, id: u64, from: u64, limit: usize) -> Option<JobLogs> {
         let job = self.jobs.get(&id)?;
         let empty = JobLog::default();
-        let log = self.logs.get(&id).unwrap_or(&empty);
+        let log = self.logs.get(&id).map_or(&empty, |l| &**l);
         let (lines, next) = log.read(from, limit);
         Some(JobLogs {
             complete: job.status.is_final() && next >= log.next(),
@@ -601,6 +607,7 @@ impl Jobs {
     fn found(&mut self, id: u64) -> Result<&mut Job, CommandError> {
         self.jobs
             .get_mut(&id)
+            .map(Arc::make_mut)
             .ok_or_else(|| CommandError::NotFound {
                 message: format!("job {id} does not exist"),
             })
@@ -654,7 +661,7 @@ impl Jobs {
         };
         self.ready.insert(ready_key(&job));
         *self.open.entry(job.spec.queue.clone()).or_default() += 1;
-        self.jobs.insert(id, job.clone());
+        self.jobs.insert(id, Arc::new(job.clone()));
         job
     }
 
@@ -673,7 +680,11 @@ impl Jobs {
         let id = self.next_id;
         self.next_id += 1;
         self.enqueue_one(id, spec, (now, now), retention_ms, ctx);
-        let job = self.jobs.get_mut(&id).expect("just queued");
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("just queued");
         job.owner = Some(owner);
         let job = job.clone();
         events.push(event(&job, "queued"));
@@ -850,7 +861,7 @@ impl Jobs {
                 }
                 let skip = ((lease.log_lines - seq) as usize).min(lines.len());
                 lease.log_lines += (lines.len() - skip) as u64;
-                let log = self.logs.entry(*id).or_default();
+                let log = Arc::make_mut(self.logs.entry(*id).or_default());
                 log.append(&lines[skip..], *cap_bytes);
                 Ok(JobReply::Logged { next: log.next() })
             }
@@ -892,7 +903,11 @@ impl Jobs {
                 let keep = job.retention_ms;
                 self.enqueue_one(*id, spec, (created, now), keep, ctx);
                 // A retried job stays its owner's (a run's cell reopens with it).
-                let again = self.jobs.get_mut(id).expect("just queued");
+                let again = self
+                    .jobs
+                    .get_mut(id)
+                    .map(Arc::make_mut)
+                    .expect("just queued");
                 again.owner = owner;
                 let again = again.clone();
                 events.push(event(&again, "queued"));
@@ -920,7 +935,7 @@ impl Jobs {
             .collect();
         let mut leased = Vec::new();
         for id in candidates {
-            let job = self.jobs.get_mut(&id).expect("indexed");
+            let job = self.jobs.get_mut(&id).map(Arc::make_mut).expect("indexed");
             let ttl = job.spec.lease_ttl as i64 * 1000;
             job.status = Status::Running;
             job.attempts += 1;
@@ -980,7 +995,7 @@ impl Jobs {
         job.revision = ctx.index;
         let job = job.clone();
         if let Some(why) = error {
-            self.logs.entry(id).or_default().push_reason(why, now);
+            Arc::make_mut(self.logs.entry(id).or_default()).push_reason(why, now);
         }
         self.unhold(job.id, &lease);
         self.closed(&job, timers);
@@ -1017,7 +1032,12 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
-        let Some(lease) = self.jobs.get_mut(&id).and_then(|j| j.lease.as_mut()) else {
+        let Some(lease) = self
+            .jobs
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .and_then(|j| j.lease.as_mut())
+        else {
             return;
         };
         if lease.token != token {
@@ -1057,13 +1077,17 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
-        let job = self.jobs.get_mut(&id).expect("a leased job exists");
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("a leased job exists");
         let lease = job.lease.take().expect("leased");
         // Already fired when the lease expired; pending when the worker was lost or left.
         timers.cancel(lease.timer);
         job.revision = ctx.index;
         let reason = format!("{why} (attempt {})", job.attempts);
-        self.logs.entry(id).or_default().push_reason(&reason, now);
+        Arc::make_mut(self.logs.entry(id).or_default()).push_reason(&reason, now);
         job.error = Some(reason);
         let kind = if job.cancel_requested {
             job.status = Status::Cancelled;
@@ -1101,7 +1125,7 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.jobs.get_mut(&id).map(Arc::make_mut) else {
             return;
         };
         if job.lease.is_some() {
@@ -1115,7 +1139,7 @@ impl Jobs {
 
     /// A requeued job's backoff ended: say so, so waiting workers look again.
     pub fn ready_due(&mut self, id: u64, ctx: Ctx, events: &mut Vec<Event>) {
-        if let Some(job) = self.jobs.get_mut(&id)
+        if let Some(job) = self.jobs.get_mut(&id).map(Arc::make_mut)
             && job.status == Status::Queued
         {
             job.revision = ctx.index;
