@@ -109,7 +109,7 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// The auth state for a router's `auth::check` layer (a pass-through when auth is off).
+/// The auth guard of a router's gate (`gate::GateLayer`; a pass-through when auth is off).
 pub fn guard(state: &Shared, style: crate::auth::Style) -> crate::auth::Guard {
     crate::auth::Guard {
         auth: state.node.config.auth.clone(),
