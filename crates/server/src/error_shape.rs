@@ -80,7 +80,7 @@ pub(crate) fn body(
     ("application/json", value.to_string())
 }
 
-/// An error answer in `style`'s shape.
+/// An error answer to `path` on a listener of `style`, in the path's shape.
 pub(crate) fn response(
     style: Style,
     path: &str,
@@ -88,7 +88,12 @@ pub(crate) fn response(
     code: ErrorCode,
     message: &str,
 ) -> Response {
-    let (content_type, text) = body(style_for(style, path), status, code, message);
+    shaped(style_for(style, path), status, code, message)
+}
+
+/// An error answer in `shape`.
+fn shaped(shape: Style, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let (content_type, text) = body(shape, status, code, message);
     (status, [(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
@@ -130,8 +135,7 @@ pub(crate) fn reshape(style: Style, shape: Style, resp: Response) -> Answer {
             "" => default_message(status),
             m => m.to_string(),
         };
-        let (content_type, text) = body(shape, status, code_of(status), &message);
-        (status, [(header::CONTENT_TYPE, content_type)], text).into_response()
+        shaped(shape, status, code_of(status), &message)
     }))
 }
 
