@@ -1032,6 +1032,16 @@ impl Jobs {
         timers: &mut Timers,
         events: &mut Vec<Event>,
     ) {
+        // A timer of an ended lease changes nothing: checked before the job is made this
+        // state's own (cloned, when a snapshot shares it).
+        let current = self
+            .jobs
+            .get(&id)
+            .and_then(|j| j.lease.as_ref())
+            .is_some_and(|l| l.token == token);
+        if !current {
+            return;
+        }
         let Some(lease) = self
             .jobs
             .get_mut(&id)
@@ -1040,9 +1050,6 @@ impl Jobs {
         else {
             return;
         };
-        if lease.token != token {
-            return;
-        }
         if lease.expires_ms > now {
             lease.timer = timers.schedule(lease.expires_ms, Timer::JobLease { job: id, token });
             return;
