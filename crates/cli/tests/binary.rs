@@ -148,13 +148,14 @@ async fn sigterm_is_a_graceful_shutdown_with_exit_0_and_state_kept() {
     proc.child.wait().unwrap();
 }
 
-/// A data directory written by the previous release (format 3: the snapshot was a record of
-/// `state.redb`; the committed sample in `crates/store/tests/data/format-3-dir`) opens with
-/// every acknowledged change: the snapshot's state and the log after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_format_3_data_directory_opens_with_all_its_data() {
+/// Data directories written by earlier releases open with every acknowledged change: the
+/// snapshot's state and the log after it. Format 3 kept the snapshot as a record of
+/// `state.redb`, formats 3 and 4 the log in `raft-log.redb` (the committed samples in
+/// `crates/store/tests/data/format-{3,4}-dir`).
+async fn an_earlier_data_directory_opens_with_all_its_data(format: u32) {
     let dir = TempDir::new().unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/data/format-3-dir");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../store/tests/data/format-{format}-dir"));
     for entry in std::fs::read_dir(&sample).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
@@ -167,15 +168,27 @@ async fn a_format_3_data_directory_opens_with_all_its_data() {
     assert_eq!(client.account("alice").await.unwrap().balance, 130 * 3 - 90);
     assert_eq!(client.account("bob").await.unwrap().balance, 90);
     assert!(!dir.path().join("state.redb").exists());
+    assert!(!dir.path().join("raft-log.redb").exists());
     assert!(dir.path().join("snapshot").exists());
-    let format = client.status().await.unwrap().format;
-    assert!(format > 3, "{format}");
+    assert!(dir.path().join("raft-log").is_dir());
+    let current = client.status().await.unwrap().format;
+    assert!(current > format, "{current}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
-        format!("{format}\n")
+        format!("{current}\n")
     );
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_data_directory_opens_with_all_its_data() {
+    an_earlier_data_directory_opens_with_all_its_data(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_4_data_directory_opens_with_all_its_data() {
+    an_earlier_data_directory_opens_with_all_its_data(4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,9 +356,15 @@ async fn a_damaged_store_file_gets_no_hint_of_another_server() {
     let proc = spawn(dir.path());
     common::ready(&Client::new(proc.url())).await;
     drop(proc);
-    std::fs::write(dir.path().join("raft-log.redb"), b"not a database").unwrap();
+    let segment = std::fs::read_dir(dir.path().join("raft-log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    std::fs::write(&segment, b"not a log").unwrap();
     let err = refused_start(dir.path(), "127.0.0.1:0");
-    assert!(err.contains("raft-log.redb"), "{err}");
+    assert!(err.contains("raft-log"), "{err}");
+    assert!(err.contains("not a switchyard raft log segment"), "{err}");
     assert!(!err.contains("another switchyard"), "{err}");
 }
 

@@ -1,8 +1,9 @@
 //! The stores of a data directory: its format checked first, then the Raft log
-//! (`raft-log.redb`) and the state machine's snapshot (`snapshot`).
+//! (the segments of `raft-log/`) and the state machine's snapshot (`snapshot`).
 
 use std::path::Path;
 
+use switchyard_store::log_store::LOG_DIR;
 use switchyard_store::{LogStore, StateMachine, TypeConfig};
 
 use crate::node::StartError;
@@ -21,12 +22,11 @@ pub fn open(
         path: dir.display().to_string(),
         cause,
     })?;
-    let log = LogStore::<TypeConfig>::open(&dir.join("raft-log.redb")).map_err(|cause| {
-        StartError::Store {
-            what: "raft-log.redb",
+    let log =
+        LogStore::<TypeConfig>::open(&dir.join(LOG_DIR)).map_err(|cause| StartError::Store {
+            what: LOG_DIR,
             cause,
-        }
-    })?;
+        })?;
     let sm = StateMachine::open(dir, history).map_err(|cause| StartError::Store {
         what: "snapshot",
         cause,

@@ -13,7 +13,7 @@ use switchyard_core::devices::types::builtin;
 pub struct Config {
     /// This node's id in the cluster (default 1).
     pub node_id: u64,
-    /// Where the Raft log (`raft-log.redb`) and the snapshot (`snapshot`) live.
+    /// Where the Raft log (`raft-log/`) and the snapshot (`snapshot`) live.
     pub data_dir: PathBuf,
     /// Client API address other nodes and clients should use (host:port); defaults to the
     /// bound API address.

@@ -13,26 +13,33 @@
 //! file `snapshot` instead of a record of `state.redb` (same bytes of state): the migration from
 //! 2 or 3 writes the record as that file and removes `state.redb`
 //! ([`crate::snapshot::migrate_from_redb`]; `crates/store/tests/migrate.rs` runs it on a
-//! committed format-3 directory). Then `FORMAT` is rewritten. Older formats are refused.
+//! committed format-3 directory). Format 5 keeps the Raft log in its own segment files, the
+//! directory `raft-log`, instead of `raft-log.redb` (same bytes of entries, vote and pointers):
+//! the migration from 2, 3 or 4 moves them there and removes the file
+//! ([`crate::log_store::migrate_from_redb`]; `crates/store/tests/migrate.rs` runs it on a
+//! committed format-4 directory). Then `FORMAT` is rewritten. Older formats are refused.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 /// The format this binary reads and writes. 2: each job records its retention. 3: a
 /// deployment action may name the state its success leaves (`ActLeaving`). 4: the snapshot is
-/// the file `snapshot`, no longer a record of `state.redb`.
-pub const FORMAT: u32 = 4;
+/// the file `snapshot`, no longer a record of `state.redb`. 5: the Raft log is the segments of
+/// the directory `raft-log`, no longer `raft-log.redb`.
+pub const FORMAT: u32 = 5;
 
 /// The formats this binary migrates from when a data directory opens (their log entries and
-/// state read as [`FORMAT`]'s; the snapshot moves to its file, see the module's text).
-pub const MIGRATES_FROM: [u32; 2] = [2, 3];
+/// state read as [`FORMAT`]'s; the snapshot and the log move to their files, see the module's
+/// text).
+pub const MIGRATES_FROM: [u32; 3] = [2, 3, 4];
 
 /// The file in the data directory that names its format.
 pub const FORMAT_FILE: &str = "FORMAT";
 
 /// Files whose presence means the directory already holds data.
-const STORES: [&str; 3] = [
-    "raft-log.redb",
+const STORES: [&str; 4] = [
+    crate::log_store::LOG_DIR,
+    crate::log_store::REDB_FILE,
     crate::snapshot::SNAPSHOT_FILE,
     "state.redb",
 ];
@@ -62,6 +69,7 @@ pub fn check(dir: &Path) -> io::Result<()> {
             tracing::info!(dir = %dir.display(), from = f, to = FORMAT, "migrating the data format");
             // Interrupted anywhere, the migration runs again from the start on the next open.
             crate::snapshot::migrate_from_redb(dir)?;
+            crate::log_store::migrate_from_redb(dir)?;
             write(dir, FORMAT)
         }
         Some(f) => Err(io::Error::new(
@@ -147,7 +155,7 @@ mod tests {
     #[test]
     fn the_previous_format_is_migrated_on_open() {
         let d = tempfile::TempDir::new().unwrap();
-        std::fs::write(d.path().join("raft-log.redb"), b"").unwrap();
+        std::fs::write(d.path().join(crate::snapshot::SNAPSHOT_FILE), b"").unwrap();
         for from in MIGRATES_FROM {
             std::fs::write(d.path().join(FORMAT_FILE), format!("{from}\n")).unwrap();
             check(d.path()).unwrap();

@@ -1,8 +1,9 @@
 //! Durable storage for switchyard, behind openraft's storage traits.
 //!
-//! - [`LogStore`]: the Raft log, vote and committed pointer in `raft-log.redb`. Appends are
-//!   handed to one writer thread that commits everything waiting in one fsynced redb
-//!   transaction (group commit), then tells openraft the entries are durable. An entry is never
+//! - [`LogStore`]: the Raft log, vote and committed pointer in segment files of their own
+//!   (`raft-log/`). Appends are handed to one writer thread that appends everything waiting
+//!   and makes it durable with one `fdatasync` (group commit), then tells openraft the
+//!   entries are durable. An entry is never
 //!   acknowledged to a client before that fsync.
 //! - [`StateMachine`]: the [`switchyard_core::State`] in memory, applied through
 //!   [`switchyard_core::apply`], plus the [`History`] of recent events for watchers. Snapshots

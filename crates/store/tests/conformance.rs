@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite, run against the redb log store and the state machine.
+//! openraft's storage conformance suite, run against the log store (segment files) and the state machine.
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -12,14 +12,14 @@ impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachine, TempDir> for B
         &self,
     ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
+        let log = LogStore::open(&dir.path().join("raft-log")).expect("open log");
         let sm = StateMachine::open(dir.path(), 1000).expect("open sm");
         Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_store_passes_openraft_suite() {
+async fn log_store_passes_openraft_suite() {
     Suite::test_all(Builder)
         .await
         .expect("storage conformance suite");
@@ -33,7 +33,7 @@ async fn log_survives_reopen() {
 
     // Why: what was flushed before close must be there after reopening the file.
     let dir = TempDir::new().unwrap();
-    let path = dir.path().join("raft-log.redb");
+    let path = dir.path().join("raft-log");
     let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
     let entries: Vec<_> = (1..=5)
         .map(|i| {

@@ -1,14 +1,27 @@
-//! The Raft log in redb, with group commit.
+//! The Raft log in its own append-only files, with group commit.
+//!
+//! - [`segments`]: the files (a directory of preallocated segments of checksummed records;
+//!   crash recovery; deleting what is purged).
+//! - [`migrate`]: the log of format 4 and before, a redb file, moved into segments.
 //!
 //! Every write (append, truncate, purge, vote, committed pointer) goes, in call order, through
-//! one channel to one writer thread. The thread takes everything waiting, writes it in one
-//! redb transaction and commits it with `Durability::Immediate` (one fsync), then completes
+//! one channel to one writer thread. The thread takes everything waiting, appends it to the
+//! current segment in one write and makes it durable with one `fdatasync`, then completes
 //! every callback of the batch. So concurrent commands share fsyncs, and a single client waits
-//! about one fsync. The committed pointer is not a write of its own: the latest value rides
-//! along with the next durable batch (and is flushed on close), so it costs no extra commit; a
-//! committed pointer that lags on disk only means a restart re-applies a little less before
-//! the leader commits the rest of the durable log again. An in-memory copy of the unpurged log serves reads at once, as openraft
-//! requires entries to be readable as soon as `append` returns.
+//! about one fsync of a page or two (redb's commit, before, wrote eight scattered pages). The
+//! committed pointer is not a write of its own: the latest value rides along with the next
+//! durable batch (and is flushed on close), so it costs no extra fsync; a committed pointer
+//! that lags on disk only means a restart re-applies a little less before the leader commits
+//! the rest of the durable log again. An in-memory copy of the unpurged log serves reads at
+//! once, as openraft requires entries to be readable as soon as `append` returns.
+
+mod migrate;
+mod segments;
+
+pub use migrate::{REDB_FILE, migrate_from_redb};
+
+/// The directory of the log's segments, in the data directory.
+pub const LOG_DIR: &str = "raft-log";
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,17 +37,11 @@ use openraft::alias::{LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, RaftTypeConfig};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::io_err;
-
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_PURGED: &str = "last_purged";
+use segments::{Record, Segments};
 
 /// Most operations one commit takes; keeps a commit's latency bounded under heavy load.
 const MAX_BATCH: usize = 4096;
@@ -102,43 +109,33 @@ where
     VoteOf<C>: Serialize + DeserializeOwned,
     LogIdOf<C>: Serialize + DeserializeOwned,
 {
-    /// Open (or create) the log in `path` and start its writer thread.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let db = crate::open_db(path)?;
+    /// Open (or create) the log in the directory `dir` and start its writer thread.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with(dir, segments::SEGMENT_BYTES)
+    }
+
+    /// [`LogStore::open`] with segments of `segment_bytes` (small ones, to test rotation).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
+        let (files, replayed) = Segments::open(dir, segment_bytes)?;
         let mut mem = Mem {
             log: BTreeMap::new(),
             last_purged: None,
             vote: None,
             committed: None,
         };
-        {
-            let w = db.begin_write().map_err(io_err)?;
-            w.open_table(LOG).map_err(io_err)?;
-            w.open_table(META).map_err(io_err)?;
-            w.commit().map_err(io_err)?;
-            let r = db.begin_read().map_err(io_err)?;
-            let log = r.open_table(LOG).map_err(io_err)?;
-            for item in log.iter().map_err(io_err)? {
-                let (k, v) = item.map_err(io_err)?;
-                mem.log.insert(k.value(), decode(v.value())?);
-            }
-            let meta = r.open_table(META).map_err(io_err)?;
-            if let Some(v) = meta.get(KEY_VOTE).map_err(io_err)? {
-                mem.vote = Some(decode(v.value())?);
-            }
-            if let Some(v) = meta.get(KEY_COMMITTED).map_err(io_err)? {
-                mem.committed = Some(decode(v.value())?);
-            }
-            if let Some(v) = meta.get(KEY_PURGED).map_err(io_err)? {
-                mem.last_purged = Some(decode(v.value())?);
-            }
+        for (index, bytes) in &replayed.entries {
+            mem.log.insert(*index, decode(bytes)?);
         }
+        let state = &replayed.state;
+        mem.vote = state.vote.as_deref().map(decode).transpose()?;
+        mem.committed = state.committed.as_deref().map(decode).transpose()?;
+        mem.last_purged = state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?;
         let (tx, rx) = mpsc::channel();
         let committed = PendingCommitted::default();
         let pending = committed.clone();
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop::<C>(db, rx, pending))?;
+            .spawn(move || writer_loop::<C>(files, rx, pending))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 mem: Mutex::new(mem),
@@ -173,10 +170,13 @@ where
 }
 
 fn writer_loop<C: RaftTypeConfig>(
-    db: Database,
+    mut files: Segments,
     rx: mpsc::Receiver<Op<C>>,
     committed: PendingCommitted,
 ) {
+    // After a failed write the files may end in a partial batch: nothing more is written, and
+    // every later operation fails (openraft stops on a storage error; a restart recovers).
+    let mut failed: Option<(io::ErrorKind, String)> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -187,11 +187,20 @@ fn writer_loop<C: RaftTypeConfig>(
         }
         let start = Instant::now();
         let pending = committed.lock().unwrap().take();
-        let result = write_batch(&db, &batch, pending.as_deref());
+        let result = match &failed {
+            Some((kind, msg)) => Err(io::Error::new(
+                *kind,
+                format!("an earlier raft log write failed: {msg}"),
+            )),
+            None => write_batch(&mut files, &batch, pending.as_deref()),
+        };
         metrics::histogram!("switchyard_log_commit_seconds").record(start.elapsed().as_secs_f64());
         metrics::histogram!("switchyard_log_commit_batch_size").record(batch.len() as f64);
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && failed.is_none()
+        {
             tracing::error!(error = %e, "raft log write failed");
+            failed = Some((e.kind(), e.to_string()));
         }
         for op in batch {
             let r = match &result {
@@ -209,45 +218,39 @@ fn writer_loop<C: RaftTypeConfig>(
     }
     // Closed: write the last committed pointer, if one is pending.
     let last = committed.lock().unwrap().take();
-    if let Some(Err(e)) = last.map(|c| write_batch::<C>(&db, &[], Some(&c))) {
+    if failed.is_none()
+        && let Some(Err(e)) = last.map(|c| write_batch::<C>(&mut files, &[], Some(&c)))
+    {
         tracing::warn!(error = %e, "could not save the committed pointer on close");
     }
 }
 
 fn write_batch<C: RaftTypeConfig>(
-    db: &Database,
+    files: &mut Segments,
     batch: &[Op<C>],
     committed: Option<&[u8]>,
 ) -> io::Result<()> {
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(Durability::Immediate).map_err(io_err)?;
-    {
-        let mut log = txn.open_table(LOG).map_err(io_err)?;
-        let mut meta = txn.open_table(META).map_err(io_err)?;
-        for op in batch {
-            match op {
-                Op::Append { entries, .. } => {
-                    for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                    }
-                }
-                Op::Truncate { from } => {
-                    log.retain_in(*from.., |_, _| false).map_err(io_err)?;
-                }
-                Op::Purge { upto, log_id } => {
-                    log.retain_in(..=*upto, |_, _| false).map_err(io_err)?;
-                    meta.insert(KEY_PURGED, log_id.as_slice()).map_err(io_err)?;
-                }
-                Op::Vote { vote, .. } => {
-                    meta.insert(KEY_VOTE, vote.as_slice()).map_err(io_err)?;
-                }
+    let mut records = Vec::with_capacity(batch.len() + 1);
+    for op in batch {
+        match op {
+            Op::Append { entries, .. } => {
+                records.extend(entries.iter().map(|(index, bytes)| Record::Entry {
+                    index: *index,
+                    entry: bytes,
+                }));
             }
-        }
-        if let Some(c) = committed {
-            meta.insert(KEY_COMMITTED, c).map_err(io_err)?;
+            Op::Truncate { from } => records.push(Record::Truncate { from: *from }),
+            Op::Purge { upto, log_id } => records.push(Record::Purge {
+                upto: *upto,
+                log_id,
+            }),
+            Op::Vote { vote, .. } => records.push(Record::Vote(vote)),
         }
     }
-    txn.commit().map_err(io_err)
+    if let Some(c) = committed {
+        records.push(Record::Committed(c));
+    }
+    files.write(&records)
 }
 
 impl<C> RaftLogReader<C> for LogStore<C>
