@@ -7,7 +7,8 @@ use openraft::alias::LogIdOf;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::LOG_DIR;
-use super::segments::{Record, SEGMENT_BYTES, Segments};
+use super::record::Record;
+use super::segments::{SEGMENT_BYTES, Segments};
 use crate::{TypeConfig, io_err};
 
 /// The file that held the log up to format 4.

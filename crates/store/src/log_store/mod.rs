@@ -1,7 +1,8 @@
 //! The Raft log in its own append-only files, with group commit.
 //!
-//! - [`segments`]: the files (a directory of preallocated segments of checksummed records;
-//!   crash recovery; deleting what is purged).
+//! - [`segments`]: the files (a directory of preallocated segments of records; crash
+//!   recovery; deleting what is purged).
+//! - [`record`]: a record of the files (length, checksum, kind, body), written and read back.
 //! - [`migrate`]: the log of format 4 and before, a redb file, moved into segments.
 //!
 //! Every write (append, truncate, purge, vote, committed pointer) goes, in call order, through
@@ -16,6 +17,7 @@
 //! once, as openraft requires entries to be readable as soon as `append` returns.
 
 mod migrate;
+mod record;
 mod segments;
 
 pub use migrate::{REDB_FILE, migrate_from_redb};
@@ -41,7 +43,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::io_err;
-use segments::{Record, Segments};
+use record::Record;
+use segments::Segments;
 
 /// Most operations one commit takes; keeps a commit's latency bounded under heavy load.
 const MAX_BATCH: usize = 4096;
