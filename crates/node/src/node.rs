@@ -80,6 +80,40 @@ pub struct Node {
     /// The term in which a linearizable read on this node, as sole voter and leader, last
     /// waited for the term's first entry to apply (0: none yet); see `linearizable`.
     sole_voter_read_term: AtomicU64,
+    metrics: NodeMetrics,
+}
+
+/// The node's metric handles, registered once at start rather than looked up by name on every
+/// write and read (a process serves them once its recorder is installed, before the start).
+struct NodeMetrics {
+    write_seconds: metrics::Histogram,
+    /// `switchyard_linearizable_reads_total` by [`ReadPath`], in the order of its variants.
+    reads: [metrics::Counter; 4],
+}
+
+impl NodeMetrics {
+    fn register() -> NodeMetrics {
+        let reads = [
+            ReadPath::SoleVoter,
+            ReadPath::Lease,
+            ReadPath::ReadIndex,
+            ReadPath::Leader,
+        ]
+        .map(|path| metrics::counter!("switchyard_linearizable_reads_total", "path" => path.as_str()));
+        NodeMetrics {
+            write_seconds: metrics::histogram!("switchyard_write_seconds"),
+            reads,
+        }
+    }
+
+    fn read(&self, path: ReadPath) -> &metrics::Counter {
+        &self.reads[match path {
+            ReadPath::SoleVoter => 0,
+            ReadPath::Lease => 1,
+            ReadPath::ReadIndex => 2,
+            ReadPath::Leader => 3,
+        }]
+    }
 }
 
 /// How a linearizable read made sure local state is current (see [`Node::linearizable`]).
@@ -195,6 +229,7 @@ impl Node {
             close: Mutex::new(parts.close),
             membership: tokio::sync::Mutex::new(()),
             sole_voter_read_term: AtomicU64::new(0),
+            metrics: NodeMetrics::register(),
         })
     }
 
@@ -220,7 +255,9 @@ impl Node {
         };
         let started = tokio::time::Instant::now();
         let res = tokio::time::timeout(self.config.write_timeout, self.submit(proposal)).await;
-        metrics::histogram!("switchyard_write_seconds").record(started.elapsed().as_secs_f64());
+        self.metrics
+            .write_seconds
+            .record(started.elapsed().as_secs_f64());
         let (outcome, index) = res.map_err(|_| self.write_timed_out())??;
         // Committed: the answer stands whatever happens next. Waiting for this node to apply it
         // (at once on the leader) only makes it visible to reads here.
@@ -488,8 +525,7 @@ impl Node {
     ///   it from its lease where it can) and waits until it has applied that far.
     pub async fn linearizable(&self) -> Result<ReadPath, NodeError> {
         let path = self.linearizable_path().await?;
-        metrics::counter!("switchyard_linearizable_reads_total", "path" => path.as_str())
-            .increment(1);
+        self.metrics.read(path).increment(1);
         Ok(path)
     }
 

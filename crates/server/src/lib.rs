@@ -149,6 +149,9 @@ pub async fn start(mut config: Config, listeners: Listeners) -> Result<Server, S
     };
     tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "starting node");
     let (addr_api, addr_peer) = (addr.api.clone(), addr.peer.clone());
+    // The recorder first: the node and its log writer register their metric handles as they
+    // start, and a handle registered before the recorder exists records nothing.
+    prometheus();
     let node = Arc::new(Node::start(config, addr).await?);
     let shutdown = CancellationToken::new();
 

@@ -217,6 +217,22 @@ async fn node_routes_answer_as_documented() {
     let (_, v) = call(reqwest::Method::GET, &format!("{base}/v1/cluster"), None).await;
     assert_eq!(v["leader"], 1);
     assert_eq!(v["members"][0]["voter"], true);
+    // A write and a linearizable read, counted by the handles the node and its log writer
+    // registered as they started.
+    let (s, _) = call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/bank/accounts"),
+        Some(r#"{"id": "m"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = call(
+        reqwest::Method::GET,
+        &format!("{base}/v1/bank/accounts/m"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -224,6 +240,18 @@ async fn node_routes_answer_as_documented() {
         .await
         .unwrap();
     assert!(text.contains("switchyard_raft_applied_index"), "{text}");
+    for name in [
+        "switchyard_write_seconds_count ",
+        "switchyard_log_commit_seconds_count ",
+        "switchyard_log_commit_batch_size_count ",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    let reads = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"switchyard_linearizable_reads_total{path="sole_voter"} "#))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(reads.is_some_and(|n| n >= 1), "{text}");
     server.stop().await;
 }
 

@@ -180,6 +180,8 @@ fn writer_loop<C: RaftTypeConfig>(
     // After a failed write the files may end in a partial batch: nothing more is written, and
     // every later operation fails (openraft stops on a storage error; a restart recovers).
     let mut failed: Option<(io::ErrorKind, String)> = None;
+    let commit_seconds = metrics::histogram!("switchyard_log_commit_seconds");
+    let batch_size = metrics::histogram!("switchyard_log_commit_batch_size");
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -197,8 +199,8 @@ fn writer_loop<C: RaftTypeConfig>(
             )),
             None => write_batch(&mut files, &batch, pending.as_deref()),
         };
-        metrics::histogram!("switchyard_log_commit_seconds").record(start.elapsed().as_secs_f64());
-        metrics::histogram!("switchyard_log_commit_batch_size").record(batch.len() as f64);
+        commit_seconds.record(start.elapsed().as_secs_f64());
+        batch_size.record(batch.len() as f64);
         if let Err(e) = &result
             && failed.is_none()
         {
