@@ -365,6 +365,10 @@ async fn a_damaged_store_file_gets_no_hint_of_another_server() {
     let err = refused_start(dir.path(), "127.0.0.1:0");
     assert!(err.contains("raft-log"), "{err}");
     assert!(err.contains("not a switchyard raft log segment"), "{err}");
+    assert!(
+        err.contains("join the node to the cluster again"),
+        "says what to do: {err}"
+    );
     assert!(!err.contains("another switchyard"), "{err}");
 }
 

@@ -87,32 +87,22 @@ pub struct Node {
 /// write and read (a process serves them once its recorder is installed, before the start).
 struct NodeMetrics {
     write_seconds: metrics::Histogram,
-    /// `switchyard_linearizable_reads_total` by [`ReadPath`], in the order of its variants.
+    /// `switchyard_linearizable_reads_total` by [`ReadPath`], at `path as usize`.
     reads: [metrics::Counter; 4],
 }
 
 impl NodeMetrics {
     fn register() -> NodeMetrics {
-        let reads = [
-            ReadPath::SoleVoter,
-            ReadPath::Lease,
-            ReadPath::ReadIndex,
-            ReadPath::Leader,
-        ]
-        .map(|path| metrics::counter!("switchyard_linearizable_reads_total", "path" => path.as_str()));
         NodeMetrics {
             write_seconds: metrics::histogram!("switchyard_write_seconds"),
-            reads,
+            reads: ReadPath::ALL.map(|path| {
+                metrics::counter!("switchyard_linearizable_reads_total", "path" => path.as_str())
+            }),
         }
     }
 
     fn read(&self, path: ReadPath) -> &metrics::Counter {
-        &self.reads[match path {
-            ReadPath::SoleVoter => 0,
-            ReadPath::Lease => 1,
-            ReadPath::ReadIndex => 2,
-            ReadPath::Leader => 3,
-        }]
+        &self.reads[path as usize]
     }
 }
 
@@ -130,6 +120,14 @@ pub enum ReadPath {
 }
 
 impl ReadPath {
+    /// Every path, in the order of the variants (`path as usize` is its place).
+    const ALL: [ReadPath; 4] = [
+        ReadPath::SoleVoter,
+        ReadPath::Lease,
+        ReadPath::ReadIndex,
+        ReadPath::Leader,
+    ];
+
     /// The label of the `switchyard_linearizable_reads_total` metric.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -742,4 +740,16 @@ pub fn members(m: &openraft::alias::StoredMembershipOf<TypeConfig>) -> Vec<Membe
             lag: None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadPath;
+
+    #[test]
+    fn every_read_path_has_its_place_in_all() {
+        for (i, path) in ReadPath::ALL.iter().enumerate() {
+            assert_eq!(*path as usize, i, "{path:?}");
+        }
+    }
 }

@@ -36,25 +36,26 @@ pub fn migrate_from_redb(dir: &Path) -> io::Result<()> {
             std::fs::remove_dir_all(&tmp)?;
         }
         let (entries, meta) = read(&old)?;
-        let purged = match meta.iter().find(|(k, _)| k == KEY_PURGED) {
-            Some((_, bytes)) => {
-                let log_id: LogIdOf<TypeConfig> = postcard::from_bytes(bytes).map_err(io_err)?;
-                Some((log_id.index, bytes.as_slice()))
-            }
-            None => None,
-        };
-        let mut records = Vec::with_capacity(entries.len() + 3);
-        if let Some((upto, log_id)) = purged {
-            records.push(Record::Purge { upto, log_id });
-        }
-        records.extend(entries.iter().map(|(index, entry)| Record::Entry {
-            index: *index,
-            entry,
-        }));
+        // The entries (all after the purged one), then the pointers: read back in this order,
+        // the purge removes none of them.
+        let mut records: Vec<Record<'_>> = (entries.iter())
+            .map(|(index, entry)| Record::Entry {
+                index: *index,
+                entry,
+            })
+            .collect();
         for (key, bytes) in &meta {
             match key.as_str() {
                 KEY_VOTE => records.push(Record::Vote(bytes)),
                 KEY_COMMITTED => records.push(Record::Committed(bytes)),
+                KEY_PURGED => {
+                    let log_id: LogIdOf<TypeConfig> =
+                        postcard::from_bytes(bytes).map_err(io_err)?;
+                    records.push(Record::Purge {
+                        upto: log_id.index,
+                        log_id: bytes,
+                    });
+                }
                 _ => {}
             }
         }

@@ -114,25 +114,16 @@ where
 {
     /// Open (or create) the log in the directory `dir` and start its writer thread.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        Self::open_with(dir, segments::SEGMENT_BYTES)
-    }
-
-    /// [`LogStore::open`] with segments of `segment_bytes` (small ones, to test rotation).
-    pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
-        let (files, replayed) = Segments::open(dir, segment_bytes)?;
-        let mut mem = Mem {
-            log: BTreeMap::new(),
-            last_purged: None,
-            vote: None,
-            committed: None,
-        };
-        for (index, bytes) in &replayed.entries {
-            mem.log.insert(*index, decode(bytes)?);
-        }
+        let (files, replayed) = Segments::open(dir, segments::SEGMENT_BYTES)?;
         let state = &replayed.state;
-        mem.vote = state.vote.as_deref().map(decode).transpose()?;
-        mem.committed = state.committed.as_deref().map(decode).transpose()?;
-        mem.last_purged = state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?;
+        let mem = Mem {
+            log: (replayed.entries.iter())
+                .map(|(index, bytes)| Ok((*index, decode(bytes)?)))
+                .collect::<io::Result<_>>()?,
+            last_purged: state.purged.as_ref().map(|(_, b)| decode(b)).transpose()?,
+            vote: state.vote.as_deref().map(decode).transpose()?,
+            committed: state.committed.as_deref().map(decode).transpose()?,
+        };
         let (tx, rx) = mpsc::channel();
         let committed = PendingCommitted::default();
         let pending = committed.clone();

@@ -11,7 +11,7 @@ pub(super) const RECORD_HEAD: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Kind {
-    /// The segment's [`Header`] (postcard).
+    /// The segment's header (postcard; see `segments`).
     Header = 1,
     /// A log entry: its index (`u64` LE), then the entry (postcard).
     Entry = 2,

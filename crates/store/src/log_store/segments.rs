@@ -71,17 +71,22 @@ struct Held {
     max_index: Option<u64>,
 }
 
-/// The segment being appended to, and the ones before it still on disk.
-pub(crate) struct Segments {
-    dir: PathBuf,
-    /// Holds the directory's lock (`LOCK`, `flock`ed) while the log is open.
-    _lock: File,
+/// The segment being appended to.
+struct Current {
     file: File,
     seq: u64,
     /// Where the next record goes.
     offset: u64,
     /// The file's length: preallocated up to here.
     allocated: u64,
+}
+
+/// The segment being appended to, and the ones before it still on disk.
+pub(crate) struct Segments {
+    dir: PathBuf,
+    /// Holds the directory's lock (`LOCK`, `flock`ed) while the log is open.
+    _lock: File,
+    current: Current,
     /// Oldest first; the last is the current segment.
     held: VecDeque<Held>,
     /// The state the records so far leave: the next segment's header.
@@ -100,8 +105,22 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Segments {
     /// Open the log in `dir` (created if need be): read every segment back, then start a new
-    /// one to append to. `segment_bytes` is [`SEGMENT_BYTES`] but in tests.
+    /// one to append to. `segment_bytes` is [`SEGMENT_BYTES`] but in tests. A log that cannot
+    /// be read back whole is refused, naming the file and what to do.
     pub(crate) fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Segments, Replayed)> {
+        Self::open_inner(dir, segment_bytes).map_err(|e| {
+            if e.kind() != io::ErrorKind::InvalidData {
+                return e;
+            }
+            invalid(format!(
+                "{e}. The log cannot be read past this point: restore the data directory from a \
+                 backup or, on a member of a cluster of several nodes, remove the data directory \
+                 and join the node to the cluster again (it receives the state from the leader)"
+            ))
+        })
+    }
+
+    fn open_inner(dir: &Path, segment_bytes: u64) -> io::Result<(Segments, Replayed)> {
         std::fs::create_dir_all(dir)?;
         let lock = lock(dir)?;
         let mut seqs = Vec::new();
@@ -119,11 +138,12 @@ impl Segments {
         seqs.sort_unstable();
 
         // Each segment names its predecessor; the oldest ones are deleted one at a time, each
-        // deletion durable before the next, so the segments present follow each other.
-        let mut chain: Vec<(u64, Vec<u8>, Header, usize)> = Vec::new();
+        // deletion durable before the next, so the segments present follow each other. Only
+        // the headers are read here; each segment's records one segment at a time below.
+        let mut chain: Vec<(u64, Header, usize)> = Vec::new();
         for &seq in seqs.iter().rev() {
             let path = segment_path(dir, seq);
-            if let Some((next, _, h, _)) = chain.last()
+            if let Some((next, h, _)) = chain.last()
                 && h.prev.map(|(p, _)| p) != Some(seq)
             {
                 return Err(invalid(format!(
@@ -133,9 +153,8 @@ impl Segments {
                     h.prev.map(|(p, _)| p)
                 )));
             }
-            let data = std::fs::read(&path)?;
-            let (header, start) =
-                read_header(&data).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            let (header, start) = read_header(&read_head(&path)?)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
             if header.seq != seq {
                 return Err(invalid(format!(
                     "{}: its header names segment {}",
@@ -143,7 +162,7 @@ impl Segments {
                     header.seq
                 )));
             }
-            chain.push((seq, data, header, start));
+            chain.push((seq, header, start));
         }
         chain.reverse();
 
@@ -151,15 +170,16 @@ impl Segments {
         let mut held = VecDeque::new();
         let mut last_end = None;
         for i in 0..chain.len() {
-            let (seq, data, header, start) = &chain[i];
+            let (seq, header, start) = &chain[i];
             let path = segment_path(dir, *seq);
             // A predecessor is read exactly to where its successor says it ends.
             let end = chain
                 .get(i + 1)
-                .and_then(|(_, _, h, _)| h.prev.map(|(_, end)| end));
+                .and_then(|(_, h, _)| h.prev.map(|(_, end)| end));
             replayed.state = header.state.clone();
             let mut max_index = None;
-            let (stopped, stop) = read_records(data, *start, |kind, body| {
+            let data = std::fs::read(&path)?;
+            let (stopped, stop) = read_records(&data, *start, |kind, body| {
                 apply(&mut replayed, &mut max_index, kind, body)
             })
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
@@ -210,7 +230,7 @@ impl Segments {
             f.sync_all()?;
         }
         let seq = last_end.map_or(1, |(s, _)| s + 1);
-        let (file, offset, allocated) = create(dir, seq, last_end, &replayed.state)?;
+        let current = create(dir, seq, last_end, &replayed.state)?;
         held.push_back(Held {
             seq,
             max_index: None,
@@ -218,10 +238,7 @@ impl Segments {
         let mut segments = Segments {
             dir: dir.to_path_buf(),
             _lock: lock,
-            file,
-            seq,
-            offset,
-            allocated,
+            current,
             held,
             state: replayed.state.clone(),
             segment_bytes,
@@ -253,27 +270,24 @@ impl Segments {
                 Record::Committed(c) => self.state.committed = Some(c.to_vec()),
             }
         }
-        let end = self.offset + buf.len() as u64;
-        if end > self.allocated {
-            self.allocated = preallocate(&self.file, self.allocated, end - self.allocated)?;
+        let c = &mut self.current;
+        let end = c.offset + buf.len() as u64;
+        if end > c.allocated {
+            c.allocated = preallocate(&c.file, c.allocated, end - c.allocated)?;
         }
-        self.file.write_all_at(&buf, self.offset)?;
-        self.file.sync_data()?;
-        self.offset = end;
+        c.file.write_all_at(&buf, c.offset)?;
+        c.file.sync_data()?;
+        c.offset = end;
         self.buf = buf;
         if purged {
             self.delete_purged()?;
         }
-        if self.offset >= self.segment_bytes {
+        let c = &self.current;
+        if c.offset >= self.segment_bytes {
             // The current segment ends where its records do; its tail of zeros is given back.
-            self.file.set_len(self.offset)?;
-            let seq = self.seq + 1;
-            let (file, offset, allocated) =
-                create(&self.dir, seq, Some((self.seq, self.offset)), &self.state)?;
-            self.file = file;
-            self.seq = seq;
-            self.offset = offset;
-            self.allocated = allocated;
+            c.file.set_len(c.offset)?;
+            let seq = c.seq + 1;
+            self.current = create(&self.dir, seq, Some((c.seq, c.offset)), &self.state)?;
             self.held.push_back(Held {
                 seq,
                 max_index: None,
@@ -327,14 +341,13 @@ fn lock(dir: &Path) -> io::Result<File> {
     }
 }
 
-/// Create segment `seq` (after `prev`, which ended where it says) with its header, durably:
-/// the file, where its records start and its preallocated length.
+/// Create segment `seq` (after `prev`, which ended where it says) with its header, durably.
 fn create(
     dir: &Path,
     seq: u64,
     prev: Option<(u64, u64)>,
     state: &Checkpoint,
-) -> io::Result<(File, u64, u64)> {
+) -> io::Result<Current> {
     let path = segment_path(dir, seq);
     let tmp = path.with_extension("log.tmp");
     let file = std::fs::OpenOptions::new()
@@ -358,7 +371,20 @@ fn create(
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
-    Ok((file, buf.len() as u64, allocated))
+    Ok(Current {
+        file,
+        seq,
+        offset: buf.len() as u64,
+        allocated,
+    })
+}
+
+/// A segment's first bytes, enough for its header (three small encoded values).
+fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    File::open(path)?.take(64 << 10).read_to_end(&mut head)?;
+    Ok(head)
 }
 
 /// Reserve `len` bytes from `at` (`fallocate`, or a longer file where the filesystem has no
@@ -451,7 +477,7 @@ mod tests {
     }
 
     fn current_path(s: &Segments) -> PathBuf {
-        segment_path(&s.dir, s.seq)
+        segment_path(&s.dir, s.current.seq)
     }
 
     #[test]
@@ -517,7 +543,10 @@ mod tests {
             entry: &entry(12),
         }
         .encode(&mut torn);
-        s.file.write_all_at(&torn, s.offset).unwrap();
+        s.current
+            .file
+            .write_all_at(&torn, s.current.offset)
+            .unwrap();
         let path = current_path(&s);
         drop(s); // as if killed: nothing more is written (dropping writes nothing)
 
@@ -553,6 +582,7 @@ mod tests {
         let e = Segments::open(d.path(), 1024).err().expect("refused");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("corrupt at byte"), "{e}");
+        assert!(e.to_string().contains("restore the data directory"), "{e}");
 
         // A segment missing from the middle is refused, naming it.
         bytes[at] ^= 0xFF;
@@ -602,7 +632,7 @@ mod tests {
         let d = tempfile::TempDir::new().unwrap();
         let (mut s, _) = Segments::open(d.path(), SEGMENT_BYTES).unwrap();
         append(&mut s, 1..=3);
-        let next = segment_path(d.path(), s.seq + 1).with_extension("log.tmp");
+        let next = segment_path(d.path(), s.current.seq + 1).with_extension("log.tmp");
         drop(s);
         std::fs::write(&next, b"SWY").unwrap();
         let (_, r) = Segments::open(d.path(), SEGMENT_BYTES).unwrap();
