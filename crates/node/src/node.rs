@@ -342,7 +342,8 @@ impl Node {
             // Raft stopped (shutting down) after the command may have been appended: another
             // node may still commit it.
             Err(RaftError::Fatal(f)) => Err(Failure::Failed(NodeError::unknown(format!(
-                "raft stopped on this node while the command was being committed ({f}); it                  may still be applied: retry with the same Idempotency-Key to find out"
+                "raft stopped on this node while the command was being committed ({f}); it \
+                 may still be applied: retry with the same Idempotency-Key to find out"
             )))),
             Err(e) => Err(Failure::Failed(raft_error(&e))),
         }
