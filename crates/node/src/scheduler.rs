@@ -1,7 +1,7 @@
 //! The leader-side scheduler: turns timers in the replicated state into `Tick` commands.
 //!
 //! Only the leader proposes. It reads the earliest due time from state, sleeps until then (or
-//! until state or leadership changes), and proposes a tick stamped with its clock. Firing
+//! until the earliest due time or leadership changes), and proposes a tick stamped with its clock. Firing
 //! happens in apply, so a timer fires exactly once whichever leader's tick reaches the log
 //! first, and a new leader takes over every pending timer from state.
 
@@ -21,15 +21,16 @@ const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Run until `shutdown` is cancelled.
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    let mut raft_metrics = node.raft.metrics();
-    let mut revisions = node.view.subscribe();
+    // Both change only when what they say changes: leadership, and the earliest due time. A
+    // write that moves no timer does not wake the scheduler.
+    let mut server = node.raft.server_metrics();
+    let mut next_timer = node.view.next_timer();
+    let sleep = tokio::time::sleep(IDLE);
+    tokio::pin!(sleep);
     loop {
-        let is_leader = raft_metrics.borrow_watched().state == openraft::ServerState::Leader;
-        let next_due = if is_leader {
-            node.view.read(|s| s.timers.next_due())
-        } else {
-            None
-        };
+        let is_leader = server.borrow_watched().state == openraft::ServerState::Leader;
+        let next_due = *next_timer.borrow_and_update();
+        let next_due = next_due.filter(|_| is_leader);
         let now = node.now_ms();
         if let Some(due) = next_due.filter(|d| *d <= now) {
             #[cfg(feature = "bugs")]
@@ -64,13 +65,14 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             }
             continue;
         }
-        let sleep = next_due.map_or(IDLE, |due| Duration::from_millis((due - now).max(0) as u64));
+        let wait = next_due.map_or(IDLE, |due| Duration::from_millis((due - now).max(0) as u64));
+        sleep.as_mut().reset(tokio::time::Instant::now() + wait);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            r = raft_metrics.changed() => if r.is_err() { return },
-            _ = revisions.changed() => {}
-            _ = tokio::time::sleep(sleep) => {}
+            r = server.changed() => if r.is_err() { return },
+            r = next_timer.changed() => if r.is_err() { return },
+            _ = &mut sleep => {}
         }
     }
 }

@@ -73,6 +73,9 @@ struct Shared {
     inner: RwLock<Inner>,
     /// Last applied log index (the current revision), for waiters.
     applied: watch::Sender<u64>,
+    /// When the earliest pending timer falls due, for the scheduler: changed only when that
+    /// changes, so a write that moves no timer wakes nobody.
+    next_timer: watch::Sender<Option<i64>>,
     snapshots: Arc<dyn SnapshotStore>,
     gate: Option<Arc<dyn ApplyGate>>,
     history_capacity: usize,
@@ -102,6 +105,16 @@ struct Blob {
     history: History,
 }
 
+impl Shared {
+    fn set_next_timer(&self, due: Option<i64>) {
+        self.next_timer.send_if_modified(|v| {
+            let changed = *v != due;
+            *v = due;
+            changed
+        });
+    }
+}
+
 impl StateMachine {
     /// A state machine keeping its snapshots in the data directory `dir` (the file
     /// [`crate::snapshot::SNAPSHOT_FILE`]). The state starts empty; openraft installs the stored
@@ -118,6 +131,7 @@ impl StateMachine {
         history_capacity: usize,
     ) -> Self {
         let (applied, _) = watch::channel(0);
+        let (next_timer, _) = watch::channel(None);
         Self {
             shared: Arc::new(Shared {
                 inner: RwLock::new(Inner {
@@ -127,6 +141,7 @@ impl StateMachine {
                     membership: Default::default(),
                 }),
                 applied,
+                next_timer,
                 snapshots,
                 gate,
                 history_capacity,
@@ -146,7 +161,9 @@ impl StateMachine {
     /// What-if, for tests only: change the applied state outside the log. The change is not
     /// replicated and no event records it, so this replica no longer matches the others.
     pub fn modify_state_outside_the_log(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.shared.inner.write().unwrap().core);
+        let mut inner = self.shared.inner.write().unwrap();
+        f(&mut inner.core);
+        self.shared.set_next_timer(inner.core.timers.next_due());
     }
 
     /// Close the snapshot store. Later snapshot writes fail.
@@ -171,8 +188,10 @@ impl StateMachine {
             }
         };
         inner.last_applied = Some(entry.log_id);
+        let next_timer = inner.core.timers.next_due();
         drop(inner);
         self.shared.applied.send_replace(index);
+        self.shared.set_next_timer(next_timer);
         if let Some(gate) = &self.shared.gate {
             gate.applied(&entry.log_id, &resp);
         }
@@ -244,6 +263,12 @@ impl StateView {
     /// A receiver that sees every change of the current revision.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.applied.subscribe()
+    }
+
+    /// A receiver of when the earliest pending timer falls due (none: no timer), which sees a
+    /// change only when that time changes.
+    pub fn next_timer(&self) -> watch::Receiver<Option<i64>> {
+        self.shared.next_timer.subscribe()
     }
 
     /// Oldest revision a watch can resume from.
@@ -381,6 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             inner.history.set_capacity(self.shared.history_capacity);
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
+            self.shared.set_next_timer(inner.core.timers.next_due());
         }
         self.shared.applied.send_replace(index);
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
@@ -449,10 +475,11 @@ mod tests {
     }
 
     fn open_account(sm: &StateMachine, index: u64, id: &str) {
-        let proposal = Proposal::new(1_000, Command::Bank(BankCommand::Open { id: id.into() }));
-        let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
-        let answer = sm.apply_entry(Entry::new_normal(log_id, proposal));
-        assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+        apply(
+            sm,
+            index,
+            Command::Bank(BankCommand::Open { id: id.into() }),
+        );
     }
 
     fn machine(store: &Arc<Probe>) -> StateMachine {
@@ -510,6 +537,48 @@ mod tests {
         // A forced one (a follower needs it) is never declined.
         store.stored_size(&sm, u64::MAX);
         assert!(sm.try_create_snapshot_builder(true).await.is_some());
+    }
+
+    fn apply(sm: &StateMachine, index: u64, command: Command) {
+        let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
+        let answer = sm.apply_entry(Entry::new_normal(log_id, Proposal::new(1_000, command)));
+        assert!(matches!(answer, Some(Ok(_))), "{answer:?}");
+    }
+
+    #[test]
+    fn the_next_timer_changes_only_when_the_earliest_due_time_does() {
+        use switchyard_core::jobs::JobCommand;
+        let store = Arc::new(Probe::default());
+        let sm = machine(&store);
+        let mut next = sm.view().next_timer();
+        open_account(&sm, 1, "a");
+        assert!(!next.has_changed().unwrap(), "no timer moved");
+        let spec = switchyard_types::JobSpec::new(vec!["true".into()], "q");
+        let enqueue = |n| {
+            Command::Jobs(JobCommand::Enqueue {
+                specs: vec![spec.clone(); n],
+                retention_ms: 60_000,
+            })
+        };
+        let lease = Command::Jobs(JobCommand::Lease {
+            worker: "w".into(),
+            queue: "q".into(),
+            labels: Default::default(),
+            max: 1,
+        });
+        apply(&sm, 2, enqueue(2));
+        assert!(!next.has_changed().unwrap(), "queued jobs have no timer");
+        apply(&sm, 3, lease.clone());
+        assert!(
+            next.has_changed().unwrap(),
+            "a lease's expiry is the first timer"
+        );
+        let due = *next.borrow_and_update();
+        assert_eq!(due, Some(1_000 + spec.lease_ttl as i64 * 1000));
+        // A second lease at the same time expires no earlier: nobody is woken.
+        apply(&sm, 4, lease);
+        assert!(!next.has_changed().unwrap());
+        assert_eq!(sm.view().read(|s| s.timers.next_due()), due);
     }
 
     #[tokio::test]
