@@ -46,8 +46,22 @@ const MAGIC: [u8; 8] = *b"SYSNAP01";
 const TRAILER_FIXED: usize = 4 + MAGIC.len();
 
 /// An encoded snapshot. Cloning shares it.
+///
+/// The second field marks data lent out by the state machine as its current snapshot (see
+/// [`SnapshotData::lent`]): while a clone of it lives, the loan is outstanding.
 #[derive(Clone)]
-pub struct SnapshotData(Source);
+pub struct SnapshotData(
+    Source,
+    #[expect(
+        dead_code,
+        reason = "held, not read: its holders are what a loan counts"
+    )]
+    Option<Arc<Loan>>,
+);
+
+/// A loan of the current snapshot's data (see [`SnapshotData::lent`]).
+#[derive(Debug, Default)]
+pub struct Loan;
 
 #[derive(Clone)]
 enum Source {
@@ -85,9 +99,19 @@ impl fmt::Debug for SnapshotData {
 }
 
 impl SnapshotData {
+    fn new(source: Source) -> Self {
+        Self(source, None)
+    }
+
+    /// The same data, marked as lent under `loan`: `Arc::strong_count(loan)` then counts the
+    /// holders of this data and its clones.
+    pub fn lent(self, loan: &Arc<Loan>) -> Self {
+        Self(self.0, Some(loan.clone()))
+    }
+
     /// Encoded bytes in memory.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
-        Self(Source::Memory(Arc::new(bytes)))
+        Self::new(Source::Memory(Arc::new(bytes)))
     }
 
     /// Its size in bytes.
@@ -201,7 +225,7 @@ impl TempFile {
     fn keep(self) -> SnapshotData {
         let len = self.len;
         let (file, path) = self.into_parts();
-        SnapshotData(Source::File(Arc::new(StoredFile {
+        SnapshotData::new(Source::File(Arc::new(StoredFile {
             file,
             len,
             reading: Mutex::new(()),
@@ -380,7 +404,7 @@ fn write_file(dir: &Path, meta: &Meta, data: &SnapshotData) -> io::Result<Snapsh
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(SnapshotData(Source::File(Arc::new(StoredFile {
+    Ok(SnapshotData::new(Source::File(Arc::new(StoredFile {
         file,
         len: data.len(),
         reading: Mutex::new(()),
@@ -438,7 +462,7 @@ fn read_file(path: &Path) -> io::Result<Option<(Meta, SnapshotData)>> {
     let meta: Meta = postcard::from_bytes(&meta).map_err(|e| bad(format!("meta: {e}")))?;
     Ok(Some((
         meta,
-        SnapshotData(Source::File(Arc::new(StoredFile {
+        SnapshotData::new(Source::File(Arc::new(StoredFile {
             file,
             len,
             reading: Mutex::new(()),

@@ -13,6 +13,9 @@
 //!   entries since the last snapshot number at least its size over
 //!   [`SNAPSHOT_BYTES_PER_ENTRY`], so a large state is snapshotted less often and the
 //!   snapshots' work per write stays bounded (about encoding and writing that many bytes).
+//!   While the stored snapshot is lent out (openraft holds its data while it sends it to a
+//!   follower), up to twice as many: a build then would purge the log behind it, which the
+//!   follower needs next, and the follower would be sent a snapshot again.
 //! - A restart that installs the stored snapshot does not write it back, and reads its data
 //!   once (openraft asks for the current snapshot twice at start; only its meta is read then).
 //! - A snapshot is never whole in memory but to be encoded or decoded: it is sent in pieces
@@ -37,7 +40,7 @@ use tokio::sync::watch;
 
 use crate::history::{History, ReadAfter};
 pub use crate::snapshot::{BoxFuture, Meta, SnapshotStore};
-use crate::snapshot::{FileSnapshots, SnapshotData, SnapshotWriter};
+use crate::snapshot::{FileSnapshots, Loan, SnapshotData, SnapshotWriter};
 use crate::{Applied, TypeConfig, io_err};
 
 /// A snapshot is built once the entries applied since the last one number at least its size
@@ -81,6 +84,9 @@ struct Shared {
     history_capacity: usize,
     /// The snapshot in the store, as last saved or loaded: its meta and data size.
     stored: Mutex<Option<(Meta, u64)>>,
+    /// Lent with the current snapshot's data to whoever asks for it (openraft, to send it to
+    /// a follower): more than one holder means a send is under way.
+    loan: Arc<Loan>,
     /// Held while a snapshot is saved: a build and an install may overlap, and the older of
     /// two must not replace the newer.
     saving: tokio::sync::Mutex<()>,
@@ -146,6 +152,7 @@ impl StateMachine {
                 gate,
                 history_capacity,
                 stored: Mutex::new(None),
+                loan: Arc::default(),
                 saving: tokio::sync::Mutex::new(()),
             }),
         }
@@ -243,7 +250,13 @@ impl StateMachine {
             None => true,
             Some((meta, bytes)) => {
                 let since = applied.saturating_sub(meta.last_log_id.map_or(0, |l| l.index()));
-                since.saturating_mul(SNAPSHOT_BYTES_PER_ENTRY) >= *bytes
+                // While the stored snapshot is being sent to a follower, a new one (and the
+                // purge of the log behind it that follows) could take the entries the follower
+                // needs right after it, and it would be sent a snapshot again: wait for the
+                // send to end, up to twice the entries.
+                let sending = Arc::strong_count(&self.shared.loan) > 1;
+                let due = bytes.saturating_mul(if sending { 2 } else { 1 });
+                since.saturating_mul(SNAPSHOT_BYTES_PER_ENTRY) >= due
             }
         }
     }
@@ -423,7 +436,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *self.shared.stored.lock().unwrap() = Some((meta.clone(), data.len()));
         Ok(Some(SnapshotOf::<TypeConfig, _> {
             meta,
-            snapshot: data,
+            snapshot: data.lent(&self.shared.loan),
         }))
     }
 }
@@ -579,6 +592,51 @@ mod tests {
         apply(&sm, 4, lease);
         assert!(!next.has_changed().unwrap());
         assert_eq!(sm.view().read(|s| s.timers.next_due()), due);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_being_sent_puts_off_the_next_one_up_to_twice_the_entries() {
+        let store = Arc::new(Probe::default());
+        let mut sm = machine(&store);
+        open_account(&sm, 1, "a");
+        sm.build_snapshot().await.unwrap();
+        for i in 2..=11 {
+            open_account(&sm, i, &format!("a{i}"));
+        }
+        // openraft asks for the current snapshot to send it; while it holds the data (or a
+        // clone), the next one waits.
+        let sending = sm.get_current_snapshot().await.unwrap().unwrap().snapshot;
+        let piece = sending.clone();
+        drop(sending);
+        store.stored_size(&sm, 10 * SNAPSHOT_BYTES_PER_ENTRY);
+        assert!(
+            sm.try_create_snapshot_builder(false).await.is_none(),
+            "due, but sending"
+        );
+        for i in 12..=20 {
+            open_account(&sm, i, &format!("a{i}"));
+            assert!(
+                sm.try_create_snapshot_builder(false).await.is_none(),
+                "at {i}"
+            );
+        }
+        assert!(
+            sm.try_create_snapshot_builder(true).await.is_some(),
+            "forced"
+        );
+        open_account(&sm, 21, "a21");
+        assert!(
+            sm.try_create_snapshot_builder(false).await.is_some(),
+            "twice due"
+        );
+        // When the send ends, it is due at the usual distance again.
+        store.stored_size(&sm, 15 * SNAPSHOT_BYTES_PER_ENTRY);
+        assert!(sm.try_create_snapshot_builder(false).await.is_none());
+        drop(piece);
+        assert!(
+            sm.try_create_snapshot_builder(false).await.is_some(),
+            "sent"
+        );
     }
 
     #[tokio::test]
