@@ -67,3 +67,63 @@ async fn log_survives_reopen() {
         Some(log_id::<TypeConfig>(1, 1, 1))
     );
 }
+
+#[tokio::test]
+async fn the_committed_pointer_is_never_stored_ahead_of_its_entry() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::testing::log_id;
+
+    // Why: openraft may save the committed pointer of an entry it has only handed to `append`
+    // (a follower applies what the cluster committed). Written in a batch before its entry,
+    // the pointer would survive a crash the entry does not, and the restart would re-apply an
+    // entry the log lacks.
+    async fn append(store: &mut LogStore<TypeConfig>, indexes: std::ops::RangeInclusive<u64>) {
+        let entries: Vec<_> = indexes
+            .map(|i| {
+                <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(
+                    log_id::<TypeConfig>(1, 1, i),
+                )
+            })
+            .collect();
+        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        let cb = openraft::storage::IOFlushed::<TypeConfig>::signal(tx);
+        store.append(entries, cb).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("raft-log");
+    let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
+    append(&mut store, 1..=2).await;
+    store
+        .save_committed(Some(log_id::<TypeConfig>(1, 1, 2)))
+        .await
+        .unwrap();
+    append(&mut store, 3..=3).await;
+    // The pointer moves to 5 while entry 5 is not yet written; the next batch holds only 4.
+    store
+        .save_committed(Some(log_id::<TypeConfig>(1, 1, 5)))
+        .await
+        .unwrap();
+    append(&mut store, 4..=4).await;
+    // A crash now: what the files hold is what a reopening reads (closing would flush the
+    // pending pointer if its entry were written; it is not).
+    store.close();
+    let mut reopened = LogStore::<TypeConfig>::open(&path).unwrap();
+    assert_eq!(
+        reopened.read_committed().await.unwrap(),
+        Some(log_id::<TypeConfig>(1, 1, 2)),
+        "the pointer to 5 waits for entry 5"
+    );
+    // Once its entry is written, the pointer goes with it.
+    reopened
+        .save_committed(Some(log_id::<TypeConfig>(1, 1, 5)))
+        .await
+        .unwrap();
+    append(&mut reopened, 5..=5).await;
+    reopened.close();
+    let mut again = LogStore::<TypeConfig>::open(&path).unwrap();
+    assert_eq!(
+        again.read_committed().await.unwrap(),
+        Some(log_id::<TypeConfig>(1, 1, 5))
+    );
+}

@@ -11,7 +11,8 @@
 //! every callback of the batch. So concurrent commands share fsyncs, and a single client waits
 //! about one fsync of a page or two (redb's commit, before, wrote eight scattered pages). The
 //! committed pointer is not a write of its own: the latest value rides along with the next
-//! durable batch (and is flushed on close), so it costs no extra fsync; a committed pointer
+//! durable batch that holds its entry (and is flushed on close), so it costs no extra fsync
+//! and is never on disk ahead of the log it names; a committed pointer
 //! that lags on disk only means a restart re-applies a little less before the leader commits
 //! the rest of the durable log again. An in-memory copy of the unpurged log serves reads at
 //! once, as openraft requires entries to be readable as soon as `append` returns.
@@ -62,8 +63,9 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     }
 }
 
-/// The latest committed pointer not yet written, encoded; taken by the writer.
-type PendingCommitted = Arc<Mutex<Option<Vec<u8>>>>;
+/// The latest committed pointer not yet written: its index and its encoding. The writer takes
+/// it once the log up to that index is written (see [`take_covered`]).
+type PendingCommitted = Arc<Mutex<Option<(u64, Vec<u8>)>>>;
 
 struct Shared<C: RaftTypeConfig> {
     mem: Mutex<Mem<C>>,
@@ -124,12 +126,16 @@ where
             vote: state.vote.as_deref().map(decode).transpose()?,
             committed: state.committed.as_deref().map(decode).transpose()?,
         };
+        // The last index the files hold: an entry, or the purged one (in a snapshot).
+        let written = (replayed.entries.keys().next_back().copied())
+            .max(state.purged.as_ref().map(|(index, _)| *index))
+            .unwrap_or(0);
         let (tx, rx) = mpsc::channel();
         let committed = PendingCommitted::default();
         let pending = committed.clone();
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop::<C>(files, rx, pending))?;
+            .spawn(move || writer_loop::<C>(files, written, rx, pending))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 mem: Mutex::new(mem),
@@ -165,6 +171,7 @@ where
 
 fn writer_loop<C: RaftTypeConfig>(
     mut files: Segments,
+    mut written: u64,
     rx: mpsc::Receiver<Op<C>>,
     committed: PendingCommitted,
 ) {
@@ -182,7 +189,8 @@ fn writer_loop<C: RaftTypeConfig>(
             }
         }
         let start = Instant::now();
-        let pending = committed.lock().unwrap().take();
+        let after = written_after(written, &batch);
+        let pending = take_covered(&committed, after);
         let result = match &failed {
             Some((kind, msg)) => Err(io::Error::new(
                 *kind,
@@ -190,6 +198,9 @@ fn writer_loop<C: RaftTypeConfig>(
             )),
             None => write_batch(&mut files, &batch, pending.as_deref()),
         };
+        if result.is_ok() {
+            written = after;
+        }
         commit_seconds.record(start.elapsed().as_secs_f64());
         batch_size.record(batch.len() as f64);
         if let Err(e) = &result
@@ -213,11 +224,43 @@ fn writer_loop<C: RaftTypeConfig>(
         }
     }
     // Closed: write the last committed pointer, if one is pending.
-    let last = committed.lock().unwrap().take();
+    let last = take_covered(&committed, written);
     if failed.is_none()
         && let Some(Err(e)) = last.map(|c| write_batch::<C>(&mut files, &[], Some(&c)))
     {
         tracing::warn!(error = %e, "could not save the committed pointer on close");
+    }
+}
+
+/// The last index the files hold once `batch` is written after `written`: appends move it to
+/// their last entry, a truncation back below its start, a purge up to the purged entry (which
+/// a snapshot holds, saved before the purge).
+fn written_after<C: RaftTypeConfig>(mut written: u64, batch: &[Op<C>]) -> u64 {
+    for op in batch {
+        match op {
+            Op::Append { entries, .. } => {
+                if let Some((index, _)) = entries.last() {
+                    written = *index;
+                }
+            }
+            Op::Truncate { from } => written = written.min(from.saturating_sub(1)),
+            Op::Purge { upto, .. } => written = written.max(*upto),
+            Op::Vote { .. } => {}
+        }
+    }
+    written
+}
+
+/// The pending committed pointer, if the files will hold its entry once `written` is:
+/// openraft may commit, and save the pointer of, an entry it has only handed to `append` (a
+/// follower applies what the cluster committed), and a pointer written ahead of its entry would
+/// survive a crash that the entry does not (a restart would then re-apply an entry the log
+/// lacks). Otherwise the pointer stays pending for a later batch.
+fn take_covered(committed: &PendingCommitted, written: u64) -> Option<Vec<u8>> {
+    let mut pending = committed.lock().unwrap();
+    match &*pending {
+        Some((index, _)) if *index <= written => pending.take().map(|(_, bytes)| bytes),
+        _ => None,
     }
 }
 
@@ -311,8 +354,9 @@ where
             return Ok(());
         };
         let bytes = encode(&log_id)?;
+        let index = log_id.index();
         self.mem().committed = Some(log_id);
-        *self.shared.committed.lock().unwrap() = Some(bytes);
+        *self.shared.committed.lock().unwrap() = Some((index, bytes));
         Ok(())
     }
 
