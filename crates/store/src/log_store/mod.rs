@@ -374,7 +374,18 @@ where
             let mut mem = self.mem();
             for entry in entries {
                 let index = entry.index();
-                encoded.push((index, encode(&entry)?));
+                let bytes = encode(&entry)?;
+                if bytes.len() > record::MAX_ENTRY_BYTES {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "log entry {index} is {} bytes; a log record holds at most {}",
+                            bytes.len(),
+                            record::MAX_ENTRY_BYTES
+                        ),
+                    ));
+                }
+                encoded.push((index, bytes));
                 mem.log.insert(index, entry);
             }
         }

@@ -48,6 +48,10 @@ pub(crate) enum Record<'a> {
     Committed(&'a [u8]),
 }
 
+/// The largest encoded entry a record holds (its length field is 32 bits and counts the kind
+/// and the index too).
+pub(crate) const MAX_ENTRY_BYTES: usize = u32::MAX as usize - 1 - 8;
+
 pub(super) fn push_record(buf: &mut Vec<u8>, kind: Kind, parts: &[&[u8]]) {
     let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
     let len = (len as u32).to_le_bytes();

@@ -121,7 +121,13 @@ impl Segments {
     }
 
     fn open_inner(dir: &Path, segment_bytes: u64) -> io::Result<(Segments, Replayed)> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            // The new directory's name is durable in its parent, or a crash could forget it.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let lock = lock(dir)?;
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
