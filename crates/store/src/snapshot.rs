@@ -54,14 +54,45 @@ pub struct SnapshotData(
     Source,
     #[expect(
         dead_code,
-        reason = "held, not read: its holders are what a loan counts"
+        reason = "held, not read: dropping its last holder returns the loan"
     )]
     Option<Arc<Loan>>,
 );
 
-/// A loan of the current snapshot's data (see [`SnapshotData::lent`]).
-#[derive(Debug, Default)]
-pub struct Loan;
+/// How many lent copies of snapshot data are out (see [`SnapshotData::lent`]), watched. Cloning
+/// shares the count.
+#[derive(Clone)]
+pub struct Loans(Arc<tokio::sync::watch::Sender<usize>>);
+
+/// One outstanding loan: returned when dropped.
+struct Loan(Loans);
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        (self.0).0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Default for Loans {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+}
+
+impl Loans {
+    /// Loans not yet returned.
+    pub fn outstanding(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Wait until every loan is returned, for `at_most`; whether they were.
+    pub async fn returned(&self, at_most: std::time::Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(at_most, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+    }
+}
 
 #[derive(Clone)]
 enum Source {
@@ -103,10 +134,11 @@ impl SnapshotData {
         Self(source, None)
     }
 
-    /// The same data, marked as lent under `loan`: `Arc::strong_count(loan)` then counts the
-    /// holders of this data and its clones.
-    pub fn lent(self, loan: &Arc<Loan>) -> Self {
-        Self(self.0, Some(loan.clone()))
+    /// The same data, lent: `loans` counts it out until this data and all its clones are
+    /// dropped.
+    pub fn lent(self, loans: &Loans) -> Self {
+        loans.0.send_modify(|n| *n += 1);
+        Self(self.0, Some(Arc::new(Loan(loans.clone()))))
     }
 
     /// Encoded bytes in memory.

@@ -13,9 +13,11 @@
 //!   entries since the last snapshot number at least its size over
 //!   [`SNAPSHOT_BYTES_PER_ENTRY`], so a large state is snapshotted less often and the
 //!   snapshots' work per write stays bounded (about encoding and writing that many bytes).
-//!   While the stored snapshot is lent out (openraft holds its data while it sends it to a
-//!   follower), up to twice as many: a build then would purge the log behind it, which the
-//!   follower needs next, and the follower would be sent a snapshot again.
+//! - openraft purges the log behind a snapshot as soon as it is built. A follower being sent
+//!   the previous one needs the entries after that one next, or it is sent a whole snapshot
+//!   again: so a build reports itself done only once no send holds the previous snapshot's
+//!   data (openraft holds it while it sends it; the state machine lends it and counts the
+//!   loans, [`Loans`]), or after [`SEND_WAIT`] at most.
 //! - A restart that installs the stored snapshot does not write it back, and reads its data
 //!   once (openraft asks for the current snapshot twice at start; only its meta is read then).
 //! - A snapshot is never whole in memory but to be encoded or decoded: it is sent in pieces
@@ -40,13 +42,17 @@ use tokio::sync::watch;
 
 use crate::history::{History, ReadAfter};
 pub use crate::snapshot::{BoxFuture, Meta, SnapshotStore};
-use crate::snapshot::{FileSnapshots, Loan, SnapshotData, SnapshotWriter};
+use crate::snapshot::{FileSnapshots, Loans, SnapshotData, SnapshotWriter};
 use crate::{Applied, TypeConfig, io_err};
 
 /// A snapshot is built once the entries applied since the last one number at least its size
 /// divided by this (and at least `snapshot_logs`): each entry then pays for encoding and
 /// writing at most this many bytes of snapshot, whatever the size of the state.
 pub const SNAPSHOT_BYTES_PER_ENTRY: u64 = 4096;
+
+/// The longest a built snapshot waits for the send of the previous one to end before openraft
+/// hears of it (and purges the log behind it).
+pub const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Entry = openraft::alias::EntryOf<TypeConfig>;
 
@@ -84,9 +90,9 @@ struct Shared {
     history_capacity: usize,
     /// The snapshot in the store, as last saved or loaded: its meta and data size.
     stored: Mutex<Option<(Meta, u64)>>,
-    /// Lent with the current snapshot's data to whoever asks for it (openraft, to send it to
-    /// a follower): more than one holder means a send is under way.
-    loan: Arc<Loan>,
+    /// The current snapshot's data lent to whoever asked for it (openraft, to send it to a
+    /// follower) and not yet returned.
+    loans: Loans,
     /// Held while a snapshot is saved: a build and an install may overlap, and the older of
     /// two must not replace the newer.
     saving: tokio::sync::Mutex<()>,
@@ -152,7 +158,7 @@ impl StateMachine {
                 gate,
                 history_capacity,
                 stored: Mutex::new(None),
-                loan: Arc::default(),
+                loans: Loans::default(),
                 saving: tokio::sync::Mutex::new(()),
             }),
         }
@@ -250,13 +256,7 @@ impl StateMachine {
             None => true,
             Some((meta, bytes)) => {
                 let since = applied.saturating_sub(meta.last_log_id.map_or(0, |l| l.index()));
-                // While the stored snapshot is being sent to a follower, a new one (and the
-                // purge of the log behind it that follows) could take the entries the follower
-                // needs right after it, and it would be sent a snapshot again: wait for the
-                // send to end, up to twice the entries.
-                let sending = Arc::strong_count(&self.shared.loan) > 1;
-                let due = bytes.saturating_mul(if sending { 2 } else { 1 });
-                since.saturating_mul(SNAPSHOT_BYTES_PER_ENTRY) >= due
+                since.saturating_mul(SNAPSHOT_BYTES_PER_ENTRY) >= *bytes
             }
         }
     }
@@ -346,6 +346,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         metrics::histogram!("switchyard_snapshot_build_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        // openraft purges the log behind it once it hears of it: not while a follower is being
+        // sent the previous one, which needs the entries after that one next.
+        if self.shared.loans.outstanding() > 0 && !self.shared.loans.returned(SEND_WAIT).await {
+            tracing::warn!(
+                waited = ?SEND_WAIT,
+                "a snapshot is still being sent; the log behind the new one is purged anyway"
+            );
+        }
         Ok(SnapshotOf::<TypeConfig, _> {
             meta,
             snapshot: data,
@@ -436,7 +444,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *self.shared.stored.lock().unwrap() = Some((meta.clone(), data.len()));
         Ok(Some(SnapshotOf::<TypeConfig, _> {
             meta,
-            snapshot: data.lent(&self.shared.loan),
+            snapshot: data.lent(&self.shared.loans),
         }))
     }
 }
@@ -594,49 +602,40 @@ mod tests {
         assert_eq!(sm.view().read(|s| s.timers.next_due()), due);
     }
 
-    #[tokio::test]
-    async fn a_snapshot_being_sent_puts_off_the_next_one_up_to_twice_the_entries() {
+    #[tokio::test(start_paused = true)]
+    async fn a_build_reports_itself_once_the_previous_snapshot_is_sent() {
         let store = Arc::new(Probe::default());
         let mut sm = machine(&store);
         open_account(&sm, 1, "a");
         sm.build_snapshot().await.unwrap();
-        for i in 2..=11 {
-            open_account(&sm, i, &format!("a{i}"));
-        }
-        // openraft asks for the current snapshot to send it; while it holds the data (or a
-        // clone), the next one waits.
+        open_account(&sm, 2, "b");
+        // openraft asks for the current snapshot to send it and holds its data (or a clone)
+        // while it does.
         let sending = sm.get_current_snapshot().await.unwrap().unwrap().snapshot;
         let piece = sending.clone();
         drop(sending);
-        store.stored_size(&sm, 10 * SNAPSHOT_BYTES_PER_ENTRY);
+        let mut builder = sm.clone();
+        let build = tokio::spawn(async move { builder.build_snapshot().await });
+        tokio::time::sleep(SEND_WAIT / 2).await;
         assert!(
-            sm.try_create_snapshot_builder(false).await.is_none(),
-            "due, but sending"
+            !build.is_finished(),
+            "reported while the previous one is being sent"
         );
-        for i in 12..=20 {
-            open_account(&sm, i, &format!("a{i}"));
-            assert!(
-                sm.try_create_snapshot_builder(false).await.is_none(),
-                "at {i}"
-            );
-        }
-        assert!(
-            sm.try_create_snapshot_builder(true).await.is_some(),
-            "forced"
-        );
-        open_account(&sm, 21, "a21");
-        assert!(
-            sm.try_create_snapshot_builder(false).await.is_some(),
-            "twice due"
-        );
-        // When the send ends, it is due at the usual distance again.
-        store.stored_size(&sm, 15 * SNAPSHOT_BYTES_PER_ENTRY);
-        assert!(sm.try_create_snapshot_builder(false).await.is_none());
+        assert_eq!(*store.saves.lock().unwrap(), 2, "built and saved meanwhile");
         drop(piece);
-        assert!(
-            sm.try_create_snapshot_builder(false).await.is_some(),
-            "sent"
-        );
+        let built = build.await.unwrap().unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index()), Some(2));
+        // A send that never ends holds it up for SEND_WAIT, no longer.
+        open_account(&sm, 3, "c");
+        let stuck = sm.get_current_snapshot().await.unwrap().unwrap().snapshot;
+        let started = tokio::time::Instant::now();
+        sm.build_snapshot().await.unwrap();
+        assert_eq!(started.elapsed(), SEND_WAIT);
+        drop(stuck);
+        // With nothing lent, a build reports at once.
+        let started = tokio::time::Instant::now();
+        sm.build_snapshot().await.unwrap();
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
     }
 
     #[tokio::test]
