@@ -80,12 +80,8 @@ impl Default for Loans {
 }
 
 impl Loans {
-    /// Loans not yet returned.
-    pub fn outstanding(&self) -> usize {
-        *self.0.borrow()
-    }
-
-    /// Wait until every loan is returned, for `at_most`; whether they were.
+    /// Wait until every loan is returned (at once if none is out), for `at_most`; whether they
+    /// were.
     pub async fn returned(&self, at_most: std::time::Duration) -> bool {
         let mut rx = self.0.subscribe();
         tokio::time::timeout(at_most, rx.wait_for(|n| *n == 0))

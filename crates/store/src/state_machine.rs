@@ -348,7 +348,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         // openraft purges the log behind it once it hears of it: not while a follower is being
         // sent the previous one, which needs the entries after that one next.
-        if self.shared.loans.outstanding() > 0 && !self.shared.loans.returned(SEND_WAIT).await {
+        if !self.shared.loans.returned(SEND_WAIT).await {
             tracing::warn!(
                 waited = ?SEND_WAIT,
                 "a snapshot is still being sent; the log behind the new one is purged anyway"

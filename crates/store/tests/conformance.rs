@@ -25,6 +25,22 @@ async fn log_store_passes_openraft_suite() {
         .expect("storage conformance suite");
 }
 
+/// Append blank entries at `indexes` and wait until they are flushed.
+async fn append(store: &mut LogStore<TypeConfig>, indexes: std::ops::RangeInclusive<u64>) {
+    use openraft::storage::RaftLogStorage;
+    let entries: Vec<_> = indexes
+        .map(|i| {
+            <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(
+                openraft::testing::log_id::<TypeConfig>(1, 1, i),
+            )
+        })
+        .collect();
+    let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    let cb = openraft::storage::IOFlushed::<TypeConfig>::signal(tx);
+    store.append(entries, cb).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn log_survives_reopen() {
     use openraft::RaftLogReader;
@@ -35,17 +51,7 @@ async fn log_survives_reopen() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("raft-log");
     let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
-    let entries: Vec<_> = (1..=5)
-        .map(|i| {
-            <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(
-                log_id::<TypeConfig>(1, 1, i),
-            )
-        })
-        .collect();
-    let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
-    let cb = openraft::storage::IOFlushed::<TypeConfig>::signal(tx);
-    store.append(entries, cb).await.unwrap();
-    rx.await.unwrap().unwrap();
+    append(&mut store, 1..=5).await;
     store
         .truncate_after(Some(log_id::<TypeConfig>(1, 1, 4)))
         .await
@@ -77,19 +83,6 @@ async fn the_committed_pointer_is_never_stored_ahead_of_its_entry() {
     // (a follower applies what the cluster committed). Written in a batch before its entry,
     // the pointer would survive a crash the entry does not, and the restart would re-apply an
     // entry the log lacks.
-    async fn append(store: &mut LogStore<TypeConfig>, indexes: std::ops::RangeInclusive<u64>) {
-        let entries: Vec<_> = indexes
-            .map(|i| {
-                <openraft::alias::EntryOf<TypeConfig> as openraft::entry::RaftEntry>::new_blank(
-                    log_id::<TypeConfig>(1, 1, i),
-                )
-            })
-            .collect();
-        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
-        let cb = openraft::storage::IOFlushed::<TypeConfig>::signal(tx);
-        store.append(entries, cb).await.unwrap();
-        rx.await.unwrap().unwrap();
-    }
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("raft-log");
     let mut store = LogStore::<TypeConfig>::open(&path).unwrap();
